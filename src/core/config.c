@@ -1,0 +1,270 @@
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "core/errors.h"
+
+typedef enum { KEY_INT, KEY_DOUBLE, KEY_BOOL, KEY_STRING } key_type;
+
+typedef struct {
+    const char *section, *key;
+    key_type type;
+    size_t offset;
+    const char *default_value;   // NULL = required
+    double min, max;             // numeric range (inclusive)
+    const char *help;
+} key_spec;
+
+#define FIELD(f) offsetof(decon_config, f)
+#define BIG 1e18
+
+static const key_spec KEYS[] = {
+    {"model", "hidden_size", KEY_INT, FIELD(hidden_size), NULL, 1, 1 << 20, "model width d"},
+    {"model", "intermediate_size", KEY_INT, FIELD(intermediate_size), NULL, 1, 1 << 22, "SwiGLU width"},
+    {"model", "num_hidden_layers", KEY_INT, FIELD(num_hidden_layers), NULL, 1, 4096, "blocks"},
+    {"model", "num_attention_heads", KEY_INT, FIELD(num_attention_heads), NULL, 1, 4096, "query heads"},
+    {"model", "num_key_value_heads", KEY_INT, FIELD(num_key_value_heads), "0", 0, 4096,
+     "key/value heads (0 = num_attention_heads: MHA)"},
+    {"model", "vocab_size", KEY_INT, FIELD(vocab_size), NULL, 2, 1 << 24, "vocabulary"},
+    {"model", "max_position_embeddings", KEY_INT, FIELD(max_position_embeddings), "0", 0, 1 << 24,
+     "longest sequence (0 = train.sequence_length)"},
+    {"model", "rope_theta", KEY_DOUBLE, FIELD(rope_theta), "1000000", 1, BIG, "RoPE base"},
+    {"model", "rms_norm_eps", KEY_DOUBLE, FIELD(rms_norm_eps), "1e-6", 0, 1, "RMSNorm epsilon"},
+    {"model", "initializer_range", KEY_DOUBLE, FIELD(initializer_range), "0.02", 0, 10, "init std"},
+    {"model", "tie_word_embeddings", KEY_BOOL, FIELD(tie_word_embeddings), "1", 0, 1, "LM head = embedding"},
+    {"model", "attention_bias", KEY_BOOL, FIELD(attention_bias), "1", 0, 1, "bias on Q/K/V"},
+    {"attention", "variant", KEY_STRING, FIELD(variant), "standard", 0, 0, "token mixer"},
+    {"attention", "layout", KEY_STRING, FIELD(layout), "uniform", 0, 0, "uniform | hybrid:<pattern> | list:<ids>"},
+    {"train", "sequence_length", KEY_INT, FIELD(sequence_length), "2048", 1, 1 << 24, "tokens per sequence"},
+    {"train", "micro_batch_size", KEY_INT, FIELD(micro_batch_size), "8", 1, 1 << 20, "sequences per forward"},
+    {"train", "global_batch_size", KEY_INT, FIELD(global_batch_size), "256", 1, 1 << 24, "sequences per step"},
+    {"train", "max_steps", KEY_INT, FIELD(max_steps), "10000", 1, INT_MAX, "optimizer steps"},
+    {"train", "learning_rate", KEY_DOUBLE, FIELD(learning_rate), "4e-4", 0, 10, "peak LR"},
+    {"train", "min_learning_rate_ratio", KEY_DOUBLE, FIELD(min_learning_rate_ratio), "0", 0, 1, "floor of the cosine"},
+    {"train", "cosine_cycles", KEY_DOUBLE, FIELD(cosine_cycles), "0.5", 0, 100, "cosine cycles after warm-up"},
+    {"train", "warmup_steps", KEY_INT, FIELD(warmup_steps), "2000", 0, INT_MAX, "linear warm-up"},
+    {"train", "weight_decay", KEY_DOUBLE, FIELD(weight_decay), "0.1", 0, 10, "AdamW decay"},
+    {"train", "adam_beta1", KEY_DOUBLE, FIELD(adam_beta1), "0.9", 0, 0.999999, "AdamW beta1"},
+    {"train", "adam_beta2", KEY_DOUBLE, FIELD(adam_beta2), "0.9999", 0, 0.99999999, "AdamW beta2"},
+    {"train", "adam_epsilon", KEY_DOUBLE, FIELD(adam_epsilon), "1e-8", 0, 1, "AdamW epsilon"},
+    {"train", "grad_clip", KEY_DOUBLE, FIELD(grad_clip), "1.0", 0, BIG, "global-norm clip (0 = off)"},
+    {"train", "seed", KEY_INT, FIELD(seed), "1234", 0, INT_MAX, "init and data-order seed"},
+    {"train", "eval_every", KEY_INT, FIELD(eval_every), "500", 0, INT_MAX, "validation interval (0 = end only)"},
+    {"train", "eval_batches", KEY_INT, FIELD(eval_batches), "20", 1, INT_MAX, "micro-batches per validation"},
+    {"train", "threads", KEY_INT, FIELD(threads), "0", 0, 4096, "CPU threads (0 = all cores)"},
+    {"data", "train", KEY_STRING, FIELD(train), "data/corpus/train.bin", 0, 0, "training shard"},
+    {"data", "validation", KEY_STRING, FIELD(validation), "data/corpus/val.bin", 0, 0, "validation shard"},
+    {"io", "run_dir", KEY_STRING, FIELD(run_dir), "runs/default", 0, 0, "outputs"},
+    {"io", "checkpoint_every", KEY_INT, FIELD(checkpoint_every), "1000", 0, INT_MAX, "steps (0 = end only)"},
+    {"io", "keep_checkpoints", KEY_INT, FIELD(keep_checkpoints), "3", 1, INT_MAX, "newest K kept"},
+    {"io", "log_every", KEY_INT, FIELD(log_every), "1", 1, INT_MAX, "progress/metrics interval"},
+};
+enum { KEY_COUNT = sizeof KEYS / sizeof KEYS[0] };
+
+// Which keys were given explicitly (for "required" checks); indexed like KEYS.
+static bool key_given[KEY_COUNT];
+
+static const key_spec *find_key(const char *section, const char *key) {
+    for (int i = 0; i < KEY_COUNT; i++)
+        if (strcmp(KEYS[i].section, section) == 0 && strcmp(KEYS[i].key, key) == 0) return &KEYS[i];
+    return NULL;
+}
+
+static const char *type_name(key_type type) {
+    switch (type) {
+    case KEY_INT: return "an integer";
+    case KEY_DOUBLE: return "a number";
+    case KEY_BOOL: return "0 or 1 (or true/false)";
+    default: return "a string";
+    }
+}
+
+// Parses value into the field; returns false (with why filled) when it does not fit.
+static bool parse_value(decon_config *config, const key_spec *spec, const char *value, char *why, size_t why_size) {
+    char *field = (char *)config + spec->offset;
+    const char *end = value + strlen(value);
+    while (end > value && isspace((unsigned char)end[-1])) end--;
+    if (spec->type == KEY_STRING) {
+        size_t n = (size_t)(end - value);
+        size_t cap = spec->offset == FIELD(variant) ? sizeof config->variant : CONFIG_STRING_MAX;
+        if (n >= cap) {
+            snprintf(why, why_size, "is longer than %zu characters", cap - 1);
+            return false;
+        }
+        memcpy(field, value, n);
+        field[n] = '\0';
+        return true;
+    }
+    if (value == end) {
+        snprintf(why, why_size, "is empty; expected %s", type_name(spec->type));
+        return false;
+    }
+    if (spec->type == KEY_BOOL) {
+        size_t n = (size_t)(end - value);
+        bool truth;
+        if ((n == 1 && *value == '1') || (n == 4 && strncasecmp(value, "true", 4) == 0)) truth = true;
+        else if ((n == 1 && *value == '0') || (n == 5 && strncasecmp(value, "false", 5) == 0)) truth = false;
+        else {
+            snprintf(why, why_size, "= '%.*s' is not %s", (int)n, value, type_name(spec->type));
+            return false;
+        }
+        *(bool *)field = truth;
+        return true;
+    }
+    errno = 0;
+    char *stop = NULL;
+    double number;
+    if (spec->type == KEY_INT) {
+        long long parsed = strtoll(value, &stop, 10);
+        number = (double)parsed;
+    } else {
+        number = strtod(value, &stop);
+    }
+    if (stop != end || errno == ERANGE || !isfinite(number)) {
+        snprintf(why, why_size, "= '%.*s' is not %s", (int)(end - value), value, type_name(spec->type));
+        return false;
+    }
+    if (number < spec->min || number > spec->max) {
+        snprintf(why, why_size, "= %.*s is out of range [%g, %g]", (int)(end - value), value, spec->min, spec->max);
+        return false;
+    }
+    if (spec->type == KEY_INT) *(int *)field = (int)number;
+    else *(double *)field = number;
+    return true;
+}
+
+static void set_key(decon_config *config, const char *section, const char *key, const char *value,
+                    const char *origin, int line) {
+    const key_spec *spec = find_key(section, key);
+    char where[640];
+    if (line > 0) snprintf(where, sizeof where, "%s:%d", origin, line);
+    else snprintf(where, sizeof where, "%s", origin);
+    if (!spec) {
+        bool known_section = false;
+        for (int i = 0; i < KEY_COUNT; i++) known_section |= strcmp(KEYS[i].section, section) == 0;
+        if (!known_section)
+            fatal("%s: unknown section [%s]; sections are [model], [attention], [train], [data], [io]", where, section);
+        fatal("%s: unknown key '%s' in [%s]; see input/models/tiny.ini for the accepted keys", where, key, section);
+    }
+    char why[256];
+    if (!parse_value(config, spec, value, why, sizeof why))
+        fatal("%s: [%s] %s %s (%s)", where, section, key, why, spec->help);
+    key_given[spec - KEYS] = true;
+}
+
+void config_defaults(decon_config *config) {
+    memset(config, 0, sizeof *config);
+    memset(key_given, 0, sizeof key_given);
+    char why[256];
+    for (int i = 0; i < KEY_COUNT; i++)
+        if (KEYS[i].default_value && !parse_value(config, &KEYS[i], KEYS[i].default_value, why, sizeof why))
+            fatal("internal: default of %s.%s %s", KEYS[i].section, KEYS[i].key, why);
+}
+
+typedef struct {
+    decon_config *config;
+    const char *origin;
+} ini_context;
+
+// Debian's inih is built without line numbers in the handler, so errors name file and key.
+static int handle_ini_pair(void *user, const char *section, const char *key, const char *value) {
+    ini_context *context = user;
+    set_key(context->config, section, key, value, context->origin, 0);
+    return 1;
+}
+
+void config_load(decon_config *config, const char *path) {
+    FILE *file = fopen(path, "r");
+    if (!file) fatal("%s: cannot open config file (%s); check the path", path, strerror(errno));
+    ini_context context = {config, path};
+    int result = ini_parse_file(file, handle_ini_pair, &context);
+    fclose(file);
+    if (result > 0) fatal("%s:%d: not a valid INI line (expected 'key = value' or '[section]')", path, result);
+    if (result < 0) fatal("%s: cannot read config file", path);
+}
+
+void config_load_text(decon_config *config, const char *text, const char *origin) {
+    ini_context context = {config, origin};
+    int result = ini_parse_string(text, handle_ini_pair, &context);
+    if (result != 0) fatal("%s:%d: not a valid INI line", origin, result);
+}
+
+void config_set(decon_config *config, const char *assignment, const char *origin) {
+    const char *dot = strchr(assignment, '.');
+    const char *equals = strchr(assignment, '=');
+    if (!dot || !equals || dot > equals)
+        fatal("%s '%s': expected section.key=value, e.g. --set train.max_steps=100", origin, assignment);
+    char section[64], key[128];
+    size_t section_length = (size_t)(dot - assignment), key_length = (size_t)(equals - dot - 1);
+    if (section_length >= sizeof section || key_length >= sizeof key)
+        fatal("%s '%s': section or key too long", origin, assignment);
+    memcpy(section, assignment, section_length);
+    section[section_length] = '\0';
+    memcpy(key, dot + 1, key_length);
+    key[key_length] = '\0';
+    char where[640];
+    snprintf(where, sizeof where, "%s %s", origin, assignment);
+    set_key(config, section, key, equals + 1, where, 0);
+}
+
+void config_validate(const decon_config *c, const char *origin) {
+    for (int i = 0; i < KEY_COUNT; i++)
+        if (!KEYS[i].default_value && !key_given[i])
+            fatal("%s: missing required key '%s' in [%s] (%s)", origin, KEYS[i].key, KEYS[i].section, KEYS[i].help);
+    if (c->hidden_size % c->num_attention_heads != 0)
+        fatal("%s: [model] hidden_size = %d is not divisible by num_attention_heads = %d", origin,
+              c->hidden_size, c->num_attention_heads);
+    int kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
+    if (kv_heads > c->num_attention_heads || c->num_attention_heads % kv_heads != 0)
+        fatal("%s: [model] num_attention_heads = %d must be a multiple of num_key_value_heads = %d", origin,
+              c->num_attention_heads, kv_heads);
+    if (config_head_dim(c) % 2 != 0)
+        fatal("%s: [model] head size hidden_size/num_attention_heads = %d must be even for RoPE", origin,
+              config_head_dim(c));
+    if (c->max_position_embeddings && c->sequence_length > c->max_position_embeddings)
+        fatal("%s: [train] sequence_length = %d exceeds [model] max_position_embeddings = %d", origin,
+              c->sequence_length, c->max_position_embeddings);
+    if (c->global_batch_size % c->micro_batch_size != 0)
+        fatal("%s: [train] global_batch_size = %d is not a multiple of micro_batch_size = %d", origin,
+              c->global_batch_size, c->micro_batch_size);
+    if (c->train[0] == '\0') fatal("%s: [data] train is empty; give a token shard path", origin);
+    if (c->run_dir[0] == '\0') fatal("%s: [io] run_dir is empty", origin);
+}
+
+char *config_to_text(const decon_config *config) {
+    size_t capacity = 16384, used = 0;
+    char *text = xmalloc(capacity);
+    const char *section = "";
+    for (int i = 0; i < KEY_COUNT; i++) {
+        const key_spec *spec = &KEYS[i];
+        const char *field = (const char *)config + spec->offset;
+        char line[CONFIG_STRING_MAX + 256];
+        int n = 0;
+        if (strcmp(section, spec->section) != 0) {
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s[%s]\n", used ? "\n" : "", spec->section);
+            section = spec->section;
+        }
+        switch (spec->type) {
+        case KEY_INT: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const int *)field); break;
+        case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %.17g\n", spec->key, *(const double *)field); break;
+        case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const bool *)field ? 1 : 0); break;
+        case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %s\n", spec->key, field); break;
+        }
+        if (used + (size_t)n + 1 > capacity) {
+            capacity *= 2;
+            char *grown = realloc(text, capacity);
+            if (!grown) fatal("out of memory");
+            text = grown;
+        }
+        memcpy(text + used, line, (size_t)n);
+        used += (size_t)n;
+    }
+    text[used] = '\0';
+    return text;
+}

@@ -1,0 +1,50 @@
+// Run configuration: INI files read with inih, Hugging Face key names for the model
+// ([model] section), plus [attention], [train], [data], [io]. Every key is declared once
+// in config.c's table (type, default, range); unknown keys, ill-typed or out-of-range
+// values and missing required keys are rejected with one line naming file and key.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+enum { CONFIG_STRING_MAX = 512 };
+
+typedef struct {
+    // [model]
+    int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
+    int num_key_value_heads, vocab_size, max_position_embeddings;
+    double rope_theta, rms_norm_eps, initializer_range;
+    bool tie_word_embeddings, attention_bias;
+    // [attention]
+    char variant[64];
+    char layout[CONFIG_STRING_MAX];
+    // [train]
+    int sequence_length;        // tokens per sequence
+    int micro_batch_size;       // sequences per forward/backward
+    int global_batch_size;      // sequences per optimizer step (accumulation fills the gap)
+    int max_steps;
+    double learning_rate, min_learning_rate_ratio, cosine_cycles;
+    int warmup_steps;
+    double weight_decay, adam_beta1, adam_beta2, adam_epsilon, grad_clip;
+    int seed;
+    int eval_every, eval_batches;
+    int threads;
+    // [data]
+    char train[CONFIG_STRING_MAX], validation[CONFIG_STRING_MAX];
+    // [io]
+    char run_dir[CONFIG_STRING_MAX];
+    int checkpoint_every, keep_checkpoints, log_every;
+} decon_config;
+
+void config_defaults(decon_config *config);
+// Reads path (fatal on any problem), on top of the defaults.
+void config_load(decon_config *config, const char *path);
+// Applies "section.key=value" (from --set), fatal with the origin on a bad one.
+void config_set(decon_config *config, const char *assignment, const char *origin);
+// Parses INI text (e.g. the resolved config stored in a checkpoint).
+void config_load_text(decon_config *config, const char *text, const char *origin);
+// Checks required keys and cross-key constraints (divisibility, ranges); fatal names the key.
+void config_validate(const decon_config *config, const char *origin);
+// The complete resolved config as INI text (every key); caller frees.
+char *config_to_text(const decon_config *config);
+
+static inline int config_head_dim(const decon_config *c) { return c->hidden_size / c->num_attention_heads; }

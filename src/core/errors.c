@@ -1,0 +1,79 @@
+#include "core/errors.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+static void (*exit_hook)(int) = NULL;
+static int current_rank = -1;
+static int current_world = 1;
+
+void fatal_set_exit_hook(void (*hook)(int code)) { exit_hook = hook; }
+
+void log_set_rank(int rank, int world_size) {
+    current_rank = rank;
+    current_world = world_size;
+}
+
+int log_rank(void) { return current_rank < 0 ? 0 : current_rank; }
+
+_Noreturn void fatal(const char *format, ...) {
+    char message[2048];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    if (current_world > 1)
+        fprintf(stderr, "decon: error (rank %d): %s\n", current_rank, message);
+    else
+        fprintf(stderr, "decon: error: %s\n", message);
+    fflush(stderr);
+    fflush(stdout);
+    if (exit_hook) exit_hook(1);
+    exit(1);
+}
+
+void info(const char *format, ...) {
+    if (current_rank > 0) return;
+    va_list args;
+    va_start(args, format);
+    vfprintf(stdout, format, args);
+    va_end(args);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+void warn(const char *format, ...) {
+    char message[2048];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    fprintf(stderr, "decon: warning: %s\n", message);
+}
+
+void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) fatal("out of memory allocating %zu bytes; use a smaller model or batch", bytes);
+    return p;
+}
+
+void *xcalloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) fatal("out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *xaligned_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) fatal("out of memory allocating %zu bytes; use a smaller model or batch", bytes);
+    memset(p, 0, rounded ? rounded : 64);
+    return p;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}

@@ -1,0 +1,28 @@
+// One-line user-facing errors and fatal exits.
+// Every failure the user can cause ends in fatal(): one line on stderr naming the
+// file/key/rank and what to do, then a non-zero exit. core/ knows nothing about MPI;
+// programs that run under MPI install an exit hook (MPI_Abort) with fatal_set_exit_hook.
+#pragma once
+#include <stdio.h>
+#include <stdlib.h>
+
+#if defined(__GNUC__)
+#define DECON_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DECON_PRINTF(a, b)
+#endif
+
+// Prints "decon: error: <message>" (prefixed with the rank when one is set) and exits.
+_Noreturn void fatal(const char *format, ...) DECON_PRINTF(1, 2);
+// Informational line on stdout (rank 0 only when a rank is set).
+void info(const char *format, ...) DECON_PRINTF(1, 2);
+void warn(const char *format, ...) DECON_PRINTF(1, 2);
+
+void fatal_set_exit_hook(void (*hook)(int code));  // must not return
+void log_set_rank(int rank, int world_size);
+int log_rank(void);
+
+void *xmalloc(size_t bytes);          // fatal() on failure
+void *xcalloc(size_t count, size_t size);
+void *xaligned_alloc(size_t bytes);   // 64-byte aligned, zeroed
+char *xstrdup(const char *s);

@@ -1,0 +1,14 @@
+// JSON-lines metrics file in the run directory: one object per line, appended and
+// flushed as it is written, so a crash loses nothing already logged.
+#pragma once
+#include <stdio.h>
+
+typedef struct {
+    FILE *file;
+} metrics_log;
+
+void metrics_log_open(metrics_log *log, const char *path);  // append mode; fatal if unwritable
+void metrics_log_close(metrics_log *log);
+// Writes one line: {"kind": kind, <key>: <value>, ...}; keys/values given as pairs
+// terminated by NULL, values as doubles.
+void metrics_log_write(metrics_log *log, const char *kind, ...);

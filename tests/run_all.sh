@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test program (build/tests/*) and every test script (tests/scripts/test_*.sh,
+# tests/corpus/test_*.sh), counts PASS/FAIL lines and prints the closing
+# "N passed, N failed". A program that crashes or exits non-zero without printing a
+# FAIL line counts as one failure.
+set -u
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+passed=0
+failed=0
+log=$(mktemp)
+run_one() {
+    local label=$1; shift
+    local start=$SECONDS
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local p f
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    grep -E '^(PASS|FAIL) ' "$log"
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $label: exited with status $rc"
+        tail -n 5 "$log" | sed 's/^/    /'
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    echo "   ($label: $((SECONDS - start)) s)"
+}
+for t in build/tests/*; do
+    [ -x "$t" ] || continue
+    run_one "$(basename "$t")" "$t"
+done
+for s in tests/scripts/test_*.sh tests/corpus/test_*.sh; do
+    [ -f "$s" ] || continue
+    run_one "$(basename "$s")" bash "$s"
+done
+rm -f "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

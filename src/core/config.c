@@ -268,3 +268,23 @@ char *config_to_text(const decon_config *config) {
     text[used] = '\0';
     return text;
 }
+
+bool config_same_model(const decon_config *a, const decon_config *b, const char **key) {
+    for (int i = 0; i < KEY_COUNT; i++) {
+        const key_spec *spec = &KEYS[i];
+        if (strcmp(spec->section, "model") != 0 && strcmp(spec->section, "attention") != 0) continue;
+        const char *x = (const char *)a + spec->offset, *y = (const char *)b + spec->offset;
+        bool same;
+        switch (spec->type) {
+        case KEY_INT: same = *(const int *)x == *(const int *)y; break;
+        case KEY_DOUBLE: same = *(const double *)x == *(const double *)y; break;
+        case KEY_BOOL: same = *(const bool *)x == *(const bool *)y; break;
+        default: same = strcmp(x, y) == 0; break;
+        }
+        if (!same) {
+            *key = spec->key;
+            return false;
+        }
+    }
+    return true;
+}

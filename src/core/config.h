@@ -48,3 +48,6 @@ void config_validate(const decon_config *config, const char *origin);
 char *config_to_text(const decon_config *config);
 
 static inline int config_head_dim(const decon_config *c) { return c->hidden_size / c->num_attention_heads; }
+// Whether two configs describe the same model (every [model] and [attention] key);
+// when not, names the first key that differs in *key.
+bool config_same_model(const decon_config *a, const decon_config *b, const char **key);

@@ -5,10 +5,16 @@
 
 typedef struct {
     FILE *file;
+    char path[4096];   // for error messages
 } metrics_log;
 
 void metrics_log_open(metrics_log *log, const char *path);  // append mode; fatal if unwritable
 void metrics_log_close(metrics_log *log);
 // Writes one line: {"kind": kind, <key>: <value>, ...}; keys/values given as pairs
-// terminated by NULL, values as doubles.
+// terminated by NULL, values as doubles — pass 1.0 or (double)n, never a bare integer
+// (varargs do not convert). Integral values print without a fraction ("step":120),
+// others with the shortest exact digits; NaN/inf print as null. Fatal if the write fails.
+#if defined(__GNUC__)
+__attribute__((sentinel))
+#endif
 void metrics_log_write(metrics_log *log, const char *kind, ...);

@@ -1,0 +1,66 @@
+// decon-train: pre-train a decoder-only language model.
+//   decon-train <config.ini> [--set section.key=value]... [--run-dir DIR] [--resume]
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/errors.h"
+#include "train/trainer.h"
+
+static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(code); }
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: decon-train <config.ini> [--set section.key=value]... [--run-dir DIR] [--resume]\n"
+            "  --set      override one config key (repeatable), e.g. --set train.max_steps=200\n"
+            "  --run-dir  where checkpoints, metrics.jsonl and config.ini go (= --set io.run_dir=DIR)\n"
+            "  --resume   continue from the newest valid checkpoint in <run_dir>/ckpt\n");
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, world;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    log_set_rank(rank, world);
+    if (world > 1) fatal_set_exit_hook(abort_all_ranks);
+    if (world > 1) fatal("this build trains on one rank; run without mpirun -np %d (parallel training is planned)", world);
+
+    trainer_options options = {0};
+    config_defaults(&options.config);
+    const char *config_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            MPI_Finalize();
+            return 0;
+        }
+        if (strcmp(argv[i], "--resume") == 0) options.resume = true;
+        else if (strcmp(argv[i], "--set") == 0 || strcmp(argv[i], "--run-dir") == 0) {
+            if (i + 1 >= argc) fatal("%s needs a value; see decon-train --help", argv[i]);
+            i++;
+        } else if (argv[i][0] == '-') fatal("unknown option %s; see decon-train --help", argv[i]);
+        else if (!config_path) config_path = argv[i];
+        else fatal("more than one config file given (%s and %s)", config_path, argv[i]);
+    }
+    if (!config_path) {
+        usage();
+        fatal("no config file given; e.g. decon-train input/models/tiny.ini");
+    }
+    // The file first, then the command-line overrides in order.
+    config_load(&options.config, config_path);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--set") == 0) config_set(&options.config, argv[++i], "--set");
+        else if (strcmp(argv[i], "--run-dir") == 0) {
+            char assignment[CONFIG_STRING_MAX + 16];
+            snprintf(assignment, sizeof assignment, "io.run_dir=%s", argv[++i]);
+            config_set(&options.config, assignment, "--run-dir");
+        }
+    }
+    config_validate(&options.config, config_path);
+    options.origin = config_path;
+    int code = trainer_run(&options);
+    MPI_Finalize();
+    return code;
+}

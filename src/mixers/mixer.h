@@ -1,0 +1,69 @@
+// The token-mixer interface (DESIGN.md section 3): one struct of function pointers per
+// attention variant. The model walks the layer plan and calls these; it never branches
+// on variant names. Adding a variant = one file in mixers/ and one row in registry.c.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/config.h"
+#include "core/params.h"
+
+enum { MIXER_MAX_PARAMS = 8, MIXER_MAX_SAVED = 8 };
+
+// What every mixer call may read: the buffers, the shapes of this micro-batch, and the
+// shared tables. batch * seq_len rows; seq_len <= the length the arena was sized for.
+typedef struct {
+    const decon_config *config;
+    const param_registry *registry;
+    const float *params;
+    float *grads;
+    const float *rope_cos, *rope_sin;   // [max_seq_len, head_dim/2]
+    arena *scratch;                     // temporaries; released by the mixer before returning
+    int batch, seq_len;
+} mixer_context;
+
+struct mixer_kind;
+
+// One layer's instance: the registry indices of its tensors and its saved activations.
+typedef struct {
+    const struct mixer_kind *kind;
+    int layer;                          // 0-based
+    int params[MIXER_MAX_PARAMS];       // registry indices, meaning private to the mixer
+    float *saved[MIXER_MAX_SAVED];      // bound once from the activation arena
+} mixer_layer;
+
+typedef struct mixer_kind {
+    const char *name;                   // config name, e.g. "standard"
+    char letter;                        // one letter for the layer-plan summary
+    bool is_standard;
+    // Registers the layer's tensors as "layers.<l>.mixer.<name>".
+    void (*register_params)(mixer_layer *layer, param_registry *registry, const decon_config *config);
+    // Floats of activations saved for backward, and of scratch needed during a call,
+    // for a micro-batch of batch x seq_len.
+    size_t (*saved_floats)(const decon_config *config, int batch, int seq_len);
+    size_t (*scratch_floats)(const decon_config *config, int batch, int seq_len);
+    void (*bind_saved)(mixer_layer *layer, arena *activations, const decon_config *config, int batch, int seq_len);
+    // out[rows, hidden] = Mixer(inp[rows, hidden]); saves what backward needs.
+    void (*forward)(mixer_layer *layer, const mixer_context *context, float *out, const float *inp);
+    // d_inp += dMixer/dinp^T d_out; parameter gradients += into context->grads.
+    void (*backward)(mixer_layer *layer, const mixer_context *context, float *d_inp,
+                     const float *d_out, const float *inp);
+    // The materialised attention matrix of sequence `sequence` of the last forward:
+    // probs[heads, seq_len, seq_len] (the quadratic reference). NULL for mixers with none.
+    void (*attention_matrix)(mixer_layer *layer, const mixer_context *context, int sequence, float *probs);
+    // Analytic counts: parameters of one layer, forward FLOPs per token at seq_len
+    // (matmul FLOPs, 2 per multiply-add, causal), inference cache floats per token.
+    int64_t (*param_count)(const decon_config *config);
+    double (*forward_flops_per_token)(const decon_config *config, int seq_len);
+    int64_t (*cache_floats_per_token)(const decon_config *config);
+} mixer_kind;
+
+// The table of variants (registry.c).
+const mixer_kind *mixer_find(const char *name);          // NULL when unknown
+const char *mixer_names(void);                           // "standard, ..." for messages
+const mixer_kind *mixer_standard(void);
+
+// Shared by mixers: "layers.<layer>.mixer.<suffix>".
+void mixer_param_name(char *out, size_t size, int layer, const char *suffix);

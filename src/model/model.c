@@ -1,0 +1,247 @@
+#include "model/model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "model/layer_plan.h"
+#include "ops/ops.h"
+
+static float *param_of(const model *m, int index) { return m->params + m->registry.items[index].offset; }
+static float *grad_of(const model *m, int index) { return m->grads + m->registry.items[index].offset; }
+
+void model_build(model *m, const decon_config *config, const char *origin) {
+    memset(m, 0, sizeof *m);
+    m->config = *config;
+    const decon_config *c = &m->config;
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size;
+    float std = (float)c->initializer_range, out_std = std / sqrtf(2.0f * (float)n);
+    params_init(&m->registry, 0, 1);
+    m->plan = xcalloc((size_t)n, sizeof *m->plan);
+    m->mixers = xcalloc((size_t)n, sizeof *m->mixers);
+    m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
+    layer_plan_build(m->plan, c, origin);
+
+    param_registry *r = &m->registry;
+    m->embed = params_add(r, "embed_tokens", "embedding", -1, c->vocab_size, d, SHARD_ROWS, INIT_NORMAL, std, true);
+    char name[PARAM_NAME_MAX];
+    for (int l = 0; l < n; l++) {
+        block_state *b = &m->blocks[l];
+        snprintf(name, sizeof name, "layers.%d.input_layernorm", l);
+        b->input_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
+        m->mixers[l].kind = m->plan[l];
+        m->mixers[l].layer = l;
+        m->plan[l]->register_params(&m->mixers[l], r, c);
+        snprintf(name, sizeof name, "layers.%d.post_attention_layernorm", l);
+        b->post_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
+        snprintf(name, sizeof name, "layers.%d.mlp.gate_proj", l);
+        b->gate = params_add(r, name, "mlp", l, inter, d, SHARD_ROWS, INIT_NORMAL, std, true);
+        snprintf(name, sizeof name, "layers.%d.mlp.up_proj", l);
+        b->up = params_add(r, name, "mlp", l, inter, d, SHARD_ROWS, INIT_NORMAL, std, true);
+        snprintf(name, sizeof name, "layers.%d.mlp.down_proj", l);
+        b->down = params_add(r, name, "mlp", l, d, inter, SHARD_COLS, INIT_NORMAL, out_std, true);
+    }
+    m->final_norm = params_add(r, "norm", "norm", -1, d, 0, SHARD_NONE, INIT_ONES, 0, false);
+    m->lm_head = c->tie_word_embeddings
+                     ? m->embed
+                     : params_add(r, "lm_head", "lm_head", -1, c->vocab_size, d, SHARD_ROWS, INIT_NORMAL, std, true);
+}
+
+void model_allocate(model *m, int max_batch, int max_seq_len) {
+    const decon_config *c = &m->config;
+    int n = c->num_hidden_layers;
+    size_t rows = (size_t)max_batch * (size_t)max_seq_len, d = (size_t)c->hidden_size;
+    size_t inter = (size_t)c->intermediate_size, pad = 16;
+    m->max_batch = max_batch;
+    m->max_seq_len = max_seq_len;
+    m->params = xaligned_alloc(m->registry.total * sizeof(float));
+    m->grads = xaligned_alloc(m->registry.total * sizeof(float));
+
+    // Activations saved for backward, counted exactly as they are handed out below.
+    size_t saved = 2 * rows + 2 * (rows * d + pad) + 2 * (rows + pad) + 4 * (rows * d + pad);
+    size_t mixer_scratch = 0;
+    for (int l = 0; l < n; l++) {
+        saved += 4 * (rows * d + pad) + 2 * (rows + pad) + 3 * (rows * inter + pad);
+        saved += m->plan[l]->saved_floats(c, max_batch, max_seq_len);
+        size_t s = m->plan[l]->scratch_floats(c, max_batch, max_seq_len);
+        if (s > mixer_scratch) mixer_scratch = s;
+    }
+    size_t lm = lm_head_scratch_floats((int)rows, c->vocab_size) + pad;
+    size_t mlp_scratch = 3 * (rows * inter + pad);
+    size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
+    arena_reserve(&m->activations, saved * sizeof(float) + 64 * pad);
+    arena_reserve(&m->scratch, scratch * sizeof(float) + 64 * pad);
+
+    arena *a = &m->activations;
+    m->inputs = (int *)arena_floats(a, rows);
+    m->targets = (int *)arena_floats(a, rows);
+    int half = config_head_dim(c) / 2;
+    m->rope_cos = arena_floats(a, (size_t)max_seq_len * (size_t)half);
+    m->rope_sin = arena_floats(a, (size_t)max_seq_len * (size_t)half);
+    rope_tables(m->rope_cos, m->rope_sin, max_seq_len, config_head_dim(c), (float)c->rope_theta);
+    for (int l = 0; l < n; l++) {
+        block_state *b = &m->blocks[l];
+        b->residual_in = arena_floats(a, rows * d);
+        b->norm1 = arena_floats(a, rows * d);
+        b->rstd1 = arena_floats(a, rows);
+        b->residual_mid = arena_floats(a, rows * d);
+        b->norm2 = arena_floats(a, rows * d);
+        b->rstd2 = arena_floats(a, rows);
+        b->gate_out = arena_floats(a, rows * inter);
+        b->up_out = arena_floats(a, rows * inter);
+        b->act = arena_floats(a, rows * inter);
+        m->plan[l]->bind_saved(&m->mixers[l], a, c, max_batch, max_seq_len);
+    }
+    m->residual_out = arena_floats(a, rows * d);
+    m->final_normed = arena_floats(a, rows * d);
+    m->final_rstd = arena_floats(a, rows);
+    m->d_residual = arena_floats(a, rows * d);
+    m->d_normed = arena_floats(a, rows * d);
+    m->lm_scratch = arena_floats(&m->scratch, lm - pad);
+}
+
+void model_free(model *m) {
+    free(m->params);
+    free(m->grads);
+    arena_free(&m->activations);
+    arena_free(&m->scratch);
+    free(m->plan);
+    free(m->mixers);
+    free(m->blocks);
+    params_free(&m->registry);
+}
+
+void model_initialize(model *m, uint64_t seed) { params_initialize(&m->registry, m->params, seed); }
+
+mixer_context model_mixer_context(model *m) {
+    mixer_context context = {
+        .config = &m->config,
+        .registry = &m->registry,
+        .params = m->params,
+        .grads = m->grads,
+        .rope_cos = m->rope_cos,
+        .rope_sin = m->rope_sin,
+        .scratch = &m->scratch,
+        .batch = m->batch,
+        .seq_len = m->seq_len,
+    };
+    return context;
+}
+
+static void zero(float *x, size_t count) { memset(x, 0, count * sizeof(float)); }
+
+double model_forward_backward(model *m, const int *inputs, const int *targets, int batch, int seq_len,
+                              float loss_scale, bool backward, float *losses) {
+    const decon_config *c = &m->config;
+    if (batch > m->max_batch || seq_len > m->max_seq_len)
+        fatal("internal: micro-batch %dx%d exceeds the allocated %dx%d", batch, seq_len, m->max_batch, m->max_seq_len);
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size, vocab = c->vocab_size;
+    int rows = batch * seq_len;
+    size_t rd = (size_t)rows * (size_t)d, ri = (size_t)rows * (size_t)inter;
+    float eps = (float)c->rms_norm_eps;
+    m->batch = batch;
+    m->seq_len = seq_len;
+    memcpy(m->inputs, inputs, (size_t)rows * sizeof(int));
+    memcpy(m->targets, targets, (size_t)rows * sizeof(int));
+    mixer_context context = model_mixer_context(m);
+
+    // ---- forward ----
+    embedding_forward(m->blocks[0].residual_in, inputs, param_of(m, m->embed), rows, d);
+    for (int l = 0; l < n; l++) {
+        block_state *b = &m->blocks[l];
+        float *next = l + 1 < n ? m->blocks[l + 1].residual_in : m->residual_out;
+        rmsnorm_forward(b->norm1, b->rstd1, b->residual_in, param_of(m, b->input_norm), rows, d, eps);
+        m->plan[l]->forward(&m->mixers[l], &context, b->residual_mid, b->norm1);
+        add_inplace(b->residual_mid, b->residual_in, rd);
+        rmsnorm_forward(b->norm2, b->rstd2, b->residual_mid, param_of(m, b->post_norm), rows, d, eps);
+        linear_forward(b->gate_out, b->norm2, param_of(m, b->gate), NULL, rows, d, inter);
+        linear_forward(b->up_out, b->norm2, param_of(m, b->up), NULL, rows, d, inter);
+        swiglu_forward(b->act, b->gate_out, b->up_out, ri);
+        linear_forward(next, b->act, param_of(m, b->down), NULL, rows, inter, d);
+        add_inplace(next, b->residual_mid, rd);
+    }
+    rmsnorm_forward(m->final_normed, m->final_rstd, m->residual_out, param_of(m, m->final_norm), rows, d, eps);
+
+    // ---- loss (and its gradient w.r.t. the final hidden states and the LM head) ----
+    if (backward) zero(m->d_normed, rd);
+    double loss_sum = lm_head_cross_entropy(losses, backward ? m->d_normed : NULL,
+                                            backward ? grad_of(m, m->lm_head) : NULL, m->final_normed,
+                                            param_of(m, m->lm_head), targets, rows, d, vocab, loss_scale,
+                                            m->lm_scratch);
+    if (!backward) return loss_sum;
+
+    // ---- backward, mirroring the forward line by line ----
+    float *d_res = m->d_residual, *d_norm = m->d_normed;
+    zero(d_res, rd);
+    rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_norm, m->residual_out, param_of(m, m->final_norm),
+                     m->final_rstd, rows, d);
+    for (int l = n - 1; l >= 0; l--) {
+        block_state *b = &m->blocks[l];
+        size_t mark = arena_mark(&m->scratch);
+        float *d_act = arena_floats(&m->scratch, ri);
+        float *d_gate = arena_floats(&m->scratch, ri);
+        float *d_up = arena_floats(&m->scratch, ri);
+        zero(d_act, ri);
+        zero(d_gate, ri);
+        zero(d_up, ri);
+        // d_res holds d(block output) = d(residual_mid) through the skip connection.
+        linear_backward(d_act, grad_of(m, b->down), NULL, d_res, b->act, param_of(m, b->down), rows, inter, d);
+        swiglu_backward(d_gate, d_up, d_act, b->gate_out, b->up_out, ri);
+        zero(d_norm, rd);
+        linear_backward(d_norm, grad_of(m, b->gate), NULL, d_gate, b->norm2, param_of(m, b->gate), rows, d, inter);
+        linear_backward(d_norm, grad_of(m, b->up), NULL, d_up, b->norm2, param_of(m, b->up), rows, d, inter);
+        arena_release(&m->scratch, mark);
+        rmsnorm_backward(d_res, grad_of(m, b->post_norm), d_norm, b->residual_mid, param_of(m, b->post_norm),
+                         b->rstd2, rows, d);
+        // d_res now holds d(residual_mid) = d(residual_in) through the skip connection.
+        zero(d_norm, rd);
+        m->plan[l]->backward(&m->mixers[l], &context, d_norm, d_res, b->norm1);
+        rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_norm, b->residual_in, param_of(m, b->input_norm),
+                         b->rstd1, rows, d);
+    }
+    embedding_backward(grad_of(m, m->embed), d_res, inputs, rows, d);
+    return loss_sum;
+}
+
+double model_training_flops_per_token(const model *m, int seq_len) {
+    const decon_config *c = &m->config;
+    double d = c->hidden_size, inter = c->intermediate_size;
+    double forward = 2.0 * d * c->vocab_size;  // LM head
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        forward += m->plan[l]->forward_flops_per_token(c, seq_len) + 2.0 * 3.0 * d * inter;
+    return 3.0 * forward;
+}
+
+size_t model_activation_bytes(const model *m) { return m->activations.capacity + m->scratch.capacity; }
+
+void model_print_summary(const model *m) {
+    const decon_config *c = &m->config;
+    int n = c->num_hidden_layers;
+    char *letters = xmalloc((size_t)n + 1);
+    layer_plan_letters(letters, (const mixer_kind *const *)m->plan, n);
+    info("model: d=%d, intermediate=%d, layers=%d, heads=%d (kv %d), head size %d, vocab %d, %s LM head",
+         c->hidden_size, c->intermediate_size, n, c->num_attention_heads,
+         c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads, config_head_dim(c), c->vocab_size,
+         c->tie_word_embeddings ? "tied" : "untied");
+    info("layer plan (%s, %s): %s", c->variant, c->layout, letters);
+    free(letters);
+    const char *groups[] = {"embedding", "mixer", "mlp", "norm", "lm_head"};
+    int64_t total = params_total_logical(&m->registry);
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        int64_t count = 0;
+        for (int i = 0; i < m->registry.count; i++)
+            if (strcmp(m->registry.items[i].group, groups[g]) == 0) count += params_logical_count(&m->registry.items[i]);
+        if (count) info("  params %-10s %12lld  (%5.1f%%)", groups[g], (long long)count, 100.0 * (double)count / (double)total);
+    }
+    for (int l = 0; l < n; l++) {
+        int64_t mixer = 0, block = 0;
+        for (int i = 0; i < m->registry.count; i++) {
+            const param_info *p = &m->registry.items[i];
+            if (p->layer != l) continue;
+            block += params_logical_count(p);
+            if (strcmp(p->group, "mixer") == 0) mixer += params_logical_count(p);
+        }
+        info("  layer %2d %-12s mixer %10lld  block %10lld", l + 1, m->plan[l]->name, (long long)mixer, (long long)block);
+    }
+    info("  params total     %12lld", (long long)total);
+}

@@ -1,0 +1,28 @@
+// Elementwise updates and reductions over flat buffers (residual adds, gradient
+// scaling, the global gradient norm). Short buffers stay on one thread.
+#include "ops/ops.h"
+
+enum { PARALLEL_MIN = 1 << 15 };  // below this many elements a thread team costs more than it saves
+
+// y += x
+void add_inplace(float *y, const float *x, size_t count) {
+    long n = (long)count;
+    #pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
+    for (long i = 0; i < n; i++) y[i] += x[i];
+}
+
+// y *= factor
+void scale_inplace(float *y, float factor, size_t count) {
+    long n = (long)count;
+    #pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
+    for (long i = 0; i < n; i++) y[i] *= factor;
+}
+
+// sum of x^2, accumulated in double
+double sum_of_squares(const float *x, size_t count) {
+    long n = (long)count;
+    double sum = 0.0;
+    #pragma omp parallel for simd schedule(static) reduction(+ : sum) if (n >= PARALLEL_MIN)
+    for (long i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    return sum;
+}

@@ -1,0 +1,9 @@
+// Validation loss on held-out tokens: the first `batches` micro-batches of the
+// validation shard's fixed order (the same windows every time, so values are comparable
+// across steps and runs).
+#pragma once
+#include "io/data_loader.h"
+#include "model/model.h"
+
+// Mean per-token loss; batches is capped by what the shard holds.
+double evaluate_loss(model *m, data_loader *loader, int batches, int micro_batch, int seq_len);

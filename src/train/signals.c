@@ -1,0 +1,20 @@
+#include "train/signals.h"
+
+#include <signal.h>
+#include <string.h>
+
+static volatile sig_atomic_t received = 0;
+
+static void on_signal(int signal_number) { received = signal_number; }
+
+void signals_install(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+}
+
+bool signals_stop_requested(void) { return received != 0; }
+int signals_received(void) { return (int)received; }

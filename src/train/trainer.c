@@ -1,0 +1,217 @@
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/errors.h"
+#include "io/checkpoint.h"
+#include "io/data_loader.h"
+#include "io/metrics_log.h"
+#include "model/model.h"
+#include "ops/ops.h"
+#include "train/evaluate.h"
+#include "train/optimizer.h"
+#include "train/progress.h"
+#include "train/schedule.h"
+#include "train/signals.h"
+
+// mkdir -p, then prove the directory is writable with a probe file, so a bad run_dir
+// fails before any work is done.
+static void prepare_directory(const char *path) {
+    char partial[CONFIG_STRING_MAX + 32];
+    snprintf(partial, sizeof partial, "%s", path);
+    for (char *p = partial + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(partial, 0755) != 0 && errno != EEXIST)
+            fatal("cannot create directory %s (%s); set [io] run_dir to a writable place", partial, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(partial, 0755) != 0 && errno != EEXIST)
+        fatal("cannot create run directory %s (%s); set [io] run_dir to a writable place", path, strerror(errno));
+    char probe[CONFIG_STRING_MAX + 64];
+    snprintf(probe, sizeof probe, "%s/.write_probe", path);
+    FILE *f = fopen(probe, "w");
+    if (!f || fputs("ok\n", f) < 0 || fclose(f) != 0)
+        fatal("run directory %s is not writable (%s); set [io] run_dir to a writable place", path, strerror(errno));
+    unlink(probe);
+}
+
+static void write_text_file(const char *path, const char *text) {
+    char temporary[4096];
+    snprintf(temporary, sizeof temporary, "%s.tmp", path);
+    FILE *f = fopen(temporary, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) fatal("cannot write %s (%s)", temporary, strerror(errno));
+    if (rename(temporary, path) != 0) fatal("cannot rename %s to %s (%s)", temporary, path, strerror(errno));
+}
+
+// ckpt/latest.h5 -> step_XXXXXXXX.h5, replaced atomically.
+static void point_latest(const char *checkpoint_dir, const char *file_name) {
+    char link_path[4096], temporary[4096];
+    snprintf(link_path, sizeof link_path, "%s/latest.h5", checkpoint_dir);
+    snprintf(temporary, sizeof temporary, "%s/latest.h5.tmp", checkpoint_dir);
+    unlink(temporary);
+    if (symlink(file_name, temporary) != 0 || rename(temporary, link_path) != 0)
+        warn("could not update %s (%s)", link_path, strerror(errno));
+}
+
+static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, model *m, adamw_state *optimizer,
+                            const train_state *state, const char *config_text) {
+    char name[64], path[4096];
+    snprintf(name, sizeof name, "step_%08lld.h5", (long long)state->step);
+    snprintf(path, sizeof path, "%s/%s", checkpoint_dir, name);
+    double t0 = wall_seconds();
+    checkpoint_write(path, &m->registry, m->params, optimizer->m, optimizer->v, state, config_text, MPI_COMM_WORLD);
+    if (log_rank() == 0) point_latest(checkpoint_dir, name);
+    checkpoint_prune(checkpoint_dir, c->keep_checkpoints, MPI_COMM_WORLD);
+    double seconds = wall_seconds() - t0;
+    double megabytes = 3.0 * (double)params_total_logical(&m->registry) * 4.0 / 1e6;
+    info("checkpoint %s (%.1f MB in %.2f s, %.0f MB/s)", path, megabytes, seconds, megabytes / seconds);
+}
+
+int trainer_run(const trainer_options *options) {
+    const decon_config *c = &options->config;
+    int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    ops_set_threads(threads);
+
+    prepare_directory(c->run_dir);
+    char checkpoint_dir[CONFIG_STRING_MAX + 16];
+    snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/ckpt", c->run_dir);
+    prepare_directory(checkpoint_dir);
+
+    model m;
+    model_build(&m, c, options->origin);
+    model_allocate(&m, c->micro_batch_size, c->sequence_length);
+    adamw_state optimizer;
+    optimizer_allocate(&optimizer, &m.registry);
+
+    data_loader train_data, validation_data;
+    data_loader_open(&train_data, c->train, c->sequence_length, (uint64_t)c->seed, c->vocab_size);
+    bool have_validation = c->validation[0] != '\0';
+    if (have_validation)
+        data_loader_open(&validation_data, c->validation, c->sequence_length, (uint64_t)c->seed + 1, c->vocab_size);
+
+    char *config_text = config_to_text(c);
+    train_state state = {.seed = (uint64_t)c->seed};
+    char *latest = options->resume ? checkpoint_find_latest(checkpoint_dir, MPI_COMM_WORLD) : NULL;
+    if (latest) {
+        char *stored_text = checkpoint_read_config(latest, MPI_COMM_WORLD);
+        decon_config stored;
+        config_defaults(&stored);
+        config_load_text(&stored, stored_text, latest);
+        const char *differing = NULL;
+        if (!config_same_model(&stored, c, &differing))
+            fatal("%s: cannot resume: the checkpoint's model differs from %s in key '%s'; use a new [io] run_dir or "
+                  "the original config", latest, options->origin, differing);
+        free(stored_text);
+        checkpoint_read(latest, &m.registry, m.params, optimizer.m, optimizer.v, &state, MPI_COMM_WORLD);
+        data_position position = {state.data_epoch, state.data_index};
+        data_loader_seek(&train_data, position);
+        info("resumed from %s at step %lld (%lld tokens seen)", latest, (long long)state.step,
+             (long long)state.tokens_seen);
+        free(latest);
+    } else {
+        if (options->resume) info("no valid checkpoint in %s: starting from scratch", checkpoint_dir);
+        model_initialize(&m, (uint64_t)c->seed);
+    }
+
+    char path[2048];
+    snprintf(path, sizeof path, "%s/config.ini", c->run_dir);
+    if (log_rank() == 0) write_text_file(path, config_text);
+    model_print_summary(&m);
+
+    int accumulation = c->global_batch_size / c->micro_batch_size;
+    size_t rows = (size_t)c->micro_batch_size * (size_t)c->sequence_length;
+    double tokens_per_step = (double)c->global_batch_size * (double)c->sequence_length;
+    double flops_per_token = model_training_flops_per_token(&m, c->sequence_length);
+    double peak_gflops = measure_sgemm_peak_gflops();
+    info("train: %d steps x %d sequences x %d tokens (micro-batch %d, %d accumulation steps), %d threads",
+         c->max_steps, c->global_batch_size, c->sequence_length, c->micro_batch_size, accumulation, threads);
+    info("memory: params %.1f MB, grads+Adam %.1f MB, activations %.1f MB; sgemm peak %.1f GFLOP/s (OpenBLAS %s)",
+         (double)m.registry.total * 4e-6, 3.0 * (double)m.registry.total * 4e-6, (double)model_activation_bytes(&m) * 1e-6,
+         peak_gflops, ops_blas_core_name());
+
+    snprintf(path, sizeof path, "%s/metrics.jsonl", c->run_dir);
+    metrics_log metrics;
+    metrics_log_open(&metrics, path);
+    int *inputs = xmalloc(rows * sizeof(int)), *targets = xmalloc(rows * sizeof(int));
+    signals_install();
+    progress_meter meter;
+    progress_start(&meter, state.step, c->max_steps);
+    double validation_loss = NAN;
+    int exit_code = 0;
+
+    while (state.step < c->max_steps) {
+        double t0 = wall_seconds();
+        memset(m.grads, 0, m.registry.total * sizeof(float));
+        double loss_sum = 0.0;
+        for (int micro = 0; micro < accumulation; micro++) {
+            data_loader_next(&train_data, inputs, targets, c->micro_batch_size, 0, 1);
+            loss_sum += model_forward_backward(&m, inputs, targets, c->micro_batch_size, c->sequence_length,
+                                               (float)(1.0 / tokens_per_step), true, NULL);
+        }
+        double loss = loss_sum / tokens_per_step;
+        if (!isfinite(loss))
+            fatal("loss became %g at step %lld; lower [train] learning_rate or raise warmup_steps (checkpoints in %s "
+                  "are intact)", loss, (long long)state.step + 1, checkpoint_dir);
+        double grad_norm = gradient_global_norm(m.grads, m.registry.total);
+        double lr = schedule_learning_rate(c, state.step);
+        optimizer_step(&optimizer, &m.registry, m.params, m.grads, c, lr, grad_norm, state.step + 1);
+        state.step++;
+        state.tokens_seen += (int64_t)tokens_per_step;
+        state.data_epoch = train_data.position.epoch;
+        state.data_index = train_data.position.index;
+        state.learning_rate = lr;
+        state.loss = loss;
+        double seconds = wall_seconds() - t0;
+        double tokens_per_second = tokens_per_step / seconds;
+        double mfu = tokens_per_second * flops_per_token / (peak_gflops * 1e9);
+
+        if (state.step % c->log_every == 0 || state.step == c->max_steps) {
+            progress_print(&meter, state.step, loss, lr, grad_norm, tokens_per_second, mfu);
+            metrics_log_write(&metrics, "train", "step", (double)state.step, "loss", loss, "lr", lr, "grad_norm",
+                              grad_norm, "tokens", (double)state.tokens_seen, "tokens_per_s", tokens_per_second,
+                              "mfu", mfu, "step_time_s", seconds, NULL);
+        }
+        bool last = state.step == c->max_steps;
+        bool stopping = signals_stop_requested();
+        if (have_validation && (last || (c->eval_every > 0 && state.step % c->eval_every == 0))) {
+            validation_loss = evaluate_loss(&m, &validation_data, c->eval_batches, c->micro_batch_size,
+                                            c->sequence_length);
+            progress_end_line(&meter);
+            info("validation at step %lld: loss %.4f, perplexity %.2f", (long long)state.step, validation_loss,
+                 exp(validation_loss));
+            metrics_log_write(&metrics, "validation", "step", (double)state.step, "loss", validation_loss,
+                              "perplexity", exp(validation_loss), NULL);
+        }
+        if (last || stopping || (c->checkpoint_every > 0 && state.step % c->checkpoint_every == 0)) {
+            progress_end_line(&meter);
+            save_checkpoint(checkpoint_dir, c, &m, &optimizer, &state, config_text);
+        }
+        if (stopping) {
+            info("stopped by signal %d after step %lld; continue with --resume", signals_received(),
+                 (long long)state.step);
+            exit_code = 128 + signals_received();
+            break;
+        }
+    }
+    progress_end_line(&meter);
+    if (!isnan(validation_loss))
+        info("final validation loss %.4f, perplexity %.2f", validation_loss, exp(validation_loss));
+    info("peak resident memory %.0f MB", peak_resident_megabytes());
+
+    metrics_log_close(&metrics);
+    free(inputs);
+    free(targets);
+    free(config_text);
+    data_loader_close(&train_data);
+    if (have_validation) data_loader_close(&validation_data);
+    optimizer_free(&optimizer);
+    model_free(&m);
+    return exit_code;
+}

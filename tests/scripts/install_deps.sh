@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages decon needs to build, test and prepare its corpus.
+# Idempotent: does nothing when everything is present. Needs root (or sudo).
+set -euo pipefail
+packages=(
+    build-essential pkg-config make
+    libopenmpi-dev openmpi-bin          # MPI (mpicc, mpirun)
+    libhdf5-openmpi-dev hdf5-tools      # parallel HDF5, h5dump/h5diff
+    libopenblas-dev                     # sgemm
+    libinih-dev libcjson-dev            # INI configs, JSON
+    sentencepiece                       # BPE tokenizer (spm_train, spm_encode)
+    python3 python3-numpy               # corpus recipe and test helpers
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all build packages present"
+    exit 0
+fi
+echo "setup: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,5 +1,6 @@
 #include "model/layer_plan.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,15 +48,18 @@ void layer_plan_build(const mixer_kind **plan, const decon_config *c, const char
     if (strncmp(layout, "list:", 5) == 0) {
         for (int i = 0; i < n; i++) plan[i] = variant;
         const char *p = layout + 5;
-        while (*p) {
-            char *end;
-            long id = strtol(p, &end, 10);
-            if (end == p || id < 1 || id > n || (*end && *end != ','))
-                fatal("%s: [attention] layout = '%s': expected comma-separated 1-based layer ids in 1..%d", origin,
-                      layout, n);
+        bool *seen = xcalloc((size_t)n, sizeof *seen);
+        do {
+            char *end = (char *)p;
+            long id = isdigit((unsigned char)*p) ? strtol(p, &end, 10) : 0;
+            if (id < 1 || id > n || (*end && *end != ',') || (*end == ',' && end[1] == '\0') || seen[id - 1])
+                fatal("%s: [attention] layout = '%s': expected distinct comma-separated 1-based layer ids in 1..%d",
+                      origin, layout, n);
+            seen[id - 1] = true;
             plan[id - 1] = standard;
             p = *end ? end + 1 : end;
-        }
+        } while (*p);
+        free(seen);
         return;
     }
     fatal("%s: [attention] layout = '%s' is not uniform, hybrid[:<pattern>] or list:<ids>", origin, layout);

@@ -1,0 +1,369 @@
+// Causal softmax attention, blocked in the FlashAttention style (Dao et al. 2022, 2023):
+// queries and keys go in blocks of BLOCK rows, an online softmax keeps a running max and
+// sum per query row, and no seq_len x seq_len buffer ever exists. Forward saves the
+// logsumexp of each query row; backward recomputes the probabilities block by block.
+//
+// q, out, d_q, d_out are (batch,seq_len,heads,head_dim); k, v, d_k, d_v are
+// (batch,seq_len,kv_heads,head_dim); logsumexp is (batch,heads,seq_len). Query head h
+// reads kv head h / group, group = heads / kv_heads (GQA, MQA when kv_heads = 1).
+//
+// Threads: forward runs one task per (batch, head, query block); backward one task per
+// (batch, kv head), which walks the key blocks and, inside, every query head of the
+// group, so the d_k / d_v rows of a kv head and the d_q rows of its query heads belong
+// to one task: no races, no atomics, and results independent of the thread count.
+// The block products are small gemms (block_gemm) whose inner loops the compiler
+// vectorises; OpenBLAS is never called here (we are inside a parallel region).
+#include <math.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "core/errors.h"
+#include "ops/cpu/fast_exp.h"
+#include "ops/ops.h"
+
+enum { BLOCK = 64 };                         // query and key rows per block
+enum { TILE_ROWS = 4, TILE_COLS = 32 };      // register tile of block_gemm
+
+// c[m,n] = (accumulate ? c : 0) + a[m,k] b[k,n]. Element (i,p) of a is at
+// a[i*a_row + p*a_col], so a transposed operand is just a swap of the two strides;
+// b and c are row-major with leading dimensions ldb, ldc. Full TILE_ROWS x TILE_COLS
+// tiles keep their accumulators in registers; the edges take a plain loop.
+static void block_gemm(int m, int n, int k, const float *restrict a, int a_row, int a_col,
+                       const float *restrict b, int ldb, float *restrict c, int ldc,
+                       bool accumulate) {
+    int m_full = m - m % TILE_ROWS, n_full = n - n % TILE_COLS;
+    for (int i = 0; i < m_full; i += TILE_ROWS) {
+        for (int j = 0; j < n_full; j += TILE_COLS) {
+            float acc[TILE_ROWS][TILE_COLS];
+            for (int r = 0; r < TILE_ROWS; r++)
+                for (int x = 0; x < TILE_COLS; x++)
+                    acc[r][x] = accumulate ? c[(size_t)(i + r) * ldc + j + x] : 0.0f;
+            for (int p = 0; p < k; p++) {
+                const float *bp = b + (size_t)p * ldb + j;
+                for (int r = 0; r < TILE_ROWS; r++) {
+                    float ar = a[(size_t)(i + r) * a_row + (size_t)p * a_col];
+                    #pragma omp simd
+                    for (int x = 0; x < TILE_COLS; x++) acc[r][x] += ar * bp[x];
+                }
+            }
+            for (int r = 0; r < TILE_ROWS; r++)
+                memcpy(c + (size_t)(i + r) * ldc + j, acc[r], sizeof acc[r]);
+        }
+    }
+    // Edges: the rows below m_full (every column), then the columns right of n_full.
+    for (int pass = 0; pass < 2; pass++) {
+        int i0 = pass == 0 ? m_full : 0, i1 = pass == 0 ? m : m_full;
+        int j0 = pass == 0 ? 0 : n_full;
+        for (int i = i0; i < i1; i++) {
+            float *ci = c + (size_t)i * ldc;
+            if (!accumulate)
+                for (int j = j0; j < n; j++) ci[j] = 0.0f;
+            for (int p = 0; p < k; p++) {
+                float ai = a[(size_t)i * a_row + (size_t)p * a_col];
+                const float *bp = b + (size_t)p * ldb;
+                #pragma omp simd
+                for (int j = j0; j < n; j++) ci[j] += ai * bp[j];
+            }
+        }
+    }
+}
+
+// dst[d][j] = src[j*ld + d] for j < rows: a block of key (or value) rows, transposed
+// so that q k^T becomes a plain row-major product.
+static void transpose_rows(float *restrict dst, const float *restrict src, int rows, int ld,
+                           int head_dim) {
+    for (int j = 0; j < rows; j++)
+        for (int d = 0; d < head_dim; d++) dst[(size_t)d * BLOCK + j] = src[(size_t)j * ld + d];
+}
+
+typedef struct {
+    int batch, seq_len, heads, kv_heads, head_dim, group;
+    int q_ld, kv_ld;  // row strides of q/out and of k/v
+    float scale;
+} attention_shape;
+
+static attention_shape make_shape(int batch, int seq_len, int heads, int kv_heads, int head_dim,
+                                  float scale) {
+    return (attention_shape){batch, seq_len, heads, kv_heads, head_dim, heads / kv_heads,
+                             heads * head_dim, kv_heads * head_dim, scale};
+}
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+// ----------------------------------------------------------------------------------
+// forward
+
+typedef struct {
+    float *kt;        // (head_dim, BLOCK) transposed key block
+    float *s;         // (BLOCK, BLOCK) scores, then probabilities
+    float *o;         // (BLOCK, head_dim) unnormalised output rows
+    float *row_max;   // (BLOCK)
+    double *row_sum;  // (BLOCK)
+} forward_workspace;
+
+// Per-thread workspaces are rounded to whole cache lines (16 floats).
+static size_t round_to_line(size_t floats) { return (floats + 15) / 16 * 16; }
+
+static size_t forward_workspace_floats(int head_dim) {
+    return round_to_line(2 * (size_t)head_dim * BLOCK + (size_t)BLOCK * BLOCK + 3 * BLOCK);
+}
+
+static forward_workspace forward_workspace_at(float *base, int head_dim) {
+    forward_workspace w;
+    w.kt = base;
+    w.s = w.kt + (size_t)head_dim * BLOCK;
+    w.o = w.s + (size_t)BLOCK * BLOCK;
+    w.row_sum = (double *)(w.o + (size_t)BLOCK * head_dim);  // 2 floats per double, 8-aligned
+    w.row_max = (float *)(w.row_sum + BLOCK);
+    return w;
+}
+
+// One query block [i0, i0+nq) of head h of sequence b against every key block up to
+// the diagonal, with the online softmax: per row, m = running max of the scaled scores,
+// l = running sum of exp(score - m), o = running sum of exp(score - m) v.
+static void forward_query_block(float *out, float *logsumexp, const float *q, const float *k,
+                                const float *v, const attention_shape *sh, int b, int h, int i0,
+                                forward_workspace w) {
+    int L = sh->seq_len, D = sh->head_dim;
+    int nq = min_int(BLOCK, L - i0);
+    int kvh = h / sh->group;
+    const float *qb = q + ((size_t)(b * L + i0) * sh->heads + h) * D;
+    const float *kbase = k + ((size_t)b * L * sh->kv_heads + kvh) * D;
+    const float *vbase = v + ((size_t)b * L * sh->kv_heads + kvh) * D;
+    memset(w.o, 0, sizeof(float) * (size_t)nq * D);
+    for (int i = 0; i < nq; i++) {
+        w.row_max[i] = -INFINITY;
+        w.row_sum[i] = 0.0;
+    }
+    for (int j0 = 0; j0 < i0 + nq; j0 += BLOCK) {
+        int nk = min_int(BLOCK, L - j0);
+        const float *kb = kbase + (size_t)j0 * sh->kv_ld, *vb = vbase + (size_t)j0 * sh->kv_ld;
+        transpose_rows(w.kt, kb, nk, sh->kv_ld, D);
+        // s[nq,nk] = q_block[nq,D] k_block^T
+        block_gemm(nq, nk, D, qb, sh->q_ld, 1, w.kt, BLOCK, w.s, BLOCK, false);
+        for (int i = 0; i < nq; i++) {
+            float *row = w.s + (size_t)i * BLOCK;
+            int valid = min_int(nk, i0 + i - j0 + 1);  // causal: keys j0 .. i0+i
+            if (valid <= 0) {
+                memset(row, 0, sizeof(float) * nk);
+                continue;
+            }
+            float scale = sh->scale, block_max = -INFINITY;
+            #pragma omp simd reduction(max : block_max)
+            for (int j = 0; j < valid; j++) block_max = row[j] * scale > block_max ? row[j] * scale : block_max;
+            float m_old = w.row_max[i], m_new = fmaxf(m_old, block_max);
+            float sum = 0.0f;
+            #pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < valid; j++) {
+                float p = fast_expf(row[j] * scale - m_new);
+                row[j] = p;
+                sum += p;
+            }
+            for (int j = valid; j < nk; j++) row[j] = 0.0f;
+            if (m_old != m_new) {  // rescale what was summed under the old max
+                float alpha = expf(m_old - m_new);
+                w.row_sum[i] *= alpha;
+                float *o = w.o + (size_t)i * D;
+                for (int d = 0; d < D; d++) o[d] *= alpha;
+            }
+            w.row_sum[i] += sum;
+            w.row_max[i] = m_new;
+        }
+        // o[nq,D] += p[nq,nk] v_block[nk,D]
+        block_gemm(nq, D, nk, w.s, BLOCK, 1, vb, sh->kv_ld, w.o, D, true);
+    }
+    float *ob = out + ((size_t)(b * L + i0) * sh->heads + h) * D;
+    float *lse = logsumexp + ((size_t)b * sh->heads + h) * L + i0;
+    for (int i = 0; i < nq; i++) {
+        float inv = (float)(1.0 / w.row_sum[i]);
+        const float *o = w.o + (size_t)i * D;
+        float *dst = ob + (size_t)i * sh->q_ld;
+        for (int d = 0; d < D; d++) dst[d] = o[d] * inv;
+        lse[i] = (float)(w.row_max[i] + log(w.row_sum[i]));
+    }
+}
+
+void attention_forward(float *out, float *logsumexp, const float *q, const float *k,
+                       const float *v, int batch, int seq_len, int heads, int kv_heads,
+                       int head_dim, float scale) {
+    attention_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
+    int blocks = (seq_len + BLOCK - 1) / BLOCK;
+    int tasks = batch * heads * blocks;
+    size_t per_thread = forward_workspace_floats(head_dim);
+    float *workspace = xaligned_alloc(sizeof(float) * per_thread * omp_get_max_threads());
+    #pragma omp parallel
+    {
+        forward_workspace w =
+            forward_workspace_at(workspace + per_thread * omp_get_thread_num(), head_dim);
+        // Later query blocks cost more (more keys): hand them out first.
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < tasks; task++) {
+            int block = blocks - 1 - task / (batch * heads);
+            int bh = task % (batch * heads);
+            forward_query_block(out, logsumexp, q, k, v, &sh, bh / heads, bh % heads,
+                                block * BLOCK, w);
+        }
+    }
+    free(workspace);
+}
+
+// ----------------------------------------------------------------------------------
+// backward
+//
+// With s_ij = scale q_i.k_j, p_ij = exp(s_ij - logsumexp_i), o_i = sum_j p_ij v_j:
+//   dv_j += sum_i p_ij do_i
+//   dp_ij = do_i.v_j,  ds_ij = p_ij (dp_ij - delta_i),  delta_i = do_i.o_i
+//   dq_i += scale sum_j ds_ij k_j,   dk_j += scale sum_i ds_ij q_i
+
+typedef struct {
+    float *kt, *vt;     // (head_dim, BLOCK) transposed key and value blocks
+    float *p, *ds;      // (BLOCK, BLOCK) probabilities; dp then scale * ds
+    float *dk, *dv;     // (BLOCK, head_dim) gradients of the key block, summed over heads
+    float *delta;       // (group, seq_len) do_i.o_i of every query row of the group
+} backward_workspace;
+
+static size_t backward_workspace_floats(int head_dim, int group, int seq_len) {
+    return round_to_line(4 * (size_t)head_dim * BLOCK + 2 * (size_t)BLOCK * BLOCK +
+                         (size_t)group * seq_len);
+}
+
+static backward_workspace backward_workspace_at(float *base, int head_dim) {
+    backward_workspace w;
+    w.kt = base;
+    w.vt = w.kt + (size_t)head_dim * BLOCK;
+    w.dk = w.vt + (size_t)head_dim * BLOCK;
+    w.dv = w.dk + (size_t)head_dim * BLOCK;
+    w.p = w.dv + (size_t)head_dim * BLOCK;
+    w.ds = w.p + (size_t)BLOCK * BLOCK;
+    w.delta = w.ds + (size_t)BLOCK * BLOCK;
+    return w;
+}
+
+// One query block [i0, i0+nq) of head h against the key block [j0, j0+nk) already in
+// w.kt / w.vt: adds to w.dk, w.dv and to the d_q rows of the block.
+static void backward_block_pair(float *d_q, bool want_dk, bool want_dv, const float *d_out,
+                                const float *logsumexp, const float *q, const float *k,
+                                const attention_shape *sh, int b, int h, int i0, int j0,
+                                backward_workspace w) {
+    int L = sh->seq_len, D = sh->head_dim;
+    int nq = min_int(BLOCK, L - i0), nk = min_int(BLOCK, L - j0);
+    size_t q_off = ((size_t)(b * L + i0) * sh->heads + h) * D;
+    const float *qb = q + q_off, *dob = d_out + q_off;
+    const float *kb = k + ((size_t)(b * L + j0) * sh->kv_heads + h / sh->group) * D;
+    const float *lse = logsumexp + ((size_t)b * sh->heads + h) * L + i0;
+    const float *delta = w.delta + (size_t)(h % sh->group) * L + i0;
+    float scale = sh->scale;
+
+    block_gemm(nq, nk, D, qb, sh->q_ld, 1, w.kt, BLOCK, w.p, BLOCK, false);    // q k^T
+    block_gemm(nq, nk, D, dob, sh->q_ld, 1, w.vt, BLOCK, w.ds, BLOCK, false);  // dp = do v^T
+    for (int i = 0; i < nq; i++) {
+        float *p = w.p + (size_t)i * BLOCK, *ds = w.ds + (size_t)i * BLOCK;
+        int valid = min_int(nk, i0 + i - j0 + 1);
+        if (valid < 0) valid = 0;
+        float lse_i = lse[i], delta_i = delta[i];
+        #pragma omp simd
+        for (int j = 0; j < valid; j++) {
+            float pij = fast_expf(p[j] * scale - lse_i);
+            p[j] = pij;
+            ds[j] = scale * pij * (ds[j] - delta_i);
+        }
+        for (int j = valid; j < nk; j++) p[j] = ds[j] = 0.0f;
+    }
+    if (want_dv)  // dv[nk,D] += p^T[nk,nq] do[nq,D]
+        block_gemm(nk, D, nq, w.p, 1, BLOCK, dob, sh->q_ld, w.dv, D, true);
+    if (want_dk)  // dk[nk,D] += ds^T[nk,nq] q[nq,D]
+        block_gemm(nk, D, nq, w.ds, 1, BLOCK, qb, sh->q_ld, w.dk, D, true);
+    if (d_q != NULL)  // dq[nq,D] += ds[nq,nk] k[nk,D]
+        block_gemm(nq, D, nk, w.ds, BLOCK, 1, kb, sh->kv_ld, d_q + q_off, sh->q_ld, true);
+}
+
+// Every gradient that kv head kvh of sequence b takes part in.
+static void backward_kv_head(float *d_q, float *d_k, float *d_v, const float *d_out,
+                             const float *out, const float *logsumexp, const float *q,
+                             const float *k, const float *v, const attention_shape *sh,
+                             int b, int kvh, backward_workspace w) {
+    int L = sh->seq_len, D = sh->head_dim;
+    for (int g = 0; g < sh->group; g++) {
+        int h = kvh * sh->group + g;
+        for (int i = 0; i < L; i++) {
+            size_t off = ((size_t)(b * L + i) * sh->heads + h) * D;
+            double dot = 0.0;
+            #pragma omp simd reduction(+ : dot)
+            for (int d = 0; d < D; d++) dot += (double)d_out[off + d] * out[off + d];
+            w.delta[(size_t)g * L + i] = (float)dot;
+        }
+    }
+    for (int j0 = 0; j0 < L; j0 += BLOCK) {
+        int nk = min_int(BLOCK, L - j0);
+        size_t kv_off = ((size_t)(b * L + j0) * sh->kv_heads + kvh) * D;
+        transpose_rows(w.kt, k + kv_off, nk, sh->kv_ld, D);
+        transpose_rows(w.vt, v + kv_off, nk, sh->kv_ld, D);
+        memset(w.dk, 0, sizeof(float) * (size_t)nk * D);
+        memset(w.dv, 0, sizeof(float) * (size_t)nk * D);
+        for (int g = 0; g < sh->group; g++)
+            for (int i0 = j0; i0 < L; i0 += BLOCK)  // the query blocks on or below the diagonal
+                backward_block_pair(d_q, d_k != NULL, d_v != NULL, d_out, logsumexp, q, k, sh,
+                                    b, kvh * sh->group + g, i0, j0, w);
+        for (int j = 0; j < nk; j++) {
+            size_t row = kv_off + (size_t)j * sh->kv_ld;
+            if (d_k != NULL)
+                for (int d = 0; d < D; d++) d_k[row + d] += w.dk[(size_t)j * D + d];
+            if (d_v != NULL)
+                for (int d = 0; d < D; d++) d_v[row + d] += w.dv[(size_t)j * D + d];
+        }
+    }
+}
+
+void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
+                        const float *out, const float *logsumexp, const float *q,
+                        const float *k, const float *v, int batch, int seq_len, int heads,
+                        int kv_heads, int head_dim, float scale) {
+    if (d_q == NULL && d_k == NULL && d_v == NULL) return;
+    attention_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
+    int tasks = batch * kv_heads;
+    size_t per_thread = backward_workspace_floats(head_dim, sh.group, seq_len);
+    float *workspace = xaligned_alloc(sizeof(float) * per_thread * omp_get_max_threads());
+    #pragma omp parallel
+    {
+        backward_workspace w =
+            backward_workspace_at(workspace + per_thread * omp_get_thread_num(), head_dim);
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < tasks; task++)
+            backward_kv_head(d_q, d_k, d_v, d_out, out, logsumexp, q, k, v, &sh,
+                             task / kv_heads, task % kv_heads, w);
+    }
+    free(workspace);
+}
+
+// ----------------------------------------------------------------------------------
+// The quadratic form, for recordings and tests: probs[heads, seq_len, seq_len] of one
+// sequence, row i holding softmax_j(scale q_i.k_j) for j <= i and zeros above.
+void attention_probabilities(float *probs, const float *q, const float *k, int seq_len,
+                             int heads, int kv_heads, int head_dim, float scale) {
+    int group = heads / kv_heads;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 8)
+    for (int h = 0; h < heads; h++) {
+        for (int i = 0; i < seq_len; i++) {
+            const float *qi = q + ((size_t)i * heads + h) * head_dim;
+            float *row = probs + ((size_t)h * seq_len + i) * seq_len;
+            float max = -INFINITY;
+            for (int j = 0; j <= i; j++) {
+                const float *kj = k + ((size_t)j * kv_heads + h / group) * head_dim;
+                float dot = 0.0f;
+                #pragma omp simd reduction(+ : dot)
+                for (int d = 0; d < head_dim; d++) dot += qi[d] * kj[d];
+                row[j] = dot * scale;
+                max = fmaxf(max, row[j]);
+            }
+            double sum = 0.0;
+            for (int j = 0; j <= i; j++) {
+                row[j] = expf(row[j] - max);
+                sum += row[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j <= i; j++) row[j] *= inv;
+            for (int j = i + 1; j < seq_len; j++) row[j] = 0.0f;
+        }
+    }
+}

@@ -1,0 +1,413 @@
+// The fp32 model against the double-precision reference (tests/reference): the
+// reference's hand-written backward against finite differences of its own loss, then the
+// model's loss and every parameter gradient against the reference on the same
+// parameters (MHA, GQA, MQA; bias on/off; tied/untied LM head), the forward-only path,
+// overfitting one batch with AdamW, and the layer-plan parser's layouts and errors.
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../reference/model_reference.h"
+#include "../testing.h"
+#include "core/config.h"
+#include "core/errors.h"
+#include "core/params.h"
+#include "core/rng.h"
+#include "model/layer_plan.h"
+#include "model/model.h"
+#include "ops/ops.h"
+
+static void make_config(decon_config *c, int d, int layers, int heads, int kv_heads, int inter, int vocab, bool tied,
+                        bool bias, double theta) {
+    config_defaults(c);
+    c->hidden_size = d;
+    c->num_hidden_layers = layers;
+    c->num_attention_heads = heads;
+    c->num_key_value_heads = kv_heads;
+    c->intermediate_size = inter;
+    c->vocab_size = vocab;
+    c->tie_word_embeddings = tied;
+    c->attention_bias = bias;
+    c->rope_theta = theta;
+}
+
+// Random tokens and targets; every 7th target is -1 (ignored).
+static void make_batch(int *tokens, int *targets, int rows, int vocab, uint64_t seed) {
+    for (int r = 0; r < rows; r++) {
+        tokens[r] = (int)(rng_mix(seed, 1, (uint64_t)r) % (uint64_t)vocab);
+        targets[r] = r % 7 == 3 ? -1 : (int)(rng_mix(seed, 2, (uint64_t)r) % (uint64_t)vocab);
+    }
+}
+
+static bool is_bias(const param_info *p) { return p->ndim == 1 && p->init == INIT_ZEROS; }
+static bool is_norm(const param_info *p) { return p->ndim == 1 && p->init == INIT_ONES; }
+
+// Parameters away from their initial values, in double: weights ~ N(0, 1/in), norm
+// weights ~ 1 + N(0, 0.3^2), biases ~ N(0, 0.3^2).
+static void randomize_double(const param_registry *registry, double *params, uint64_t seed) {
+    memset(params, 0, registry->total * sizeof(double));
+    for (int i = 0; i < registry->count; i++) {
+        const param_info *p = &registry->items[i];
+        uint64_t stream = rng_hash_string(p->name);
+        for (size_t e = 0; e < p->local_count; e++) {
+            double z = rng_normal(seed, stream, e);
+            params[p->offset + e] = is_norm(p) ? 1.0 + 0.3 * z : is_bias(p) ? 0.3 * z : z / sqrt((double)p->shape[1]);
+        }
+    }
+}
+
+// Moves the fp32 model's initial parameters: weights += N(0, 0.25/in), norm weights +=
+// N(0, 0.2^2), biases = N(0, 0.2^2), so no tensor is at a special value.
+static void perturb_float(const param_registry *registry, float *params, uint64_t seed) {
+    for (int i = 0; i < registry->count; i++) {
+        const param_info *p = &registry->items[i];
+        uint64_t stream = rng_hash_string(p->name) ^ 0x5bd1e995u;
+        for (size_t e = 0; e < p->local_count; e++) {
+            double z = rng_normal(seed, stream, e);
+            float *v = &params[p->offset + e];
+            if (is_norm(p)) *v += (float)(0.2 * z);
+            else if (is_bias(p)) *v = (float)(0.2 * z);
+            else *v += (float)(0.5 * z / sqrt((double)p->shape[1]));
+        }
+    }
+}
+
+// ---- a. the reference backward against finite differences of the reference loss ------
+
+static void check_reference_gradient(const char *label, const decon_config *c, int batch, int seq_len,
+                                     uint64_t seed) {
+    model m;
+    model_build(&m, c, label);
+    const param_registry *registry = &m.registry;
+    size_t total = registry->total;
+    int rows = batch * seq_len;
+    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
+    double *numeric = xcalloc(total, sizeof(double));
+    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
+    randomize_double(registry, params, seed);
+    make_batch(tokens, targets, rows, c->vocab_size, seed);
+    model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
+
+    // Fourth-order central differences: f'(x) ~ (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h.
+    const double h = 1e-3;
+    const double steps[4] = {-2 * h, -h, h, 2 * h}, weights[4] = {1, -8, 8, -1};
+    int64_t checked = 0;
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < registry->count; i++) {
+        const param_info *p = &registry->items[i];
+        for (size_t e = 0; e < p->local_count; e++) {
+            double *v = &params[p->offset + e], saved = *v, sum = 0.0;
+            for (int s = 0; s < 4; s++) {
+                *v = saved + steps[s];
+                sum += weights[s] * model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, NULL);
+            }
+            *v = saved;
+            numeric[p->offset + e] = sum / (12 * h);
+            checked++;
+        }
+        double err = testing_relative_error_d(grads + p->offset, numeric + p->offset, p->local_count);
+        if (err > worst) {
+            worst = err;
+            worst_name = p->name;
+        }
+    }
+    double err = testing_relative_error_d(grads, numeric, total);
+    printf("# %s: %lld parameters, relative error %.3g (worst tensor %s %.3g)\n", label, (long long)checked, err,
+           worst_name, worst);
+    char name[256];
+    snprintf(name, sizeof name, "reference backward vs finite differences (%s)", label);
+    testing_report(err < 1e-8, name, "norm-wise relative error %.3g >= 1e-8 (worst tensor %s: %.3g)", err,
+                   worst_name, worst);
+    free(params);
+    free(grads);
+    free(numeric);
+    free(tokens);
+    free(targets);
+    model_free(&m);
+}
+
+// ---- b, f. the fp32 model against the reference on the same parameters --------------
+
+static void setup_model(model *m, const decon_config *c, const char *label, int batch, int seq_len, uint64_t seed) {
+    model_build(m, c, label);
+    model_allocate(m, batch, seq_len);
+    model_initialize(m, seed);
+    perturb_float(&m->registry, m->params, seed + 1);
+}
+
+// The model is allocated for spare more sequences and positions than the micro-batch uses.
+static void compare_with_reference(const char *label, const decon_config *c, int batch, int seq_len, int spare,
+                                   uint64_t seed) {
+    model m;
+    setup_model(&m, c, label, batch + spare, seq_len + spare, seed);
+    const param_registry *registry = &m.registry;
+    size_t total = registry->total;
+    int rows = batch * seq_len;
+    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
+    make_batch(tokens, targets, rows, c->vocab_size, seed);
+    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
+    for (size_t e = 0; e < total; e++) params[e] = m.params[e];
+
+    memset(m.grads, 0, total * sizeof(float));
+    double loss = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
+    double ref_loss = model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
+
+    double loss_err = fabs(loss - ref_loss) / fabs(ref_loss);
+    double grad_err = testing_relative_error_f(m.grads, grads, total);
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < registry->count; i++) {
+        const param_info *p = &registry->items[i];
+        double err = testing_relative_error_f(m.grads + p->offset, grads + p->offset, p->local_count);
+        if (!(err <= worst)) {  // also catches NaN
+            worst = err;
+            worst_name = p->name;
+        }
+    }
+    printf("# %s: loss %.6f (reference %.6f, rel %.3g), gradient rel %.3g, worst tensor %s %.3g\n", label, loss,
+           ref_loss, loss_err, grad_err, worst_name, worst);
+    char name[256];
+    snprintf(name, sizeof name, "fp32 model vs reference: loss (%s)", label);
+    testing_report(loss_err < 1e-5, name, "loss %.8g vs reference %.8g: relative error %.3g", loss, ref_loss, loss_err);
+    snprintf(name, sizeof name, "fp32 model vs reference: gradient overall (%s)", label);
+    testing_report(grad_err < 1e-4, name, "norm-wise relative error %.3g >= 1e-4 (worst tensor %s: %.3g)", grad_err,
+                   worst_name, worst);
+    snprintf(name, sizeof name, "fp32 model vs reference: gradient per tensor (%s)", label);
+    testing_report(worst < 1e-4, name, "worst tensor %s: norm-wise relative error %.3g >= 1e-4", worst_name, worst);
+    free(params);
+    free(grads);
+    free(tokens);
+    free(targets);
+    model_free(&m);
+}
+
+// ---- c. forward only, per-token losses, loss_scale and accumulation ------------------
+
+static void check_forward_only(void) {
+    decon_config c;
+    make_config(&c, 32, 2, 4, 2, 40, 37, true, true, 10000.0);
+    int batch = 3, seq_len = 9, rows = batch * seq_len;
+    model m;
+    setup_model(&m, &c, "forward-only", batch, seq_len, 11);
+    size_t total = m.registry.total;
+    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
+    make_batch(tokens, targets, rows, c.vocab_size, 12);
+    float *losses_forward = xcalloc((size_t)rows, sizeof(float)), *losses_backward = xcalloc((size_t)rows, sizeof(float));
+    float *sentinel = xcalloc(total, sizeof(float)), *grads1 = xcalloc(total, sizeof(float));
+    for (size_t e = 0; e < total; e++) sentinel[e] = m.grads[e] = 0.25f + (float)(e % 7);
+
+    double loss_forward = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, losses_forward);
+    testing_report(memcmp(sentinel, m.grads, total * sizeof(float)) == 0, "forward only leaves the gradients alone",
+                   "model_forward_backward(backward=false) changed m->grads");
+    memset(m.grads, 0, total * sizeof(float));
+    double loss_backward = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, losses_backward);
+    testing_report(fabs(loss_forward - loss_backward) <= 1e-6 * fabs(loss_backward),
+                   "forward only gives the same loss as forward+backward", "%.9g vs %.9g", loss_forward, loss_backward);
+
+    double sum = 0.0, max_diff = 0.0;
+    bool ignored_zero = true;
+    for (int r = 0; r < rows; r++) {
+        sum += losses_forward[r];
+        max_diff = fmax(max_diff, fabs((double)losses_forward[r] - losses_backward[r]));
+        if (targets[r] < 0 && (losses_forward[r] != 0.0f || losses_backward[r] != 0.0f)) ignored_zero = false;
+    }
+    testing_report(fabs(sum - loss_forward) <= 1e-5 * fabs(loss_forward), "per-token losses sum to the loss",
+                   "sum %.9g vs returned %.9g", sum, loss_forward);
+    testing_report(ignored_zero && max_diff <= 1e-6, "per-token losses: same with and without backward, 0 when ignored",
+                   "max difference %.3g, ignored rows zero: %d", max_diff, ignored_zero);
+
+    double *params = xcalloc(total, sizeof(double)), *ref_losses = xcalloc((size_t)rows, sizeof(double));
+    for (size_t e = 0; e < total; e++) params[e] = m.params[e];
+    model_reference_loss(&c, &m.registry, params, tokens, targets, batch, seq_len, ref_losses, NULL);
+    double token_err = testing_relative_error_f(losses_forward, ref_losses, (size_t)rows);
+    testing_report(token_err < 1e-5, "per-token losses match the reference", "norm-wise relative error %.3g",
+                   token_err);
+
+    // loss_scale multiplies the gradient; a second call accumulates.
+    memcpy(grads1, m.grads, total * sizeof(float));
+    memset(m.grads, 0, total * sizeof(float));
+    model_forward_backward(&m, tokens, targets, batch, seq_len, 0.25f, true, NULL);
+    double *expected = xcalloc(total, sizeof(double));
+    for (size_t e = 0; e < total; e++) expected[e] = 0.25 * grads1[e];
+    double scale_err = testing_relative_error_f(m.grads, expected, total);
+    testing_report(scale_err < 1e-6, "loss_scale scales the gradient", "relative error %.3g", scale_err);
+    model_forward_backward(&m, tokens, targets, batch, seq_len, 0.75f, true, NULL);
+    for (size_t e = 0; e < total; e++) expected[e] = grads1[e];
+    double accumulate_err = testing_relative_error_f(m.grads, expected, total);
+    testing_report(accumulate_err < 1e-6, "backward accumulates into the gradient", "relative error %.3g",
+                   accumulate_err);
+
+    free(expected);
+    free(params);
+    free(ref_losses);
+    free(tokens);
+    free(targets);
+    free(losses_forward);
+    free(losses_backward);
+    free(sentinel);
+    free(grads1);
+    model_free(&m);
+}
+
+// ---- d. overfitting one batch with AdamW --------------------------------------------
+
+static void check_overfit(void) {
+    decon_config c;
+    make_config(&c, 32, 2, 4, 4, 64, 64, true, true, 10000.0);
+    int batch = 4, seq_len = 16, rows = batch * seq_len, max_steps = 400;
+    model m;
+    model_build(&m, &c, "overfit");
+    model_allocate(&m, batch, seq_len);
+    model_initialize(&m, 5);
+    size_t total = m.registry.total;
+    float *adam_m = xcalloc(total, sizeof(float)), *adam_v = xcalloc(total, sizeof(float));
+    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
+    for (int r = 0; r < rows; r++) {
+        tokens[r] = (int)(rng_mix(77, 1, (uint64_t)r) % 64);
+        targets[r] = (int)(rng_mix(77, 2, (uint64_t)r) % 64);
+    }
+    double first = 0.0, mean = 0.0;
+    int step;
+    for (step = 1; step <= max_steps; step++) {
+        memset(m.grads, 0, total * sizeof(float));
+        mean = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f / (float)rows, true, NULL) / rows;
+        if (step == 1) first = mean;
+        if (mean < 0.1) break;
+        adamw_update(m.params, m.grads, adam_m, adam_v, total, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, step, 1.0f);
+    }
+    printf("# overfit: mean loss %.4f at step 1, %.4f at step %d\n", first, mean, step > max_steps ? max_steps : step);
+    testing_report(mean < 0.1, "AdamW overfits one batch (mean loss < 0.1)",
+                   "mean loss %.4f after %d steps (started at %.4f)", mean, max_steps, first);
+    free(adam_m);
+    free(adam_v);
+    free(tokens);
+    free(targets);
+    model_free(&m);
+}
+
+// ---- e. the layer plan ----------------------------------------------------------------
+
+static void plan_letters(char *out, const char *variant, const char *layout, int layers) {
+    decon_config c;
+    make_config(&c, 16, layers, 2, 0, 16, 8, true, true, 10000.0);
+    snprintf(c.variant, sizeof c.variant, "%s", variant);
+    snprintf(c.layout, sizeof c.layout, "%s", layout);
+    const mixer_kind **plan = xcalloc((size_t)layers, sizeof *plan);
+    layer_plan_build(plan, &c, "test.ini");
+    layer_plan_letters(out, plan, layers);
+    free(plan);
+}
+
+// Builds the plan in a forked child with stderr captured; passes when the child exits
+// non-zero with exactly one line on stderr that names the origin and the key.
+static void expect_plan_fatal(const char *variant, const char *layout, const char *key) {
+    char name[256], out[8192] = "";
+    snprintf(name, sizeof name, "layer plan rejects variant='%s' layout='%s'", variant, layout);
+    int pipe_fds[2];
+    if (pipe(pipe_fds) != 0) {
+        testing_report(0, name, "pipe() failed");
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipe_fds[0]);
+        dup2(pipe_fds[1], STDERR_FILENO);
+        close(pipe_fds[1]);
+        char letters[64];
+        plan_letters(letters, variant, layout, 6);
+        _exit(0);  // reached only when the plan was accepted
+    }
+    close(pipe_fds[1]);
+    size_t used = 0;
+    ssize_t got;
+    while ((got = read(pipe_fds[0], out + used, sizeof out - 1 - used)) > 0) used += (size_t)got;
+    out[used] = '\0';
+    close(pipe_fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int lines = 0;
+    for (size_t i = 0; i < used; i++) lines += out[i] == '\n';
+    bool exited_nonzero = WIFEXITED(status) && WEXITSTATUS(status) != 0;
+    bool one_line = lines == 1 && used > 0 && out[used - 1] == '\n';
+    bool names_it = strstr(out, "test.ini") && strstr(out, key);
+    if (one_line) out[used - 1] = '\0';
+    testing_report(exited_nonzero && one_line && names_it, name, "status %d, %d lines on stderr: '%s'", status, lines,
+                   out);
+}
+
+static void check_layer_plan(void) {
+    static const char *accepted[] = {"uniform",        "hybrid",      "hybrid:even", "hybrid:odd", "hybrid:top",
+                                     "hybrid:middle",  "hybrid:bottom", "hybrid:25%", "hybrid:first", "hybrid:last",
+                                     "hybrid:bilateral", "list:1",    "list:1,3,6",  "list:6,2"};
+    int n = (int)(sizeof accepted / sizeof accepted[0]);
+    bool all_ok = true;
+    char letters[64], why[256] = "";
+    for (int i = 0; i < n; i++) {
+        plan_letters(letters, "standard", accepted[i], 6);
+        if (strcmp(letters, "SSSSSS") != 0) {
+            all_ok = false;
+            snprintf(why, sizeof why, "layout '%s' gave plan '%s'", accepted[i], letters);
+        }
+    }
+    testing_report(all_ok, "layer plan: uniform/hybrid/list layouts parse (all standard)", "%s", why);
+
+    // A model built with a hybrid layout has the uniform model's registry.
+    decon_config c;
+    make_config(&c, 16, 4, 2, 0, 24, 11, false, true, 10000.0);
+    model uniform, hybrid;
+    model_build(&uniform, &c, "uniform");
+    snprintf(c.layout, sizeof c.layout, "hybrid:odd");
+    model_build(&hybrid, &c, "hybrid");
+    bool same = uniform.registry.count == hybrid.registry.count && uniform.registry.total == hybrid.registry.total;
+    for (int i = 0; same && i < uniform.registry.count; i++)
+        same = strcmp(uniform.registry.items[i].name, hybrid.registry.items[i].name) == 0 &&
+               uniform.registry.items[i].offset == hybrid.registry.items[i].offset;
+    testing_report(same, "layer plan: hybrid model registers the same tensors as uniform", "registries differ");
+    model_free(&uniform);
+    model_free(&hybrid);
+
+    expect_plan_fatal("no-such-variant", "uniform", "variant");
+    expect_plan_fatal("standard", "zigzag", "layout");
+    expect_plan_fatal("standard", "hybrid:sideways", "layout");
+    expect_plan_fatal("standard", "list:0", "layout");
+    expect_plan_fatal("standard", "list:7", "layout");
+    expect_plan_fatal("standard", "list:1,x", "layout");
+}
+
+int main(void) {
+    decon_config c;
+
+    // e first: it forks, which is simplest before any threads exist.
+    check_layer_plan();
+
+    // a. d=16, 2 layers, 4 heads, vocab 23, batch 2 x seq 5.
+    make_config(&c, 16, 2, 4, 4, 24, 23, true, true, 100.0);
+    check_reference_gradient("tied, bias, MHA", &c, 2, 5, 101);
+    make_config(&c, 16, 2, 4, 2, 24, 23, false, false, 100.0);
+    check_reference_gradient("untied, no bias, GQA kv=2", &c, 2, 5, 102);
+
+    // b. the fp32 model on the same parameters; the second config crosses block sizes.
+    make_config(&c, 16, 2, 4, 4, 24, 23, true, true, 100.0);
+    compare_with_reference("tied, bias, MHA, 2x5", &c, 2, 5, 0, 201);
+    make_config(&c, 64, 2, 4, 4, 72, 131, false, false, 10000.0);
+    compare_with_reference("untied, no bias, MHA, 2x77", &c, 2, 77, 0, 202);
+
+    // f. GQA / MQA (the first two in a model allocated for larger micro-batches).
+    make_config(&c, 32, 2, 4, 2, 48, 41, true, true, 10000.0);
+    compare_with_reference("GQA kv=2, 3x19", &c, 3, 19, 5, 301);
+    make_config(&c, 32, 2, 4, 1, 48, 41, false, true, 10000.0);
+    compare_with_reference("MQA kv=1, 3x19", &c, 3, 19, 5, 302);
+    make_config(&c, 64, 1, 8, 2, 48, 41, true, false, 10000.0);
+    compare_with_reference("GQA 8 heads kv=2, 2x70", &c, 2, 70, 0, 303);
+
+    // c, d.
+    check_forward_only();
+    check_overfit();
+    return testing_exit_code();
+}

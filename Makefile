@@ -5,7 +5,7 @@
 CC      := mpicc
 PKGS    := hdf5-openmpi inih libcjson openblas
 CFLAGS  ?= -O3 -march=native
-CFLAGS  += -std=c11 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Isrc \
+CFLAGS  += -std=c11 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Isrc -Itests \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 LDFLAGS := -fopenmp

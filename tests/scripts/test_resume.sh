@@ -6,7 +6,7 @@ make_shard "$WORK/train.bin" 60000 64 1
 make_shard "$WORK/val.bin" 4000 64 2
 write_small_config "$WORK/base.ini"
 # Slow enough (a few seconds) that the kill lands while training is still running.
-ARGS=(--set train.max_steps=120 --set io.checkpoint_every=60 --set train.eval_every=0
+ARGS=(--set train.max_steps=240 --set io.checkpoint_every=120 --set train.eval_every=0
       --set model.hidden_size=64 --set model.intermediate_size=128)
 
 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" --run-dir "$WORK/straight" >"$WORK/straight.log" 2>&1
@@ -15,19 +15,19 @@ check resume_straight_run $? "straight run failed: $(tail -n 3 "$WORK/straight.l
 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" --run-dir "$WORK/killed" >"$WORK/killed.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 3000); do
-    [ -f "$WORK/killed/ckpt/step_00000060.h5" ] && break
+    [ -f "$WORK/killed/ckpt/step_00000120.h5" ] && break
     kill -0 $pid 2>/dev/null || break
     sleep 0.01
 done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 killed_at=$(grep -c '"kind":"train"' "$WORK/killed/metrics.jsonl")
-[ "$killed_at" -lt 120 ]
+[ "$killed_at" -lt 240 ]
 check resume_kill_landed_mid_run $? "the run finished before it could be killed ($killed_at steps logged)"
 
 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" --run-dir "$WORK/killed" --resume >"$WORK/resumed.log" 2>&1
 check resume_resumed_run $? "resumed run failed: $(tail -n 3 "$WORK/resumed.log")"
-grep -q "resumed from .*step_00000060.h5 at step 60" "$WORK/resumed.log"
+grep -q "resumed from .*step_00000120.h5 at step 120" "$WORK/resumed.log"
 check resume_picked_newest_checkpoint $? "$(grep -h resumed "$WORK/resumed.log")"
 
 # Loss per step: the last line logged for each step (the resumed run re-logs steps the
@@ -45,10 +45,10 @@ PY
 }
 losses "$WORK/straight/metrics.jsonl" > "$WORK/straight.losses"
 losses "$WORK/killed/metrics.jsonl" > "$WORK/resumed.losses"
-[ "$(wc -l < "$WORK/straight.losses")" -eq 120 ] && cmp -s "$WORK/straight.losses" "$WORK/resumed.losses"
+[ "$(wc -l < "$WORK/straight.losses")" -eq 240 ] && cmp -s "$WORK/straight.losses" "$WORK/resumed.losses"
 check resume_identical_loss_sequence $? "$(diff "$WORK/straight.losses" "$WORK/resumed.losses" | head -n 4)"
 
-h5diff "$WORK/straight/ckpt/step_00000120.h5" "$WORK/killed/ckpt/step_00000120.h5" /params >"$WORK/diff.log" 2>&1 &&
-    h5diff "$WORK/straight/ckpt/step_00000120.h5" "$WORK/killed/ckpt/step_00000120.h5" /optim >>"$WORK/diff.log" 2>&1
+h5diff "$WORK/straight/ckpt/step_00000240.h5" "$WORK/killed/ckpt/step_00000240.h5" /params >"$WORK/diff.log" 2>&1 &&
+    h5diff "$WORK/straight/ckpt/step_00000240.h5" "$WORK/killed/ckpt/step_00000240.h5" /optim >>"$WORK/diff.log" 2>&1
 check resume_identical_final_parameters $? "h5diff: $(head -n 5 "$WORK/diff.log")"
 exit 0

@@ -184,7 +184,7 @@ SPM_ARGS=(--model_type=bpe --vocab_size="$VOCAB" --byte_fallback=true --split_di
           --pad_piece='<pad>' --unk_piece='<unk>' --bos_piece='<s>' --eos_piece='</s>'
           --max_sentence_length=4192 --input_sentence_size="$SENTENCES" --shuffle_input_sentence=true
           --num_threads="$THREADS" --random_seed="$SEED" --minloglevel=1)
-TOK_KEY="tok $(cat "$WORK/split/stamp" | sha256sum | cut -c1-16) ${SPM_ARGS[*]}"
+TOK_KEY="tok $(sha256sum < "$WORK/split/stamp" | cut -c1-16) ${SPM_ARGS[*]}"
 if stamp_ok "$WORK/tok/stamp" "$TOK_KEY" "$OUT/tokenizer.model" "$OUT/tokenizer.vocab"; then
     log "tokenizer: up to date"
 else
@@ -203,7 +203,7 @@ fi
 # ---------------------------------------------------------------------------
 # 4. encode and write shards
 # ---------------------------------------------------------------------------
-SHARD_KEY="shards $(cat "$WORK/tok/stamp" | sha256sum | cut -c1-16) $(sha "$HERE/write_shards.py")"
+SHARD_KEY="shards $(sha256sum < "$WORK/tok/stamp" | cut -c1-16) $(sha "$HERE/write_shards.py")"
 encode_split() {
     local split="$1"
     spm_encode --model="$OUT/tokenizer.model" --output_format=id < "$WORK/split/$split.txt" |
@@ -235,7 +235,7 @@ for a in sys.argv[1:]:
     k, _, v = a.lstrip("-").partition("=")
     if k in ("minloglevel",):
         continue
-    d[k] = int(v) if v.lstrip("-").isdigit() else v
+    d[k] = int(v) if v.lstrip("-").isdigit() else {"true": True, "false": False}.get(v, v)
 print(json.dumps(d))
 EOF
 )"

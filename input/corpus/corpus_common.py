@@ -77,6 +77,10 @@ def normalize_line(s):
     return s.strip()
 
 
+# Runs of 4+ of the same rule character (table rules, "~~~~ End of Text ~~~~").
+RULE_RE = re.compile(r"([~=_*#-])\1{3,}")
+
+
 def normalize_lines(lines):
     """Normalise each line and drop empty ones."""
     out = []

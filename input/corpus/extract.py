@@ -66,7 +66,7 @@ def extract_kjv(args):
 # ---------------------------------------------------------------------------
 # SWORD modules via mod2imp
 # ---------------------------------------------------------------------------
-def sword_config_dir(work):
+def sword_config_dir(work, module):
     """A private SWORD_PATH with copies of the installed module configs.
 
     Debian's sword-comm-mhcc says ModDrv=zCom4 while its index files use the
@@ -75,7 +75,7 @@ def sword_config_dir(work):
     from the index-entry size, which makes mod2imp export it properly.
     """
     sysdir = "/usr/share/sword"
-    d = os.path.join(work, "sword")
+    d = os.path.join(work, "sword", module)
     if os.path.isdir(d):
         shutil.rmtree(d)
     os.makedirs(os.path.join(d, "mods.d"))
@@ -100,8 +100,9 @@ def sword_config_dir(work):
                 elif not drv.endswith("4") and fits12 and not fits10:
                     fixed = base + "4"
                 if fixed != drv:
-                    log("%s: ModDrv %s does not match its index layout; using %s"
-                        % (os.path.basename(conf), drv, fixed))
+                    if os.path.basename(conf).lower() == module.lower() + ".conf":
+                        log("%s: ModDrv %s does not match its index layout; using %s"
+                            % (os.path.basename(conf), drv, fixed))
                     text = re.sub(r"^ModDrv=\S+", "ModDrv=" + fixed, text, count=1, flags=re.M)
         with open(os.path.join(d, "mods.d", os.path.basename(conf)), "w", encoding="utf-8") as f:
             f.write(text)
@@ -124,6 +125,7 @@ def strip_markup(s):
     # leave a marker that becomes a space when a word follows it.
     s = _NOTE_RE.sub("\ue000", s)
     s = _GBF_NOTE_RE.sub("\ue000", s)
+    s = re.sub(r"<[^>]*$", "", s)  # a tag cut off at the end of an entry
     s = _BLOCK_TAG_RE.sub("\n", s)
     s = _CELL_RE.sub(" ", s)
     s = _TAG_RE.sub("", s)
@@ -150,7 +152,7 @@ def read_imp(stream):
 def extract_sword(args, source):
     module = cc.SOURCE_BY_NAME[source]["sword"]
     per_chapter = source == "tdavid"
-    swpath = sword_config_dir(args.work)
+    swpath = sword_config_dir(args.work, module)
     env = dict(os.environ, SWORD_PATH=swpath)
     proc = subprocess.Popen(["mod2imp", module], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, stdin=subprocess.DEVNULL)
@@ -226,7 +228,7 @@ def extract_austen(args):
         text = "\n".join("" if s is None else s for s in obj.value)
         found += 1
         yield {"id": "austen/" + name, "title": AUSTEN_TITLES[name], "group": "austen:" + name,
-               "text": cc.doc_text(cc.unwrap_paragraphs(text))}
+               "text": cc.doc_text(cc.unwrap_paragraphs(text.replace("_", "")))}  # _italics_
     if found != 6:
         raise SystemExit("austen: expected 6 novels")
 
@@ -284,8 +286,12 @@ def clean_gutenberg_paragraphs(text, dehyphenate=False):
             continue
         if p.startswith("[Redactor") or p.startswith("[Transcriber"):
             continue
-        p = re.sub(r"(?<![\w_])_([^_\n]+?)_(?![\w_])", r"\1", p)  # _italics_
-        out.append(p)
+        if re.match(r"^[~=* ]*End of Text[~=* ]*$", p):
+            continue
+        # "_italics_" (also the "_word _" variant of the Poe edition); rules like "~~~~" / "====".
+        p = cc.normalize_line(cc.RULE_RE.sub("", p.replace("_", "")))
+        if p:
+            out.append(p)
     return out
 
 
@@ -374,7 +380,8 @@ def extract_sotu(args):
     for p in files:
         base = os.path.basename(p)[:-4]
         with open(p, "rb") as f:
-            text = cc.decode_bytes(f.read())
+            text = html.unescape(cc.decode_bytes(f.read()))  # a few addresses carry &quot;
+        text = cc.RULE_RE.sub(" ", text)  # ruled table lines: "______ ______"
         parts = base.split("_")
         title = "State of the Union %s, %s" % (parts[0], " ".join(x.capitalize() for x in parts[1:-1]))
         yield {"id": "sotu/" + base, "title": title, "group": "sotu:" + base,

@@ -153,7 +153,7 @@ def main():
         print("%-5s %5d docs %8.2f MB text %11d tokens  %s (%d bytes)" % (
             s, i["documents"], i["utf8_bytes"] / 1e6, i["tokens"], i["file"], i["file_bytes"]))
     dropped = plan["dropped"]
-    print("dropped by caps: %d docs, %.2f MB (max source %.0f%%, max family %.0f%%)" % (
+    print("dropped by caps: %d docs, %.2f M characters (max source %.0f%%, max family %.0f%%)" % (
         len(dropped), sum(d["chars"] for d in dropped) / 1e6,
         100 * plan["params"]["max_source_frac"], 100 * plan["params"]["max_family_frac"]))
     t = manifest["tokenizer"]

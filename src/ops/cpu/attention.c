@@ -23,7 +23,7 @@
 #include "ops/ops.h"
 
 enum { BLOCK = 64 };                         // query and key rows per block
-enum { TILE_ROWS = 4, TILE_COLS = 32 };      // register tile of block_gemm
+enum { TILE_ROWS = 8, TILE_COLS = 16 };      // register tile of block_gemm
 
 // c[m,n] = (accumulate ? c : 0) + a[m,k] b[k,n]. Element (i,p) of a is at
 // a[i*a_row + p*a_col], so a transposed operand is just a swap of the two strides;
@@ -44,7 +44,7 @@ static void block_gemm(int m, int n, int k, const float *restrict a, int a_row, 
                 for (int r = 0; r < TILE_ROWS; r++) {
                     float ar = a[(size_t)(i + r) * a_row + (size_t)p * a_col];
                     #pragma omp simd
-                    for (int x = 0; x < TILE_COLS; x++) acc[r][x] += ar * bp[x];
+                    for (int x = 0; x < TILE_COLS; x++) acc[r][x] = fmaf(ar, bp[x], acc[r][x]);
                 }
             }
             for (int r = 0; r < TILE_ROWS; r++)
@@ -63,7 +63,7 @@ static void block_gemm(int m, int n, int k, const float *restrict a, int a_row, 
                 float ai = a[(size_t)i * a_row + (size_t)p * a_col];
                 const float *bp = b + (size_t)p * ldb;
                 #pragma omp simd
-                for (int j = j0; j < n; j++) ci[j] += ai * bp[j];
+                for (int j = j0; j < n; j++) ci[j] = fmaf(ai, bp[j], ci[j]);
             }
         }
     }

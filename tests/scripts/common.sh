@@ -5,6 +5,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 TRAIN="$ROOT/bin/decon-train"
+# Debian's interpreter: it has python3-numpy (a pyenv python3 earlier on PATH may not).
+PYTHON=/usr/bin/python3
 WORK=$(mktemp -d /tmp/decon-test.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 

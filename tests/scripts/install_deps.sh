@@ -6,7 +6,7 @@ packages=(
     build-essential pkg-config make
     libopenmpi-dev openmpi-bin          # MPI (mpicc, mpirun)
     libhdf5-openmpi-dev hdf5-tools      # parallel HDF5, h5dump/h5diff
-    libopenblas-dev                     # sgemm
+    libopenblas-openmp-dev              # sgemm (OpenMP threading, shares our pool)
     libinih-dev libcjson-dev            # INI configs, JSON
     sentencepiece                       # BPE tokenizer (spm_train, spm_encode)
     python3 python3-numpy               # corpus recipe and test helpers

@@ -8,7 +8,7 @@ if [ ! -f "$CORPUS/train.bin" ] || [ ! -f "$CORPUS/val.bin" ]; then
     bash "$ROOT/input/corpus/build.sh" "$CORPUS" >"$WORK/corpus.log" 2>&1 ||
         { fail train_corpus_build "corpus recipe failed: $(tail -n 3 "$WORK/corpus.log")"; exit 0; }
 fi
-unigram=$(python3 - "$CORPUS/train.bin" <<'PY'
+unigram=$($PYTHON - "$CORPUS/train.bin" <<'PY'
 import sys, numpy as np
 raw = open(sys.argv[1], "rb").read()
 width = int.from_bytes(raw[12:16], "little")
@@ -22,7 +22,7 @@ PY
     --set train.eval_every=0 --set io.checkpoint_every=0 --set train.sequence_length=128 >"$WORK/train.log" 2>&1
 check train_corpus_tiny_runs $? "training failed: $(tail -n 3 "$WORK/train.log")"
 validation=$(grep -o 'final validation loss [0-9.]*' "$WORK/train.log" | awk '{print $4}')
-python3 -c "import sys; v, u = float('${validation:-99}'), float('$unigram'); sys.exit(0 if v < u - 0.75 else 1)"
+$PYTHON -c "import sys; v, u = float('${validation:-99}'), float('$unigram'); sys.exit(0 if v < u - 0.75 else 1)"
 check train_corpus_validation_below_unigram_entropy $? "validation loss ${validation:-none} vs unigram entropy $unigram nats"
 echo "   validation loss ${validation:-none} nats, unigram entropy $unigram nats"
 exit 0

@@ -1,5 +1,5 @@
 // Token shards, the data loader and the metrics log. Failures that must end the program
-// (damaged shards, bad vocab, unwritable logs) run in a forked child whose stderr comes
+// (damaged shards, bad vocab, unwritable logs) run in a child process whose stderr comes
 // back through a pipe: the test asserts a non-zero exit and exactly one line naming the file.
 #include <cJSON.h>
 #include <ftw.h>
@@ -29,15 +29,18 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 }
 
 // ---------------------------------------------------------------------------------------
-// Running a failing case in a child
+// Running a failing case in a child: fork, then exec this program in --child mode (a
+// fresh process: forking alone would inherit an OpenMP runtime that cannot run there).
 
 typedef struct {
     int status;          // waitpid status
     char err[4096];      // everything the child wrote to stderr
 } child_result;
 
-static child_result run_child(void (*body)(const void *arg), const void *arg) {
+static child_result run_child(const char *const *args) {
     child_result result = {0};
+    const char *argv[8] = {"test_io", "--child"};
+    for (int i = 0; args[i] && i < 5; i++) argv[2 + i] = args[i];
     int fds[2];
     if (pipe(fds) != 0) fatal("pipe failed");
     fflush(NULL);
@@ -47,8 +50,8 @@ static child_result run_child(void (*body)(const void *arg), const void *arg) {
         close(fds[0]);
         dup2(fds[1], STDERR_FILENO);
         close(fds[1]);
-        body(arg);
-        _exit(0);  // returned: no fatal happened
+        execv("/proc/self/exe", (char *const *)argv);
+        _exit(127);
     }
     close(fds[1]);
     size_t used = 0;
@@ -66,9 +69,9 @@ static int count_lines(const char *text) {
     return lines;
 }
 
-// Expects body(arg) to fail with one line on stderr that contains every needle.
-static void expect_fatal(const char *name, void (*body)(const void *), const void *arg, const char *const *needles) {
-    child_result r = run_child(body, arg);
+// Expects the child case to fail with one line on stderr that contains every needle.
+static void expect_fatal(const char *name, const char *const *args, const char *const *needles) {
+    child_result r = run_child(args);
     if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) == 0) {
         testing_report(0, name, "child did not exit with an error (status %d); stderr: %s", r.status, r.err);
         return;
@@ -86,6 +89,29 @@ static void expect_fatal(const char *name, void (*body)(const void *), const voi
         }
     }
     testing_report(1, name, "");
+}
+
+// The cases run by the child: each is expected to end in fatal().
+static void child_main(int argc, char **argv) {
+    if (argc < 2) fatal("--child needs a case and a path");
+    const char *what = argv[0], *path = argv[1];
+    int number = argc > 2 ? atoi(argv[2]) : 0;
+    if (strcmp(what, "open-shard") == 0) {
+        token_shard shard;
+        token_shard_open(&shard, path, number);
+    } else if (strcmp(what, "open-loader") == 0) {
+        data_loader loader;
+        data_loader_open(&loader, path, number, 1, 4096);
+    } else if (strcmp(what, "seek") == 0) {
+        data_loader loader;
+        data_loader_open(&loader, path, 8, 1, 4096);
+        data_loader_seek(&loader, (data_position){0, (uint64_t)number});
+    } else if (strcmp(what, "open-log") == 0) {
+        metrics_log log;
+        metrics_log_open(&log, path);
+    } else {
+        fatal("unknown child case %s", what);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -133,17 +159,6 @@ static void test_shard_roundtrip(uint32_t vocab, int expected_width, const char 
     free(tokens);
 }
 
-typedef struct {
-    const char *path;
-    int model_vocab;
-} open_args;
-
-static void open_shard_body(const void *arg) {
-    const open_args *a = arg;
-    token_shard shard;
-    token_shard_open(&shard, a->path, a->model_vocab);
-}
-
 // A valid shard of `count` tokens i % vocab, returned as bytes for patching.
 static unsigned char *make_shard(const char *path, uint64_t count, uint32_t vocab, size_t *bytes) {
     uint32_t *tokens = xmalloc(count * sizeof *tokens);
@@ -162,7 +177,7 @@ static void test_shard_failures(void) {
     write_raw(path, data, bytes - 3);
     snprintf(number, sizeof number, "expected %zu bytes", bytes);
     snprintf(number2, sizeof number2, "has %zu bytes", bytes - 3);
-    expect_fatal("shard_truncated_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_truncated_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "truncated", number, number2, "re-run the corpus recipe", NULL});
 
     scratch_path(path, sizeof path, "too_long.bin");
@@ -171,12 +186,12 @@ static void test_shard_failures(void) {
     longer[bytes] = 0;
     write_raw(path, longer, bytes + 1);
     free(longer);
-    expect_fatal("shard_too_long_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_too_long_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "damaged", "re-run the corpus recipe", NULL});
 
     scratch_path(path, sizeof path, "big_vocab.bin");
     write_raw(path, data, bytes);
-    expect_fatal("shard_vocab_above_model_is_fatal", open_shard_body, &(open_args){path, 400},
+    expect_fatal("shard_vocab_above_model_is_fatal", (const char *[]){"open-shard", path, "400", NULL},
                  (const char *[]){path, "vocab_size 500", "use a tokenizer with vocab_size <= 400 or raise vocab_size", NULL});
 
     // Token 123 patched to 700 (header vocab 500, model vocab 600): the scan names it.
@@ -184,13 +199,13 @@ static void test_shard_failures(void) {
     data[64 + 2 * 123] = 700 & 0xff;
     data[64 + 2 * 123 + 1] = 700 >> 8;
     write_raw(path, data, bytes);
-    expect_fatal("shard_token_above_model_vocab_is_fatal", open_shard_body, &(open_args){path, 600},
+    expect_fatal("shard_token_above_model_vocab_is_fatal", (const char *[]){"open-shard", path, "600", NULL},
                  (const char *[]){path, "token 123 ", "byte offset 310", "id 700", "vocab_size <= 600", NULL});
     // 550: fits the model but not the shard's own vocabulary, so the file is corrupt.
     data[64 + 2 * 123] = 550 & 0xff;
     data[64 + 2 * 123 + 1] = 550 >> 8;
     write_raw(path, data, bytes);
-    expect_fatal("shard_token_above_own_vocab_is_fatal", open_shard_body, &(open_args){path, 600},
+    expect_fatal("shard_token_above_own_vocab_is_fatal", (const char *[]){"open-shard", path, "600", NULL},
                  (const char *[]){path, "damaged", "id 550", NULL});
     data[64 + 2 * 123] = 123;
     data[64 + 2 * 123 + 1] = 0;
@@ -198,31 +213,31 @@ static void test_shard_failures(void) {
     scratch_path(path, sizeof path, "bad_magic.bin");
     data[0] = 'X';
     write_raw(path, data, bytes);
-    expect_fatal("shard_bad_magic_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_bad_magic_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "not a decon token shard", NULL});
     data[0] = 'D';
 
     scratch_path(path, sizeof path, "bad_width.bin");
     data[12] = 3;
     write_raw(path, data, bytes);
-    expect_fatal("shard_bad_width_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_bad_width_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "token width 3", NULL});
     data[12] = 2;
 
     scratch_path(path, sizeof path, "bad_version.bin");
     data[8] = 9;
     write_raw(path, data, bytes);
-    expect_fatal("shard_bad_version_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_bad_version_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "version 9", NULL});
     data[8] = 1;
 
     scratch_path(path, sizeof path, "header_only.bin");
     write_raw(path, data, 20);
-    expect_fatal("shard_shorter_than_header_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_shorter_than_header_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "truncated", NULL});
 
     scratch_path(path, sizeof path, "missing.bin");
-    expect_fatal("shard_missing_is_fatal", open_shard_body, &(open_args){path, 500},
+    expect_fatal("shard_missing_is_fatal", (const char *[]){"open-shard", path, "500", NULL},
                  (const char *[]){path, "No such file", NULL});
     free(data);
 }
@@ -339,29 +354,15 @@ static void test_data_loader(void) {
     data_loader_close(&one);
 }
 
-typedef struct {
-    const char *path;
-    int seq_len;
-} loader_args;
-
-static void open_loader_body(const void *arg) {
-    const loader_args *a = arg;
-    data_loader loader;
-    data_loader_open(&loader, a->path, a->seq_len, 1, 4096);
-}
-
-static void seek_past_end_body(const void *arg) {
-    data_loader loader;
-    data_loader_open(&loader, arg, SEQ_LEN, 1, 4096);
-    data_loader_seek(&loader, (data_position){0, WINDOWS});
-}
-
 static void test_data_loader_failures(void) {
     char path[512];
     scratch_path(path, sizeof path, "counting.bin");
-    expect_fatal("loader_shard_shorter_than_a_window_is_fatal", open_loader_body, &(loader_args){path, SHARD_TOKENS},
+    char number[32];
+    snprintf(number, sizeof number, "%d", SHARD_TOKENS);
+    expect_fatal("loader_shard_shorter_than_a_window_is_fatal", (const char *[]){"open-loader", path, number, NULL},
                  (const char *[]){path, "fewer than one window", NULL});
-    expect_fatal("loader_seek_past_the_shard_is_fatal", seek_past_end_body, path,
+    snprintf(number, sizeof number, "%d", WINDOWS);
+    expect_fatal("loader_seek_past_the_shard_is_fatal", (const char *[]){"seek", path, number, NULL},
                  (const char *[]){path, "past the 37 windows", NULL});
 }
 
@@ -422,12 +423,11 @@ static void test_metrics_log(void) {
     free(text);
 }
 
-static void open_log_body(const void *arg) {
-    metrics_log log;
-    metrics_log_open(&log, arg);
-}
-
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--child") == 0) {
+        child_main(argc - 2, argv + 2);
+        return 0;  // no fatal: the parent reports the failure
+    }
     snprintf(scratch, sizeof scratch, "/tmp/decon_test_io_XXXXXX");
     if (!mkdtemp(scratch)) fatal("cannot create a scratch directory under /tmp");
 
@@ -440,7 +440,7 @@ int main(void) {
     test_metrics_log();
     char path[512];
     scratch_path(path, sizeof path, "no_such_dir/metrics.jsonl");
-    expect_fatal("metrics_unwritable_path_is_fatal", open_log_body, path,
+    expect_fatal("metrics_unwritable_path_is_fatal", (const char *[]){"open-log", path, NULL},
                  (const char *[]){path, "cannot open metrics log", NULL});
 
     nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -33,7 +33,7 @@ static double row_loss(float *z, int target, int vocab, float loss_scale, bool w
     #pragma omp simd reduction(max : max)
     for (int j = 0; j < vocab; j++) max = z[j] > max ? z[j] : max;
     float target_logit = z[target];
-    // Two passes: GCC leaves a loop that both exponentiates and sums into a double scalar.
+    // Two passes: GCC 12 does not vectorise one loop that both exponentiates and sums in double.
     #pragma omp simd
     for (int j = 0; j < vocab; j++) z[j] = fast_expf(z[j] - max);
     double sum = 0.0;

@@ -27,7 +27,7 @@ REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all test bench clean setup corpus run
+.PHONY: all test bench clean setup corpus run lint
 all: $(PROGRAMS) $(TESTS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
@@ -68,6 +68,12 @@ run: setup
 	$(MAKE) all
 	bash input/corpus/build.sh data/corpus
 	bin/decon-train input/models/tiny.ini --run-dir runs/tiny
+
+# clang-tidy's bugprone checks over every C file (must print no warnings).
+lint:
+	clang-tidy --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c tests/unit/*.c tests/reference/*.c bench/*.c) \
+	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include
 
 clean:
 	rm -rf $(BUILD) bin

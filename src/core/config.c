@@ -41,6 +41,8 @@ static const key_spec KEYS[] = {
     {"model", "attention_bias", KEY_BOOL, FIELD(attention_bias), "1", 0, 1, "bias on Q/K/V"},
     {"attention", "variant", KEY_STRING, FIELD(variant), "standard", 0, 0, "token mixer"},
     {"attention", "layout", KEY_STRING, FIELD(layout), "uniform", 0, 0, "uniform | hybrid:<pattern> | list:<ids>"},
+    {"attention", "fixed_stream_std", KEY_DOUBLE, FIELD(fixed_stream_std), "0.02", 0, 100,
+     "std of rndembqk's Gaussian fixed stream X_1"},
     {"train", "sequence_length", KEY_INT, FIELD(sequence_length), "2048", 1, 1 << 24, "tokens per sequence"},
     {"train", "micro_batch_size", KEY_INT, FIELD(micro_batch_size), "8", 1, 1 << 20, "sequences per forward"},
     {"train", "global_batch_size", KEY_INT, FIELD(global_batch_size), "256", 1, 1 << 24, "sequences per step"},

@@ -17,6 +17,7 @@ typedef struct {
     // [attention]
     char variant[64];
     char layout[CONFIG_STRING_MAX];
+    double fixed_stream_std;    // sigma of rndembqk's Gaussian fixed stream
     // [train]
     int sequence_length;        // tokens per sequence
     int micro_batch_size;       // sequences per forward/backward

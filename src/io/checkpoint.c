@@ -337,7 +337,7 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
         fatal("checkpoint_write %s: some ranks pass the Adam moments and others do not", path);
 
     // Attributes and /config must be identical on every rank: take rank 0's.
-    train_state st = *state;
+    train_state st = state ? *state : (train_state){0};
     MPI_Bcast(&st, (int)sizeof st, MPI_BYTE, 0, comm);
     unsigned long long config_length = is_root && config_text ? strlen(config_text) : 0;
     MPI_Bcast(&config_length, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
@@ -392,7 +392,6 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
     write_attribute(state_group, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st.loss, tmp);
     H5Gclose(state_group);
 
-    // /config last among the required pieces: a reader that finds it knows the rest is there.
     hid_t type = string_type((size_t)config_length);
     hid_t file_space = H5Screate(H5S_SCALAR), mem_space = H5Screate(H5S_SCALAR);
     hid_t dataset = H5Dcreate2(file, "config", type, file_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);

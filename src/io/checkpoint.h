@@ -22,25 +22,40 @@ typedef struct {
     double loss;               // last training loss (informational)
 } train_state;
 
-// Writes params (and the Adam moments when m and v are non-NULL). Collective over comm.
+// Writes params (and the Adam moments when m and v are non-NULL) to "<path>.tmp", then
+// renames it to path. Collective over comm: every rank passes a registry of the same
+// tensors; ranks may hold any tensor-parallel shard (shard_rank of shard_count), several
+// ranks the same one (data parallel). A slice held by several ranks is written by the
+// lowest rank holding it (SHARD_NONE tensors by rank 0). state and config_text are taken
+// from rank 0 (state may be NULL: zeros). An existing file at path is replaced only once
+// the new one is complete and fsync'd; a stale "<path>.tmp" from a killed writer is
+// overwritten. Fatal (one line) when the directory is missing or unwritable.
 void checkpoint_write(const char *path, const param_registry *registry, const float *params,
                       const float *adam_m, const float *adam_v, const train_state *state,
                       const char *config_text, MPI_Comm comm);
 
-// Reads a checkpoint into this rank's slices. Every registry tensor must be present with
-// its logical shape (fatal otherwise, naming file and tensor). m/v may be NULL to skip
-// the optimizer state. Collective over comm.
+// Reads a checkpoint into this rank's slices: each rank reads the hyperslab of its slice,
+// so any decomposition can read what any other wrote. Every registry tensor must be
+// present with its logical shape (fatal otherwise, naming file and tensor); tensors in
+// the file that the registry lacks are ignored. m/v may be NULL to skip the optimizer
+// state, state NULL to skip /state. A missing, damaged (truncated), foreign (not HDF5,
+// not decon) or other-version file is one fatal line saying what to do. Collective.
 void checkpoint_read(const char *path, const param_registry *registry, float *params,
                      float *adam_m, float *adam_v, train_state *state, MPI_Comm comm);
 
 // The resolved config text stored in a checkpoint (malloc'd; caller frees). Collective.
 char *checkpoint_read_config(const char *path, MPI_Comm comm);
 
-// true when the file opens as HDF5, has the format version and a complete /state
-// (quietly: used to skip damaged files when looking for the newest valid checkpoint).
+// true when the file opens as HDF5, has this format version, /params, /config and a
+// complete /state (quietly: used to skip damaged files when looking for the newest valid
+// checkpoint). Rank 0 checks, every rank gets the answer. Collective.
 bool checkpoint_is_valid(const char *path, MPI_Comm comm);
 
-// Files are <dir>/step_<08d>.h5. Returns the newest valid one (malloc'd) or NULL.
+// Files are <dir>/step_<08d>.h5 (other names, *.tmp included, are ignored). Returns the
+// valid one with the highest step (malloc'd, same on every rank) or NULL when there is
+// none or dir does not exist; damaged newer files are skipped with a warning. Collective.
 char *checkpoint_find_latest(const char *dir, MPI_Comm comm);
-// Deletes all but the newest `keep` checkpoints in dir (rank 0 only acts).
+// Keeps the newest `keep` valid checkpoints in dir and deletes the step_*.h5 files older
+// than them; damaged files newer than those are left for the user to inspect. keep <= 0
+// keeps everything. Rank 0 acts; collective (ends with a barrier).
 void checkpoint_prune(const char *dir, int keep, MPI_Comm comm);

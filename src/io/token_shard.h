@@ -16,8 +16,10 @@ typedef struct {
     uint32_t vocab_size;        // as written by the tokenizer
 } token_shard;
 
-// Opens and validates a shard: header fields, file size = header + count * width, and
-// every token id < model_vocab (a scan; fatal names the file and the first bad offset).
+// Opens and validates a shard: magic, version, width, file size = header + count * width
+// exactly, the shard's vocab_size <= model_vocab, and every token id < vocab_size (a
+// parallel scan; fatal names the file, the first bad token and its byte offset). Every
+// failure is one fatal line. model_vocab <= 0 means "the shard's own vocab_size".
 void token_shard_open(token_shard *shard, const char *path, int model_vocab);
 void token_shard_close(token_shard *shard);
 static inline uint32_t token_shard_get(const token_shard *shard, uint64_t index) {
@@ -25,5 +27,6 @@ static inline uint32_t token_shard_get(const token_shard *shard, uint64_t index)
     return shard->token_bytes == 2 ? (uint32_t)p[0] | (uint32_t)p[1] << 8
                                    : (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-// Writes a shard (used by tests and tools); atomic (temporary name + rename).
+// Writes a shard (used by tests and tools): 2-byte tokens when vocab_size <= 65536, else
+// 4-byte; fatal if a token is >= vocab_size. Atomic: "<path>.tmp", fsync, rename.
 void token_shard_write(const char *path, const uint32_t *tokens, uint64_t count, uint32_t vocab_size);

@@ -21,7 +21,15 @@ typedef struct {
     float *grads;
     const float *rope_cos, *rope_sin;   // [max_seq_len, head_dim/2]
     arena *scratch;                     // temporaries; released by the mixer before returning
-    int batch, seq_len;
+    int batch, seq_len;                 // batch counts the fixed-stream sequence when there is one
+    // The fixed stream (DESIGN.md 5): sequence `fixed_sequence` of the batch (-1 when the
+    // model has none) is X_l of the fixed stream; mixers with uses_fixed_stream take Q, K
+    // from its rows and apply the one attention map to every sequence.
+    int fixed_sequence;
+    // The input token embeddings e = Emb(t) [batch*seq_len, hidden] (staticembqk) and
+    // their gradient accumulator (+=), which the model adds to the embedding's gradient.
+    const float *embedded;
+    float *d_embedded;
 } mixer_context;
 
 struct mixer_kind;
@@ -30,6 +38,7 @@ struct mixer_kind;
 typedef struct {
     const struct mixer_kind *kind;
     int layer;                          // 0-based
+    int input_norm;                     // registry index of the block's input RMSNorm weight
     int params[MIXER_MAX_PARAMS];       // registry indices, meaning private to the mixer
     float *saved[MIXER_MAX_SAVED];      // bound once from the activation arena
 } mixer_layer;
@@ -38,6 +47,8 @@ typedef struct mixer_kind {
     const char *name;                   // config name, e.g. "standard"
     char letter;                        // one letter for the layer-plan summary
     bool is_standard;
+    bool uses_fixed_stream;             // Q, K from the fixed stream (rndembqk, fixedseqqk)
+    bool uses_embeddings;               // reads context->embedded (staticembqk)
     // Registers the layer's tensors as "layers.<l>.mixer.<name>".
     void (*register_params)(mixer_layer *layer, param_registry *registry, const decon_config *config);
     // Floats of activations saved for backward, and of scratch needed during a call,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/rng.h"
 #include "model/layer_plan.h"
 #include "ops/ops.h"
 
@@ -20,7 +21,20 @@ void model_build(model *m, const decon_config *config, const char *origin) {
     m->plan = xcalloc((size_t)n, sizeof *m->plan);
     m->mixers = xcalloc((size_t)n, sizeof *m->mixers);
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
+    m->skipped = xcalloc((size_t)n, sizeof *m->skipped);
     layer_plan_build(m->plan, c, origin);
+    for (int l = 0; l < n; l++) {
+        if (m->plan[l]->uses_fixed_stream) {
+            m->has_fixed_stream = true;
+            m->fixed_stream_from_tokens |= strcmp(m->plan[l]->name, "fixedseqqk") == 0;
+        }
+        m->uses_embeddings |= m->plan[l]->uses_embeddings;
+    }
+    if (m->fixed_stream_from_tokens) {
+        for (int l = 0; l < n; l++)
+            if (m->plan[l]->uses_fixed_stream && strcmp(m->plan[l]->name, "fixedseqqk") != 0)
+                fatal("%s: rndembqk and fixedseqqk cannot share one model (their fixed streams differ)", origin);
+    }
 
     param_registry *r = &m->registry;
     m->embed = params_add(r, "embed_tokens", "embedding", -1, c->vocab_size, d, SHARD_ROWS, INIT_NORMAL, std, true);
@@ -31,6 +45,7 @@ void model_build(model *m, const decon_config *config, const char *origin) {
         b->input_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
         m->mixers[l].kind = m->plan[l];
         m->mixers[l].layer = l;
+        m->mixers[l].input_norm = b->input_norm;
         m->plan[l]->register_params(&m->mixers[l], r, c);
         snprintf(name, sizeof name, "layers.%d.post_attention_layernorm", l);
         b->post_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
@@ -50,15 +65,16 @@ void model_build(model *m, const decon_config *config, const char *origin) {
 void model_allocate(model *m, int max_batch, int max_seq_len) {
     const decon_config *c = &m->config;
     int n = c->num_hidden_layers;
-    size_t rows = (size_t)max_batch * (size_t)max_seq_len, d = (size_t)c->hidden_size;
-    size_t inter = (size_t)c->intermediate_size, pad = 16;
     m->max_batch = max_batch;
     m->max_seq_len = max_seq_len;
+    max_batch += m->has_fixed_stream;  // the fixed stream rides along as one more sequence
+    size_t rows = (size_t)max_batch * (size_t)max_seq_len, d = (size_t)c->hidden_size;
+    size_t inter = (size_t)c->intermediate_size, pad = 16;
     m->params = xaligned_alloc(m->registry.total * sizeof(float));
     m->grads = xaligned_alloc(m->registry.total * sizeof(float));
 
     // Activations saved for backward, counted exactly as they are handed out below.
-    size_t saved = 2 * rows + 2 * (rows * d + pad) + 2 * (rows + pad) + 4 * (rows * d + pad);
+    size_t saved = 2 * rows + 2 * (rows * d + pad) + 2 * (rows + pad) + 5 * (rows * d + pad) + 2 * pad;
     size_t mixer_scratch = 0;
     for (int l = 0; l < n; l++) {
         saved += 4 * (rows * d + pad) + 2 * (rows + pad) + 3 * (rows * inter + pad);
@@ -97,6 +113,12 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     m->final_rstd = arena_floats(a, rows);
     m->d_residual = arena_floats(a, rows * d);
     m->d_normed = arena_floats(a, rows * d);
+    m->d_embedded = arena_floats(a, rows * d);
+    m->fixed_input = arena_floats(a, (size_t)max_seq_len * d);
+    m->fixed_tokens = (int *)arena_floats(a, (size_t)max_seq_len);
+    // X_1 of rndembqk's fixed stream: Gaussian noise from its own counter-RNG stream.
+    for (size_t i = 0; i < (size_t)max_seq_len * d; i++)
+        m->fixed_input[i] = (float)(c->fixed_stream_std * rng_normal((uint64_t)c->seed, rng_hash_string("fixed_stream"), i));
     m->lm_scratch = arena_floats(&m->scratch, lm - pad);
 }
 
@@ -108,6 +130,7 @@ void model_free(model *m) {
     free(m->plan);
     free(m->mixers);
     free(m->blocks);
+    free(m->skipped);
     params_free(&m->registry);
 }
 
@@ -124,8 +147,23 @@ mixer_context model_mixer_context(model *m) {
         .scratch = &m->scratch,
         .batch = m->batch,
         .seq_len = m->seq_len,
+        .fixed_sequence = m->has_fixed_stream ? m->batch - 1 : -1,
+        .embedded = m->blocks[0].residual_in,
+        .d_embedded = m->d_embedded,
     };
     return context;
+}
+
+void model_set_fixed_tokens(model *m, const int *tokens) {
+    for (int i = 0; i < m->max_seq_len; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size)
+            fatal("fixed token sequence: id %d at %d is outside the vocabulary (%d)", tokens[i], i, m->config.vocab_size);
+        m->fixed_tokens[i] = tokens[i];
+    }
+}
+
+void model_set_skipped(model *m, const bool *skipped) {
+    for (int l = 0; l < m->config.num_hidden_layers; l++) m->skipped[l] = skipped ? skipped[l] : false;
 }
 
 static void zero(float *x, size_t count) { memset(x, 0, count * sizeof(float)); }
@@ -136,20 +174,36 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     if (batch > m->max_batch || seq_len > m->max_seq_len)
         fatal("internal: micro-batch %dx%d exceeds the allocated %dx%d", batch, seq_len, m->max_batch, m->max_seq_len);
     int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size, vocab = c->vocab_size;
-    int rows = batch * seq_len;
+    // Token rows that carry the loss, then (with a fixed stream) one more sequence.
+    int loss_rows = batch * seq_len;
+    int rows = (batch + m->has_fixed_stream) * seq_len;
     size_t rd = (size_t)rows * (size_t)d, ri = (size_t)rows * (size_t)inter;
     float eps = (float)c->rms_norm_eps;
-    m->batch = batch;
+    m->batch = batch + m->has_fixed_stream;
     m->seq_len = seq_len;
-    memcpy(m->inputs, inputs, (size_t)rows * sizeof(int));
-    memcpy(m->targets, targets, (size_t)rows * sizeof(int));
+    memcpy(m->inputs, inputs, (size_t)loss_rows * sizeof(int));
+    memcpy(m->targets, targets, (size_t)loss_rows * sizeof(int));
+    if (m->has_fixed_stream) {
+        memcpy(m->inputs + loss_rows, m->fixed_tokens, (size_t)seq_len * sizeof(int));
+        for (int i = loss_rows; i < rows; i++) m->targets[i] = -1;
+    }
     mixer_context context = model_mixer_context(m);
+    bool any_skipped = false;
+    for (int l = 0; l < n; l++) any_skipped |= m->skipped[l];
+    if (backward && any_skipped) fatal("internal: backward through a model with skipped layers");
 
     // ---- forward ----
-    embedding_forward(m->blocks[0].residual_in, inputs, param_of(m, m->embed), rows, d);
+    float *embedded = m->blocks[0].residual_in;
+    embedding_forward(embedded, m->inputs, param_of(m, m->embed), rows, d);
+    if (m->has_fixed_stream && !m->fixed_stream_from_tokens)
+        memcpy(embedded + (size_t)loss_rows * d, m->fixed_input, (size_t)seq_len * d * sizeof(float));
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
         float *next = l + 1 < n ? m->blocks[l + 1].residual_in : m->residual_out;
+        if (m->skipped[l]) {  // the whole block is removed: the residual passes through
+            memcpy(next, b->residual_in, rd * sizeof(float));
+            continue;
+        }
         rmsnorm_forward(b->norm1, b->rstd1, b->residual_in, param_of(m, b->input_norm), rows, d, eps);
         m->plan[l]->forward(&m->mixers[l], &context, b->residual_mid, b->norm1);
         add_inplace(b->residual_mid, b->residual_in, rd);
@@ -160,21 +214,23 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
         linear_forward(next, b->act, param_of(m, b->down), NULL, rows, inter, d);
         add_inplace(next, b->residual_mid, rd);
     }
-    rmsnorm_forward(m->final_normed, m->final_rstd, m->residual_out, param_of(m, m->final_norm), rows, d, eps);
+    // The fixed stream's output feeds nothing: the final norm and LM head see loss rows only.
+    rmsnorm_forward(m->final_normed, m->final_rstd, m->residual_out, param_of(m, m->final_norm), loss_rows, d, eps);
 
     // ---- loss (and its gradient w.r.t. the final hidden states and the LM head) ----
     if (backward) zero(m->d_normed, rd);
     double loss_sum = lm_head_cross_entropy(losses, backward ? m->d_normed : NULL,
                                             backward ? grad_of(m, m->lm_head) : NULL, m->final_normed,
-                                            param_of(m, m->lm_head), targets, rows, d, vocab, loss_scale,
+                                            param_of(m, m->lm_head), targets, loss_rows, d, vocab, loss_scale,
                                             m->lm_scratch);
     if (!backward) return loss_sum;
 
     // ---- backward, mirroring the forward line by line ----
     float *d_res = m->d_residual, *d_norm = m->d_normed;
     zero(d_res, rd);
+    if (m->uses_embeddings) zero(m->d_embedded, rd);
     rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_norm, m->residual_out, param_of(m, m->final_norm),
-                     m->final_rstd, rows, d);
+                     m->final_rstd, loss_rows, d);
     for (int l = n - 1; l >= 0; l--) {
         block_state *b = &m->blocks[l];
         size_t mark = arena_mark(&m->scratch);
@@ -199,7 +255,10 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
         rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_norm, b->residual_in, param_of(m, b->input_norm),
                          b->rstd1, rows, d);
     }
-    embedding_backward(grad_of(m, m->embed), d_res, inputs, rows, d);
+    if (m->uses_embeddings) add_inplace(d_res, m->d_embedded, rd);
+    // rndembqk's X_1 is fixed noise: its rows send nothing to the embedding table.
+    int embedded_rows = m->has_fixed_stream && !m->fixed_stream_from_tokens ? loss_rows : rows;
+    embedding_backward(grad_of(m, m->embed), d_res, m->inputs, embedded_rows, d);
     return loss_sum;
 }
 

@@ -33,7 +33,16 @@ typedef struct {
     int max_batch, max_seq_len;
     arena activations, scratch;
     float *rope_cos, *rope_sin;
-    int *inputs, *targets;              // copies of the last micro-batch
+    int *inputs, *targets;              // the last micro-batch (+ the fixed stream's tokens)
+    // The fixed stream (DESIGN.md 5), when a layer's mixer uses it: one extra sequence
+    // appended to every micro-batch, whose input is fixed_input (rndembqk: Gaussian, never
+    // trained) or the embedding of fixed_tokens (fixedseqqk), and which carries no loss.
+    bool has_fixed_stream, fixed_stream_from_tokens;
+    float *fixed_input;                 // [max_seq_len, d]
+    int *fixed_tokens;                  // [max_seq_len]
+    bool uses_embeddings;               // some mixer reads the input embeddings
+    float *d_embedded;                  // [rows, d] their gradient
+    bool *skipped;                      // per layer: removed for evaluation (skip)
     float *residual_out, *final_normed, *final_rstd;
     float *d_residual, *d_normed;       // backward: residual-stream and normed-input gradients
     float *lm_scratch;
@@ -53,8 +62,14 @@ void model_initialize(model *m, uint64_t seed);
 // With backward set, also accumulates loss_scale * d(sum loss)/d(params) into m->grads.
 double model_forward_backward(model *m, const int *inputs, const int *targets, int batch, int seq_len,
                               float loss_scale, bool backward, float *losses);
-// The saved activations of layer `layer`'s mixer from the last forward (for recordings).
+// The context the mixers see for the last forward (for recordings).
 mixer_context model_mixer_context(model *m);
+// fixedseqqk's fixed token sequence t_s (max_seq_len tokens; ids < vocab_size).
+void model_set_fixed_tokens(model *m, const int *tokens);
+// Skip (evaluation only): layers removed whole (mixer and MLP), the residual passing
+// through. NULL restores the full model. Forward only: backward with skipped layers is
+// an error.
+void model_set_skipped(model *m, const bool *skipped);
 
 // Matmul FLOPs of one training step per token (forward + backward = 3 x forward),
 // counting the LM head and attention scores as DESIGN.md / docs/design.md describe.

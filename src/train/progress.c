@@ -59,7 +59,7 @@ double measure_sgemm_peak_gflops(void) {
     }
     gemm(false, true, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);  // warm-up
     double best = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 10; rep++) {
         double t0 = wall_seconds();
         gemm(false, true, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
         double t = wall_seconds() - t0;

@@ -17,7 +17,7 @@ void progress_start(progress_meter *meter, long first_step, long max_steps);
 void progress_print(progress_meter *meter, long step, double loss, double lr, double grad_norm,
                     double tokens_per_second, double mfu);
 void progress_end_line(progress_meter *meter);   // finish a live line before other output
-// Best-of-3 GFLOP/s of a square OpenBLAS sgemm (n = 1024) on the current thread count.
+// Best-of-10 GFLOP/s of a square OpenBLAS sgemm (n = 1024) on the current thread count.
 double measure_sgemm_peak_gflops(void);
 double peak_resident_megabytes(void);
 void format_duration(char *out, int size, double seconds);

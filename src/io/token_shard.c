@@ -54,8 +54,10 @@ static uint64_t first_token_at_or_above(const token_shard *shard, uint32_t bound
 
 void token_shard_open(token_shard *shard, const char *path, int model_vocab) {
     memset(shard, 0, sizeof *shard);
-    if (strlen(path) >= sizeof shard->path) fatal("token shard path is too long (%zu characters): %.80s...", strlen(path), path);
-    snprintf(shard->path, sizeof shard->path, "%s", path);
+    size_t path_length = strlen(path);
+    if (path_length >= sizeof shard->path)
+        fatal("token shard path is too long (%zu characters): %.80s...", path_length, path);
+    memcpy(shard->path, path, path_length + 1);
 
     int fd = open(path, O_RDONLY);
     if (fd < 0)

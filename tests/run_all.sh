@@ -30,7 +30,7 @@ run_one() {
     echo "   ($label: $((SECONDS - start)) s)"
 }
 for t in build/tests/*; do
-    [ -x "$t" ] || continue
+    [ -f "$t" ] && [ -x "$t" ] || continue
     run_one "$(basename "$t")" "$t"
 done
 for s in tests/scripts/test_*.sh tests/corpus/test_*.sh; do

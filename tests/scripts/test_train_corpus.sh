@@ -18,7 +18,7 @@ p = p[p > 0] / p.sum()
 print(f"{-(p * np.log(p)).sum():.4f}")
 PY
 )
-"$TRAIN" "$ROOT/input/models/tiny.ini" --run-dir "$WORK/tiny" --set train.max_steps=200 --set train.warmup_steps=20 \
+"$TRAIN" "$ROOT/input/models/tiny.ini" --run-dir "$WORK/tiny" --set train.max_steps=260 \
     --set train.eval_every=0 --set io.checkpoint_every=0 >"$WORK/train.log" 2>&1
 check train_corpus_tiny_runs $? "training failed: $(tail -n 3 "$WORK/train.log")"
 validation=$(grep -o 'final validation loss [0-9.]*' "$WORK/train.log" | awk '{print $4}')

@@ -32,12 +32,12 @@ static float *random_floats(size_t count, float amplitude, unsigned seed) {
 #define BEST_SECONDS(result, repeats, body)                         \
     do {                                                            \
         body;                                                       \
-        result = INFINITY;                                          \
+        (result) = INFINITY;                                        \
         for (int rep_ = 0; rep_ < (repeats); rep_++) {              \
             double t0_ = now();                                     \
             body;                                                   \
             double dt_ = now() - t0_;                               \
-            if (dt_ < result) result = dt_;                         \
+            if (dt_ < (result)) (result) = dt_;                       \
         }                                                           \
     } while (0)
 
@@ -99,7 +99,7 @@ static void bench_cross_entropy(int rows, int dim, int vocab, int threads, doubl
     printf("lm_head_cross_entropy rows=%d dim=%d vocab=%d threads=%d: loss only %.1f ms (%.1f GFLOP/s), "
            "loss+gradients %.1f ms (%.1f GFLOP/s, %.0f%% of sgemm), scratch %.1f MiB\n",
            rows, dim, vocab, threads, forward * 1e3, flops / forward * 1e-9, both * 1e3, gflops,
-           100.0 * gflops / sgemm_peak, lm_head_scratch_floats(rows, vocab) * 4.0 / 1048576.0);
+           100.0 * gflops / sgemm_peak, (double)lm_head_scratch_floats(rows, vocab) * 4.0 / 1048576.0);
     free(hidden), free(weight), free(d_hidden), free(d_weight), free(losses), free(scratch), free(targets);
 }
 

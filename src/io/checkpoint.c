@@ -280,11 +280,11 @@ static bool lowest_holder_of_shard(const param_registry *registry, MPI_Comm comm
             fatal("checkpoint: rank %d has %d tensors in %d shards, rank %d has %d in %d: every rank of the "
                   "communicator must register the same model", r, all[3 * r + 2], all[3 * r + 1], rank,
                   registry->count, registry->shard_count);
-        if (r < rank && all[3 * r] == registry->shard_rank) lowest = false;
+        if (r < rank && all[(size_t)3 * r] == registry->shard_rank) lowest = false;
     }
     for (int s = 0; s < registry->shard_count; s++) {
         bool held = false;
-        for (int r = 0; r < size; r++) held = held || all[3 * r] == s;
+        for (int r = 0; r < size; r++) held = held || all[(size_t)3 * r] == s;
         if (!held) fatal("checkpoint: no rank of the communicator holds tensor-parallel shard %d of %d", s,
                          registry->shard_count);
     }

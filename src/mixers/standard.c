@@ -50,13 +50,13 @@ static size_t standard_saved_floats(const decon_config *c, int batch, int seq_le
     size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
     size_t lse = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
     // + 16 floats of alignment slack per tensor
-    return rows * (2 * q_dim + 2 * kv_dim) + lse + 5 * 16;
+    return rows * (2 * q_dim + 2 * kv_dim) + lse + (size_t)5 * 16;
 }
 
 static size_t standard_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
     size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + 4 * 16;  // d_attn, d_q, d_k, d_v
+    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
 }
 
 static void standard_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {

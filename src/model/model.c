@@ -18,7 +18,7 @@ void model_build(model *m, const decon_config *config, const char *origin) {
     int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size;
     float std = (float)c->initializer_range, out_std = std / sqrtf(2.0f * (float)n);
     params_init(&m->registry, 0, 1);
-    m->plan = xcalloc((size_t)n, sizeof *m->plan);
+    m->plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
     m->mixers = xcalloc((size_t)n, sizeof *m->mixers);
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
     m->skipped = xcalloc((size_t)n, sizeof *m->skipped);

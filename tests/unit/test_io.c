@@ -262,7 +262,7 @@ static int draw(data_loader *loader, int steps, int sequences, int rank, int ran
     for (int step = 0; step < steps; step++) {
         data_loader_next(loader, inputs, targets, sequences, rank, rank_count);
         for (int s = 0; s < sequences; s++) {
-            const int *in = inputs + s * SEQ_LEN, *out = targets + s * SEQ_LEN;
+            const int *in = inputs + (size_t)s * SEQ_LEN, *out = targets + (size_t)s * SEQ_LEN;
             ok = ok && in[0] % SEQ_LEN == 0;
             for (int t = 0; t < SEQ_LEN; t++) ok = ok && in[t] == in[0] + t && out[t] == in[t] + 1;
             ids[step * sequences + s] = (uint64_t)in[0] / SEQ_LEN;
@@ -297,7 +297,7 @@ static void test_data_loader(void) {
     }
     testing_report(each_once, "loader_every_window_once_per_epoch", "some window missed or repeated");
     testing_report(memcmp(ids_a, ids_a + WINDOWS, WINDOWS * sizeof *ids_a) != 0 &&
-                       memcmp(ids_a + WINDOWS, ids_a + 2 * WINDOWS, WINDOWS * sizeof *ids_a) != 0,
+                       memcmp(ids_a + WINDOWS, ids_a + (size_t)2 * WINDOWS, WINDOWS * sizeof *ids_a) != 0,
                    "loader_epochs_have_different_orders", "two epochs share an order");
     int shuffled = 0;
     for (int i = 0; i < WINDOWS; i++) shuffled += ids_a[i] != (uint64_t)i;

@@ -109,7 +109,7 @@ typedef struct {
 static size_t round_to_line(size_t floats) { return (floats + 15) / 16 * 16; }
 
 static size_t forward_workspace_floats(int head_dim) {
-    return round_to_line(2 * (size_t)head_dim * BLOCK + (size_t)BLOCK * BLOCK + 3 * BLOCK);
+    return round_to_line(2 * (size_t)head_dim * BLOCK + (size_t)BLOCK * BLOCK + (size_t)3 * BLOCK);
 }
 
 static forward_workspace forward_workspace_at(float *base, int head_dim) {

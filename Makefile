@@ -17,7 +17,7 @@ LDFLAGS := -fopenmp
 
 BUILD   := build
 LIB_SRC := $(wildcard src/core/*.c src/ops/cpu/*.c src/mixers/*.c src/model/*.c \
-                      src/train/*.c src/io/*.c src/par/*.c)
+                      src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
 
@@ -28,6 +28,8 @@ TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all test bench clean setup corpus run lint
+# Keep object files of programs and tests (they are intermediates of two-step rules).
+.SECONDARY:
 all: $(PROGRAMS) $(TESTS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
@@ -63,11 +65,14 @@ test: all
 bench: all
 	bash bench/run_all.sh
 
-# The main job: install, build, prepare the corpus, train the tiny preset, report.
+# The main job: install, build, prepare the corpus, train the tiny preset, evaluate it.
 run: setup
 	$(MAKE) all
 	bash input/corpus/build.sh data/corpus
 	bin/decon-train input/models/tiny.ini --run-dir runs/tiny
+	bash input/tasks/build.sh data/corpus data/tasks
+	bin/decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin --ctx 64,128,256,512 \
+	    --cloze data/tasks/cloze.jsonl --choice data/tasks/choice.jsonl --json runs/tiny/eval.json
 
 # clang-tidy's bugprone checks over every C file (must print no warnings).
 lint:

@@ -10,7 +10,7 @@
 #include "core/config.h"
 #include "core/params.h"
 
-enum { MIXER_MAX_PARAMS = 8, MIXER_MAX_SAVED = 8 };
+enum { MIXER_MAX_PARAMS = 12, MIXER_MAX_SAVED = 8 };
 
 // What every mixer call may read: the buffers, the shapes of this micro-batch, and the
 // shared tables. batch * seq_len rows; seq_len <= the length the arena was sized for.

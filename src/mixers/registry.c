@@ -4,9 +4,21 @@
 #include "mixers/mixer.h"
 
 extern const mixer_kind mixer_kind_standard;
+extern const mixer_kind mixer_kind_rndembqk, mixer_kind_fixedseqqk, mixer_kind_staticembqk;
+extern const mixer_kind mixer_kind_mlp, mixer_kind_nonapx, mixer_kind_mhe_add, mixer_kind_mhe_mul;
+extern const mixer_kind mixer_kind_approx, mixer_kind_approx_diag;
 
 static const mixer_kind *const ALL_MIXERS[] = {
     &mixer_kind_standard,
+    &mixer_kind_rndembqk,
+    &mixer_kind_fixedseqqk,
+    &mixer_kind_staticembqk,
+    &mixer_kind_mlp,
+    &mixer_kind_nonapx,
+    &mixer_kind_mhe_add,
+    &mixer_kind_mhe_mul,
+    &mixer_kind_approx,
+    &mixer_kind_approx_diag,
 };
 enum { MIXER_COUNT = sizeof ALL_MIXERS / sizeof ALL_MIXERS[0] };
 

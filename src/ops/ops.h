@@ -72,6 +72,54 @@ void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
 void attention_probabilities(float *probs, const float *q, const float *k, int seq_len,
                              int heads, int kv_heads, int head_dim, float scale);
 
+// --- nonapx: a softmax over per-token scores, in linear time -----------------------------
+// Shapes as attention above. Per query head h and token t one score
+// g_t = scale * silu(q_t) . k_t (k head h / (heads / kv_heads)); q holds PRE-activations
+// (the op applies SiLU). out_i = sum_{t<=i} A_it v_t, A_it = exp(g_t) / sum_{t'<=i} exp(g_t'),
+// by one scan per (sequence, head) with a running max and running sums; score and
+// logsumexp [batch,heads,seq_len] (g_t and lse_i = log sum_{t'<=i} exp g_t') are saved.
+void nonapx_attention_forward(float *out, float *score, float *logsumexp, const float *q,
+                              const float *k, const float *v, int batch, int seq_len, int heads,
+                              int kv_heads, int head_dim, float scale);
+// One reverse scan per (sequence, head); d_q is the gradient of the pre-activations.
+void nonapx_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
+                               const float *out, const float *score, const float *logsumexp,
+                               const float *q, const float *k, const float *v, int batch,
+                               int seq_len, int heads, int kv_heads, int head_dim, float scale);
+// The quadratic reference: probs[heads, seq_len, seq_len] of ONE sequence, each row the
+// plain softmax of g_0..g_i, zeros above the diagonal.
+void nonapx_attention_probabilities(float *probs, const float *q, const float *k, int seq_len,
+                                    int heads, int kv_heads, int head_dim, float scale);
+
+// --- per-head embeddings (mhe-add / mhe-mul) -----------------------------------------------
+// out[rows,heads,head_dim] = inp[rows,head_dim] + emb[heads,head_dim] (multiplicative false)
+// or inp * (1 + emb) (true), broadcast over rows and heads.
+void head_embedding_forward(float *out, const float *inp, const float *emb, int rows, int heads,
+                            int head_dim, bool multiplicative);
+// d_inp[r] += sum_j d_out[r,j] (* (1 + emb[j])); d_emb[j] += sum_r d_out[r,j] (* inp[r])
+void head_embedding_backward(float *d_inp, float *d_emb, const float *d_out, const float *inp,
+                             const float *emb, int rows, int heads, int head_dim,
+                             bool multiplicative);
+
+// --- attention with one map shared by the batch (rndembqk / fixedseqqk) -------------------
+// A_h = causal softmax(scale q_h k_g^T) of ONE sequence's q [seq_len, heads, head_dim] and
+// k [seq_len, kv_heads, head_dim] (GQA as above), applied to every sequence's values:
+// out[b] = A v[b], v [batch, seq_len, kv_heads, head_dim], out [batch, seq_len, heads,
+// head_dim]. The map is formed one head at a time in the workspace and not kept.
+void shared_attention_forward(float *out, const float *q, const float *k, const float *v, int batch, int seq_len,
+                              int heads, int kv_heads, int head_dim, float scale, float *workspace);
+// d_v += A^T d_out[b]; d_q, d_k (one sequence's shapes) += the gradient through A of the
+// whole batch (dA = sum_b d_out[b] v[b]^T, through the softmax and q k^T). Recomputes A.
+void shared_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *q,
+                               const float *k, const float *v, int batch, int seq_len, int heads, int kv_heads,
+                               int head_dim, float scale, float *workspace);
+// Floats of workspace either call needs.
+size_t shared_attention_workspace_floats(int batch, int seq_len, int heads, int kv_heads, int head_dim);
+// The map probs[heads, seq_len, seq_len], zeros above the diagonal, exactly as the two
+// calls above form it (attention_probabilities' result up to rounding).
+void shared_attention_map(float *probs, const float *q, const float *k, int seq_len, int heads, int kv_heads,
+                          int head_dim, float scale);
+
 // --- SwiGLU ------------------------------------------------------------------------
 // out = silu(gate) * up, elementwise over count
 void swiglu_forward(float *out, const float *gate, const float *up, size_t count);
@@ -97,3 +145,64 @@ size_t lm_head_scratch_floats(int rows, int vocab);
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t count,
                   float lr, float beta1, float beta2, float eps, float weight_decay,
                   int step, float grad_scale);
+
+// --- linear-time attention (approx, approx-diag) ---------------------------------------
+// Shapes as attention_forward: q, out, d_q, d_out [batch,seq_len,heads,head_dim]; k, v,
+// d_k, d_v [batch,seq_len,kv_heads,head_dim]; query head j reads kv head j / (heads /
+// kv_heads). Backward ops accumulate (+=) into d_q, d_k, d_v, which must all be non-NULL.
+// Each linear form has a plain quadratic form beside it (*_quadratic_*: materialised A,
+// O = A V) for recordings and tests.
+//
+// approx: second-order Taylor softmax (Based, Arora et al. 2024). x_it = scale q_i.k_t,
+// w_it = f(x_it) = 1 + x + x^2/2 (>= 1/2), A_it = w_it / den_i, den_i = sum_{t<=i} w_it.
+// Linear form: w_it = phi(q_i).phi(k_t) with the symmetric feature map
+// phi(x) = [1, sqrt(scale) x_m, scale/sqrt(2) x_m^2, scale x_m x_n (m < n)] of
+// taylor_feature_count(head_dim) = 1 + d + d(d+1)/2 features, in chunks of
+// taylor_attention_chunk_size() positions (quadratic inside a chunk, running states
+// S = sum phi(k) v^T, z = sum phi(k) across chunks). den[batch,heads,seq_len] is saved.
+int taylor_feature_count(int head_dim);
+int taylor_attention_chunk_size(void);
+void taylor_attention_forward(float *out, float *den, const float *q, const float *k,
+                              const float *v, int batch, int seq_len, int heads, int kv_heads,
+                              int head_dim, float scale);
+void taylor_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
+                               const float *out, const float *den, const float *q,
+                               const float *k, const float *v, int batch, int seq_len,
+                               int heads, int kv_heads, int head_dim, float scale);
+// probs[heads, seq_len, seq_len] of ONE sequence (batch = 1), zeros above the diagonal.
+void taylor_attention_quadratic_probabilities(float *probs, const float *q, const float *k,
+                                              int seq_len, int heads, int kv_heads,
+                                              int head_dim, float scale);
+void taylor_attention_quadratic_forward(float *out, const float *q, const float *k,
+                                        const float *v, int batch, int seq_len, int heads,
+                                        int kv_heads, int head_dim, float scale);
+void taylor_attention_quadratic_backward(float *d_q, float *d_k, float *d_v,
+                                         const float *d_out, const float *q, const float *k,
+                                         const float *v, int batch, int seq_len, int heads,
+                                         int kv_heads, int head_dim, float scale);
+//
+// approx-diag (the study's recurrent form): u_it = scale q_i.k_t (first-order Taylor
+// term), w_it = scale^2/2 sum_m q_im^2 k_tm^2 (second-order term without cross terms),
+// out_i = mean_{t<=i} v_t + sum_t u_it v_t / g(U_i) + sum_t w_it v_t / (W_i + eps),
+// U_i = sum_{t<=i} u_it, W_i = sum_{t<=i} w_it (>= 0), g(x) = sign(x) max(|x|, eps) with
+// sign(0) = +1 (dg/dx = 1 for |x| >= eps, 0 inside). Linear form: one scan per
+// (sequence, kv head) with running sums of k, k^2, v, k v^T and k^2 v^T.
+void diag_attention_forward(float *out, const float *q, const float *k, const float *v,
+                            int batch, int seq_len, int heads, int kv_heads, int head_dim,
+                            float scale, float eps);
+void diag_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
+                             const float *q, const float *k, const float *v, int batch,
+                             int seq_len, int heads, int kv_heads, int head_dim, float scale,
+                             float eps);
+// probs[heads, seq_len, seq_len] of ONE sequence: the weights with out_i = sum_t A_it v_t,
+// A_it = 1/(i+1) + u_it / g(U_i) + w_it / (W_i + eps) (rows sum to ~3, not 1).
+void diag_attention_quadratic_probabilities(float *probs, const float *q, const float *k,
+                                            int seq_len, int heads, int kv_heads,
+                                            int head_dim, float scale, float eps);
+void diag_attention_quadratic_forward(float *out, const float *q, const float *k,
+                                      const float *v, int batch, int seq_len, int heads,
+                                      int kv_heads, int head_dim, float scale, float eps);
+void diag_attention_quadratic_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
+                                       const float *q, const float *k, const float *v,
+                                       int batch, int seq_len, int heads, int kv_heads,
+                                       int head_dim, float scale, float eps);

@@ -92,6 +92,13 @@ int trainer_run(const trainer_options *options) {
 
     data_loader train_data, validation_data;
     data_loader_open(&train_data, c->train, c->sequence_length, (uint64_t)c->seed, c->vocab_size);
+    if (m.fixed_stream_from_tokens) {  // fixedseqqk's t_s: the first sequence_length tokens of the train shard
+        int *fixed_tokens = xcalloc((size_t)c->sequence_length, sizeof(int));
+        for (int i = 0; i < c->sequence_length; i++)
+            fixed_tokens[i] = (int)token_shard_get(&train_data.shard, (uint64_t)i);
+        model_set_fixed_tokens(&m, fixed_tokens);
+        free(fixed_tokens);
+    }
     bool have_validation = c->validation[0] != '\0';
     if (have_validation)
         data_loader_open(&validation_data, c->validation, c->sequence_length, (uint64_t)c->seed + 1, c->vocab_size);

@@ -18,3 +18,12 @@
 double model_reference_loss(const decon_config *config, const param_registry *registry, const double *params,
                             const int *tokens, const int *targets, int batch, int seq_len, double *losses,
                             double *grads);
+// The same with the fixed stream (DESIGN.md 5) of rndembqk / fixedseqqk models: batch
+// counts the loss sequences only; the reference appends one more sequence (index batch)
+// whose input is fixed_input [seq_len, d] (rndembqk: not trained) or Emb(fixed_tokens
+// [seq_len]) (fixedseqqk), which carries no loss and passes through every block with the
+// same parameters. Pass NULL for what the model does not use. model_reference_loss is
+// this with both NULL (fatal for a model with a fixed stream).
+double model_reference_loss_fixed(const decon_config *config, const param_registry *registry, const double *params,
+                                  const int *tokens, const int *targets, int batch, int seq_len,
+                                  const double *fixed_input, const int *fixed_tokens, double *losses, double *grads);

@@ -1,0 +1,102 @@
+// decon-eval: evaluate a checkpoint (perplexity at several contexts, cloze, multiple
+// choice; optionally with a hybrid model's non-standard layers skipped).
+//   decon-eval <checkpoint.h5> [--ppl tokens.bin] [--ctx 128,256,...] [--stride N] [--skip]
+//              [--cloze cloze.jsonl] [--choice task.jsonl] [--length-normalize]
+//              [--json out.json] [--threads N] [--max-windows N] [--batch-tokens N]
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "eval/evaluator.h"
+
+static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(code); }
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: decon-eval <checkpoint.h5> [options]\n"
+            "  --ppl FILE          perplexity on a token shard (e.g. data/corpus/test.bin)\n"
+            "  --ctx C1,C2,...     context lengths for --ppl (default: the trained sequence length);\n"
+            "                      longer than trained is allowed (RoPE extrapolation)\n"
+            "  --stride N          window stride for --ppl (default: context / 2)\n"
+            "  --max-windows N     score only the first N windows of each context\n"
+            "  --skip              also evaluate with the non-standard layers of a hybrid model removed\n"
+            "  --cloze FILE        last-word accuracy, JSON lines {\"context\": [ids], \"target\": [ids]}\n"
+            "  --choice FILE       multiple choice, JSON lines {\"context\": [ids], \"choices\": [[ids], ...], \"label\": k}\n"
+            "  --length-normalize  score choices by mean instead of summed log-likelihood\n"
+            "  --json FILE         also write every figure as JSON\n"
+            "  --threads N         threads (default: every core)\n"
+            "  --batch-tokens N    model inputs per forward pass (default %d; lower it for big models)\n",
+            EVAL_DEFAULT_BATCH_TOKENS);
+}
+
+static long parse_integer(const char *option, const char *text, long low, long high) {
+    char *end = NULL;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || value < low || value > high)
+        fatal("%s '%s': expected an integer in [%ld, %ld]", option, text, low, high);
+    return value;
+}
+
+static void parse_contexts(eval_options *o, const char *text) {
+    char buffer[1024];
+    if (strlen(text) >= sizeof buffer) fatal("--ctx '%.40s...': too long", text);
+    snprintf(buffer, sizeof buffer, "%s", text);
+    o->context_count = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(buffer, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (o->context_count == REPORT_MAX_CONTEXTS) fatal("--ctx: at most %d contexts", REPORT_MAX_CONTEXTS);
+        o->contexts[o->context_count++] = (int)parse_integer("--ctx", item, 1, INT_MAX);
+    }
+    if (o->context_count == 0) fatal("--ctx '%s': expected context lengths such as 128,256,512", text);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, world;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    log_set_rank(rank, world);
+    if (world > 1) fatal_set_exit_hook(abort_all_ranks);
+    if (world > 1) fatal("decon-eval runs on one rank; run it without mpirun -np %d", world);
+
+    eval_options o = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            MPI_Finalize();
+            return 0;
+        }
+        if (strcmp(a, "--skip") == 0) { o.skip = true; continue; }
+        if (strcmp(a, "--length-normalize") == 0) { o.length_normalize = true; continue; }
+        if (a[0] != '-') {
+            if (o.checkpoint) fatal("more than one checkpoint given (%s and %s)", o.checkpoint, a);
+            o.checkpoint = a;
+            continue;
+        }
+        if (i + 1 >= argc) fatal("%s needs a value; see decon-eval --help", a);
+        const char *value = argv[++i];
+        if (strcmp(a, "--ppl") == 0) o.perplexity_path = value;
+        else if (strcmp(a, "--ctx") == 0) parse_contexts(&o, value);
+        else if (strcmp(a, "--stride") == 0) o.stride = (int)parse_integer(a, value, 1, INT_MAX);
+        else if (strcmp(a, "--cloze") == 0) o.cloze_path = value;
+        else if (strcmp(a, "--choice") == 0) o.choice_path = value;
+        else if (strcmp(a, "--json") == 0) o.json_path = value;
+        else if (strcmp(a, "--threads") == 0) o.threads = (int)parse_integer(a, value, 1, 4096);
+        else if (strcmp(a, "--max-windows") == 0) o.max_windows = parse_integer(a, value, 1, LONG_MAX);
+        else if (strcmp(a, "--batch-tokens") == 0) o.batch_tokens = (int)parse_integer(a, value, 1, INT_MAX);
+        else fatal("unknown option %s; see decon-eval --help", a);
+    }
+    if (!o.checkpoint) {
+        usage();
+        fatal("no checkpoint given; e.g. decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin");
+    }
+    int code = evaluator_run(&o);
+    MPI_Finalize();
+    return code;
+}

@@ -1,0 +1,30 @@
+// decon-eval's work: load a checkpoint, run the requested evaluations (perplexity at
+// several contexts, cloze, multiple choice; each also with the non-standard layers
+// skipped when asked), print the table and write the JSON report.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eval/report.h"
+
+// The longest context (and task example) when the model's config declares no
+// max_position_embeddings: RoPE extrapolates, so longer than trained is allowed.
+enum { EVAL_CONTEXT_LIMIT = 65536, EVAL_DEFAULT_BATCH_TOKENS = 4096 };
+
+typedef struct {
+    const char *checkpoint;
+    const char *perplexity_path;
+    int contexts[REPORT_MAX_CONTEXTS];
+    int context_count;                  // 0: the trained sequence length
+    int stride;                         // 0: context / 2
+    bool skip;
+    const char *cloze_path, *choice_path;
+    bool length_normalize;
+    const char *json_path;
+    int threads;                        // 0: every core
+    int64_t max_windows;                // 0: all
+    int batch_tokens;                   // model inputs per forward pass (0: the default)
+} eval_options;
+
+// Returns the exit code (0); every failure is fatal with one line.
+int evaluator_run(const eval_options *options);

@@ -1,0 +1,149 @@
+// `approx`: softmax attention with exp replaced by its second-order Taylor expansion,
+// in linear time (DESIGN.md 5; Based, Arora et al. 2024). Exactly standard's tensors
+// (qkvo.h), so the parameter counts match by construction.
+//   Q = H Wq^T + bq, K = H Wk^T + bk, V = H Wv^T + bv;  Q, K rotated by RoPE
+//   A_it = f(s q_i.k_t) / sum_{t'<=i} f(s q_i.k_t'), f(x) = 1 + x + x^2/2, s = 1/sqrt(d_h)
+//   O = concat_j(A_j V_g(j)) Wo^T
+// RoPE: applied to q, k before the feature map, as standard applies it before the
+// scores, so `approx` is the Taylor approximation of standard's own scores (f >= 1/2,
+// so the rotated scores need no positivity trick). The op is chunked (ops.h,
+// taylor_attention_*); training never forms A.
+#include <math.h>
+#include <string.h>
+
+#include "mixers/mixer.h"
+#include "mixers/qkvo.h"
+#include "ops/ops.h"
+
+enum { S_Q, S_K, S_V, S_ATTN, S_DEN };
+
+static size_t approx_saved_floats(const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t den = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
+    return rows * (2 * q_dim + 2 * kv_dim) + den + (size_t)5 * 16;  // + alignment slack per tensor
+}
+
+static size_t approx_scratch_floats(const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
+}
+
+static void approx_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
+    layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
+    layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
+    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
+    layer->saved[S_DEN] = arena_floats(activations, (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len);
+}
+
+static float scale_of(const decon_config *c) { return 1.0f / sqrtf((float)config_head_dim(c)); }
+
+static void approx_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
+    const decon_config *c = x->config;
+    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
+    linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
+    linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
+    linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, kv_heads * dh);
+    rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
+    rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    taylor_attention_forward(layer->saved[S_ATTN], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
+                             kv_heads, dh, scale_of(c));
+    linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
+}
+
+static void approx_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
+                            const float *inp) {
+    const decon_config *c = x->config;
+    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
+    size_t mark = arena_mark(x->scratch);
+    float *d_attn = arena_floats(x->scratch, q_size);
+    float *d_q = arena_floats(x->scratch, q_size);
+    float *d_k = arena_floats(x->scratch, kv_size);
+    float *d_v = arena_floats(x->scratch, kv_size);
+    memset(d_attn, 0, q_size * sizeof(float));
+    memset(d_q, 0, q_size * sizeof(float));
+    memset(d_k, 0, kv_size * sizeof(float));
+    memset(d_v, 0, kv_size * sizeof(float));
+
+    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
+                    qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
+    taylor_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_DEN], layer->saved[S_Q],
+                              layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
+                              scale_of(c));
+    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
+    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
+                    qkvo_param(layer, x, QKVO_WQ), rows, d, heads * dh);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, inp,
+                    qkvo_param(layer, x, QKVO_WK), rows, d, kv_heads * dh);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
+                    qkvo_param(layer, x, QKVO_WV), rows, d, kv_heads * dh);
+    arena_release(x->scratch, mark);
+}
+
+// A_it = f(s q_i.k_t) / sum_{t'<=i} f(s q_i.k_t'): the quadratic form (rows sum to 1).
+static void approx_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    taylor_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
+                                             layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len,
+                                             heads, kv_heads, dh, scale_of(c));
+}
+
+static int64_t approx_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
+
+// Per token, with F = 1 + d_h + d_h(d_h+1)/2 features, chunk C, L = seq_len, and the
+// denominator counted as one more value column (d_h + 1):
+//   projections 2 d (2 q_dim + 2 kv_dim) (as standard);
+//   across chunks, per query head 2 F (d_h+1) (phi(q) [S|z]) for the tokens after the
+//   first chunk, per kv head 2 F (d_h+1) (the state update) for the tokens before the
+//   last chunk;
+//   in a chunk, per query head (4 d_h + 2) per causal pair (q.k, W V, row sum):
+//   sum over chunks of n(n+1)/2 pairs, about (C+1)/2 per token.
+// Linear in seq_len: the per-token value tends to a constant.
+static double approx_forward_flops(const decon_config *c, int seq_len) {
+    double d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = qkvo_kv_heads(c);
+    double q_dim = heads * dh, kv_dim = kv * dh, F = taylor_feature_count((int)dh);
+    int C = taylor_attention_chunk_size(), L = seq_len;
+    if (L < 1) L = 1;
+    int first = L < C ? L : C, chunks = (L + C - 1) / C;
+    double pairs = 0.0;
+    for (int c0 = 0; c0 < L; c0 += C) {
+        double n = L - c0 < C ? L - c0 : C;
+        pairs += n * (n + 1) / 2;
+    }
+    double across = heads * 2 * F * (dh + 1) * (L - first) + kv * 2 * F * (dh + 1) * (double)(chunks - 1) * C;
+    double within = heads * (4 * dh + 2) * pairs;
+    return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + (across + within) / L;
+}
+
+// The recurrent state of a sequence (S and z per kv head), constant in the length: an
+// inference step needs S [F, d_h] and z [F] per kv head and nothing per past token.
+static int64_t approx_cache_floats(const decon_config *c) {
+    int64_t dh = config_head_dim(c);
+    return (int64_t)qkvo_kv_heads(c) * taylor_feature_count((int)dh) * (dh + 1);
+}
+
+const mixer_kind mixer_kind_approx = {
+    .name = "approx",
+    .letter = 'T',
+    .register_params = qkvo_register,
+    .saved_floats = approx_saved_floats,
+    .scratch_floats = approx_scratch_floats,
+    .bind_saved = approx_bind,
+    .forward = approx_forward,
+    .backward = approx_backward,
+    .attention_matrix = approx_attention_matrix,
+    .param_count = approx_param_count,
+    .forward_flops_per_token = approx_forward_flops,
+    .cache_floats_per_token = approx_cache_floats,
+};

@@ -1,0 +1,141 @@
+// `approx-diag`: the study's recurrent form of the Taylor-approximated attention
+// (DESIGN.md 5, the study's eqs. 4.14-4.17), in linear time. Exactly standard's tensors
+// (qkvo.h), so the parameter counts match by construction.
+//   Q, K, V as standard (biases, GQA), Q and K rotated by RoPE; per head, squares
+//   elementwise, sums over t <= i:
+//   o_i = mean_t v_t + [a_i.(sum k_t v_t^T)] / g(a_i.sum k_t)
+//                    + [b_i.(sum k_t^2 v_t^T)] / (b_i.sum k_t^2 + eps)
+//   a_i = s q_i, b_i = s^2/2 q_i^2 (the first- and second-order Taylor terms of
+//   exp(s q.k), the latter without cross terms), s = 1/sqrt(d_h)
+//   g(x) = sign(x) max(|x|, eps), sign(0) = +1; eps = APPROX_DIAG_EPS.
+//   O = concat_j(o_j) Wo^T
+// s and the 1/2 cancel inside each ratio; placing them on the query makes eps compare
+// with the Taylor terms of standard's own scores. RoPE: the first-order term is standard's
+// score s q.k, so q and k are rotated as in standard (the second-order denominator
+// b.sum k^2 stays >= 0 after rotation, the first-order one has either sign anyway).
+// Guards: the second-order denominator is >= 0, so + eps keeps it smooth; the first-order
+// one changes sign, so it is pushed away from 0 to +-eps (gradient 1 outside, 0 inside).
+#include <math.h>
+#include <string.h>
+
+#include "mixers/mixer.h"
+#include "mixers/qkvo.h"
+#include "ops/ops.h"
+
+#define APPROX_DIAG_EPS 1e-6f
+
+enum { S_Q, S_K, S_V, S_ATTN };
+
+static size_t diag_saved_floats(const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // + alignment slack per tensor
+}
+
+static size_t diag_scratch_floats(const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
+}
+
+static void diag_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
+    layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
+    layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
+    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
+}
+
+static float scale_of(const decon_config *c) { return 1.0f / sqrtf((float)config_head_dim(c)); }
+
+static void diag_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
+    const decon_config *c = x->config;
+    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
+    linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
+    linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
+    linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, kv_heads * dh);
+    rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
+    rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    diag_attention_forward(layer->saved[S_ATTN], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, scale_of(c),
+                           APPROX_DIAG_EPS);
+    linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
+}
+
+static void diag_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
+                          const float *inp) {
+    const decon_config *c = x->config;
+    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
+    size_t mark = arena_mark(x->scratch);
+    float *d_attn = arena_floats(x->scratch, q_size);
+    float *d_q = arena_floats(x->scratch, q_size);
+    float *d_k = arena_floats(x->scratch, kv_size);
+    float *d_v = arena_floats(x->scratch, kv_size);
+    memset(d_attn, 0, q_size * sizeof(float));
+    memset(d_q, 0, q_size * sizeof(float));
+    memset(d_k, 0, kv_size * sizeof(float));
+    memset(d_v, 0, kv_size * sizeof(float));
+
+    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
+                    qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
+    diag_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], x->batch,
+                            x->seq_len, heads, kv_heads, dh, scale_of(c), APPROX_DIAG_EPS);
+    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
+    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
+                    qkvo_param(layer, x, QKVO_WQ), rows, d, heads * dh);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, inp,
+                    qkvo_param(layer, x, QKVO_WK), rows, d, kv_heads * dh);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
+                    qkvo_param(layer, x, QKVO_WV), rows, d, kv_heads * dh);
+    arena_release(x->scratch, mark);
+}
+
+// The per-position weights of o_i = sum_t A_it v_t:
+// A_it = 1/(i+1) + u_it / g(sum u) + w_it / (sum w + eps), rows summing to ~3 (one per term).
+static void diag_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    diag_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
+                                           layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads,
+                                           kv_heads, dh, scale_of(c), APPROX_DIAG_EPS);
+}
+
+static int64_t diag_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
+
+// Per token: projections 2 d (2 q_dim + 2 kv_dim) (as standard); per kv head the state
+// update k v^T and k^2 v^T, 4 d_h^2; per query head the two read-outs a^T P, b^T R and the
+// two denominators, 4 d_h (d_h + 1). Independent of seq_len.
+static double diag_forward_flops(const decon_config *c, int seq_len) {
+    (void)seq_len;
+    double d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = qkvo_kv_heads(c);
+    double q_dim = heads * dh, kv_dim = kv * dh;
+    return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + kv * 4.0 * dh * dh + heads * 4.0 * dh * (dh + 1.0);
+}
+
+// The recurrent state of a sequence, constant in the length: per kv head
+// sum k v^T, sum k^2 v^T (d_h^2 each) and sum k, sum k^2, sum v (d_h each).
+static int64_t diag_cache_floats(const decon_config *c) {
+    int64_t dh = config_head_dim(c);
+    return (int64_t)qkvo_kv_heads(c) * (2 * dh * dh + 3 * dh);
+}
+
+const mixer_kind mixer_kind_approx_diag = {
+    .name = "approx-diag",
+    .letter = 'D',
+    .register_params = qkvo_register,
+    .saved_floats = diag_saved_floats,
+    .scratch_floats = diag_scratch_floats,
+    .bind_saved = diag_bind,
+    .forward = diag_forward,
+    .backward = diag_backward,
+    .attention_matrix = diag_attention_matrix,
+    .param_count = diag_param_count,
+    .forward_flops_per_token = diag_forward_flops,
+    .cache_floats_per_token = diag_cache_floats,
+};

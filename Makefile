@@ -10,7 +10,7 @@ BLAS_DIR := /usr/lib/$(shell gcc -print-multiarch)/openblas-openmp
 BLAS_INC := /usr/include/$(shell gcc -print-multiarch)/openblas-openmp
 CFLAGS  ?= -O3 -march=native
 # -std=c11 alone disables FMA contraction; -fno-math-errno lets sqrtf vectorise.
-CFLAGS  += -std=c11 -ffp-contract=fast -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Isrc -Itests \
+CFLAGS  += -std=c11 -ffp-contract=fast -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Isrc -Itests -I. \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I$(BLAS_INC)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lm
 LDFLAGS := -fopenmp
@@ -21,13 +21,18 @@ LIB_SRC := $(wildcard src/core/*.c src/ops/cpu/*.c src/mixers/*.c src/model/*.c 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
 
-PROGRAMS := $(patsubst src/bin/%.c,bin/%,$(wildcard src/bin/*.c))
+PROGRAMS := $(patsubst src/bin/%.c,bin/%,$(wildcard src/bin/*.c)) bin/decon-analyze
 REF_SRC  := $(wildcard tests/reference/*.c)
 REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+# decon-analyze (analysis/*.c, MPI + ScaLAPACK), its tests and bench_svd link ScaLAPACK,
+# and LAPACK from the same OpenBLAS directory (so ScaLAPACK's liblapack.so.3 resolves there).
+ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c,$(wildcard analysis/*.c)))
+ANALYSIS_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_analysis*.c))
+ANALYSIS_LIBS  := -lscalapack-openmpi -L$(BLAS_DIR) -llapack -lblas
 
-.PHONY: all test bench clean setup corpus run lint
+.PHONY: all test bench clean setup corpus run lint report
 # Keep object files of programs and tests (they are intermediates of two-step rules).
 .SECONDARY:
 all: $(PROGRAMS) $(TESTS) $(BENCHES)
@@ -43,6 +48,18 @@ $(LIB): $(LIB_OBJ)
 bin/decon-%: $(BUILD)/src/bin/decon-%.o $(LIB)
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+bin/decon-analyze: $(BUILD)/analysis/decon-analyze.o $(ANALYSIS_OBJ) $(LIB)
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) $^ $(ANALYSIS_LIBS) $(LDLIBS) -o $@
+
+$(ANALYSIS_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(ANALYSIS_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(ANALYSIS_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/bench/bench_svd: $(BUILD)/bench/bench_svd.o $(ANALYSIS_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(ANALYSIS_LIBS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(REF_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
@@ -74,13 +91,20 @@ run: setup
 	bin/decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin --ctx 64,128,256,512 \
 	    --cloze data/tasks/cloze.jsonl --choice data/tasks/choice.jsonl --json runs/tiny/eval.json
 
+# Plots and report.md across runs (analysis/plot/README.md):
+#   make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0]
+REPORT ?= reports/latest
+SVD    ?= 1
+report: bin/decon-analyze
+	bash analysis/plot/make_report.sh --out $(REPORT) --svd $(SVD) $(RUNS)
+
 # clang-tidy's bugprone checks over every C file (must print no warnings).
 lint:
 	clang-tidy --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
-	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c tests/unit/*.c tests/reference/*.c bench/*.c) \
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c bench/*.c) \
 	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include
 
 clean:
 	rm -rf $(BUILD) bin
 
--include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(BUILD)/src/bin/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d
+-include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(BUILD)/src/bin/*.d $(BUILD)/analysis/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d

@@ -66,6 +66,13 @@ static const key_spec KEYS[] = {
     {"io", "checkpoint_every", KEY_INT, FIELD(checkpoint_every), "1000", 0, INT_MAX, "steps (0 = end only)"},
     {"io", "keep_checkpoints", KEY_INT, FIELD(keep_checkpoints), "3", 1, INT_MAX, "newest K kept"},
     {"io", "log_every", KEY_INT, FIELD(log_every), "1", 1, INT_MAX, "progress/metrics interval"},
+    {"io", "record_every", KEY_INT, FIELD(record_every), "0", 0, INT_MAX,
+     "attention recording interval in steps (0 = off; e.g. 1000)"},
+    {"io", "record_sequences", KEY_INT, FIELD(record_sequences), "4", 1, 4096,
+     "held-out sequences per recording (the first windows of [data] validation)"},
+    {"io", "record_layers", KEY_STRING, FIELD(record_layers), "all", 0, 0, "all | 1-based layer ids, e.g. 1,3"},
+    {"io", "record_dtype", KEY_STRING, FIELD(record_dtype), "float32", 0, 0, "float32 | float16"},
+    {"io", "record_path", KEY_STRING, FIELD(record_path), "", 0, 0, "recording file (empty = <run_dir>/attn.h5)"},
 };
 enum { KEY_COUNT = sizeof KEYS / sizeof KEYS[0] };
 
@@ -94,7 +101,9 @@ static bool parse_value(decon_config *config, const key_spec *spec, const char *
     while (end > value && isspace((unsigned char)end[-1])) end--;
     if (spec->type == KEY_STRING) {
         size_t n = (size_t)(end - value);
-        size_t cap = spec->offset == FIELD(variant) ? sizeof config->variant : CONFIG_STRING_MAX;
+        size_t cap = spec->offset == FIELD(variant)        ? sizeof config->variant
+                     : spec->offset == FIELD(record_dtype) ? sizeof config->record_dtype
+                                                           : CONFIG_STRING_MAX;
         if (n >= cap) {
             snprintf(why, why_size, "is longer than %zu characters", cap - 1);
             return false;
@@ -237,6 +246,49 @@ void config_validate(const decon_config *c, const char *origin) {
               c->global_batch_size, c->micro_batch_size);
     if (c->train[0] == '\0') fatal("%s: [data] train is empty; give a token shard path", origin);
     if (c->run_dir[0] == '\0') fatal("%s: [io] run_dir is empty", origin);
+    if (strcmp(c->record_dtype, "float32") != 0 && strcmp(c->record_dtype, "float16") != 0)
+        fatal("%s: [io] record_dtype = '%s' is not float32 or float16", origin, c->record_dtype);
+    bool *mask = xcalloc((size_t)c->num_hidden_layers, sizeof *mask);
+    char why[256];
+    if (!config_parse_layers(c->record_layers, c->num_hidden_layers, mask, why, sizeof why))
+        fatal("%s: [io] record_layers = '%s': %s", origin, c->record_layers, why);
+    free(mask);
+    if (c->record_every > 0 && c->validation[0] == '\0')
+        fatal("%s: [io] record_every = %d needs [data] validation: the recorded sequences are its first "
+              "record_sequences windows", origin, c->record_every);
+}
+
+bool config_parse_layers(const char *text, int n, bool *mask, char *why, size_t why_size) {
+    for (int i = 0; i < n; i++) mask[i] = false;
+    if (strcmp(text, "all") == 0) {
+        for (int i = 0; i < n; i++) mask[i] = true;
+        return true;
+    }
+    const char *p = text;
+    do {
+        char *end = (char *)p;
+        long id = isdigit((unsigned char)*p) ? strtol(p, &end, 10) : -1;
+        if (end == p || (*end && *end != ',') || (*end == ',' && end[1] == '\0')) {
+            snprintf(why, why_size, "expected 'all' or distinct comma-separated 1-based layer ids in 1..%d", n);
+            return false;
+        }
+        if (id < 1 || id > n) {
+            snprintf(why, why_size, "layer %ld is outside 1..%d (ids are 1-based)", id, n);
+            return false;
+        }
+        if (mask[id - 1]) {
+            snprintf(why, why_size, "layer %ld is listed twice", id);
+            return false;
+        }
+        mask[id - 1] = true;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    return true;
+}
+
+void config_record_path(const decon_config *c, char *out, size_t size) {
+    if (c->record_path[0]) snprintf(out, size, "%s", c->record_path);
+    else snprintf(out, size, "%s/attn.h5", c->run_dir);
 }
 
 char *config_to_text(const decon_config *config) {

@@ -34,6 +34,13 @@ typedef struct {
     // [io]
     char run_dir[CONFIG_STRING_MAX];
     int checkpoint_every, keep_checkpoints, log_every;
+    // attention recordings (io/attention_record.h): every record_every steps (0 = off),
+    // record_sequences held-out sequences, record_layers "all" | 1-based ids "1,3",
+    // record_dtype "float32" | "float16", record_path ("" = <run_dir>/attn.h5)
+    int record_every, record_sequences;
+    char record_layers[CONFIG_STRING_MAX];
+    char record_dtype[16];
+    char record_path[CONFIG_STRING_MAX];
 } decon_config;
 
 void config_defaults(decon_config *config);
@@ -47,6 +54,12 @@ void config_load_text(decon_config *config, const char *text, const char *origin
 void config_validate(const decon_config *config, const char *origin);
 // The complete resolved config as INI text (every key); caller frees.
 char *config_to_text(const decon_config *config);
+
+// Parses a list of 1-based layer ids of an n-layer model ("all", or distinct ids such as
+// "1,3,4") into mask[n]; returns false with the reason in why when it is not one.
+bool config_parse_layers(const char *text, int n, bool *mask, char *why, size_t why_size);
+// The recording file: [io] record_path, or <run_dir>/attn.h5 when it is empty.
+void config_record_path(const decon_config *config, char *out, size_t size);
 
 static inline int config_head_dim(const decon_config *c) { return c->hidden_size / c->num_attention_heads; }
 // Whether two configs describe the same model (every [model] and [attention] key);

@@ -99,6 +99,16 @@ static void approx_attention_matrix(mixer_layer *layer, const mixer_context *x, 
                                              heads, kv_heads, dh, scale_of(c));
 }
 
+// The Taylor argument x_it = s q_i.k_t (after RoPE) that f(x) = 1 + x + x^2/2 weights.
+static void approx_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
+                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
+                     scale_of(c));
+}
+
 static int64_t approx_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
 
 // Per token, with F = 1 + d_h + d_h(d_h+1)/2 features, chunk C, L = seq_len, and the
@@ -143,6 +153,7 @@ const mixer_kind mixer_kind_approx = {
     .forward = approx_forward,
     .backward = approx_backward,
     .attention_matrix = approx_attention_matrix,
+    .attention_scores = approx_attention_scores,
     .param_count = approx_param_count,
     .forward_flops_per_token = approx_forward_flops,
     .cache_floats_per_token = approx_cache_floats,

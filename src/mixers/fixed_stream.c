@@ -24,7 +24,7 @@
 #include "ops/ops.h"
 
 enum { S_Q, S_K, S_V, S_ATTN };  // Qf, Kf (after RoPE) of the fixed sequence; V, A V of all
-enum { PAD = 16 };               // alignment slack per arena tensor
+static const size_t PAD = 16;    // alignment slack per arena tensor
 
 typedef struct {
     int batch, seq_len, heads, kv_heads, head_dim, q_dim, kv_dim;
@@ -139,6 +139,14 @@ static void fixed_attention_matrix(mixer_layer *layer, const mixer_context *x, i
                          s.scale);
 }
 
+// s Qf_i.Kf_t of the fixed stream (after RoPE): the same for every sequence.
+static void fixed_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
+    (void)sequence;
+    map_shape s = shape_of(x);
+    attention_scores(scores, layer->saved[S_Q], layer->saved[S_K], s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                     s.scale);
+}
+
 static int64_t fixed_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
 
 // Per loss token: V and output projections 2 d (kv_dim + q_dim) and A V (t+1) d_h per head
@@ -171,6 +179,7 @@ const mixer_kind mixer_kind_rndembqk = {
     .forward = fixed_forward,
     .backward = fixed_backward,
     .attention_matrix = fixed_attention_matrix,
+    .attention_scores = fixed_attention_scores,
     .param_count = fixed_param_count,
     .forward_flops_per_token = fixed_forward_flops,
     .cache_floats_per_token = fixed_cache_floats,
@@ -188,6 +197,7 @@ const mixer_kind mixer_kind_fixedseqqk = {
     .forward = fixed_forward,
     .backward = fixed_backward,
     .attention_matrix = fixed_attention_matrix,
+    .attention_scores = fixed_attention_scores,
     .param_count = fixed_param_count,
     .forward_flops_per_token = fixed_forward_flops,
     .cache_floats_per_token = fixed_cache_floats,

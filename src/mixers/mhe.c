@@ -186,6 +186,16 @@ static void mhe_attention_matrix(mixer_layer *layer, const mixer_context *x, int
                             1.0f / sqrtf((float)dh));
 }
 
+// s q_i,j.k_t,g(j) of the per-head Q_j, K_j after RoPE (recordings).
+static void mhe_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
+                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
+                     1.0f / sqrtf((float)dh));
+}
+
 // 3 d d_h (shared projections) + 3 d_h (biases) + (heads + 2 kv_heads) d_h (embeddings)
 // + d heads d_h (Wo). At MHA without biases: 3 d d_h + d^2 + 3 h d_h (the study's count).
 static int64_t mhe_param_count(const decon_config *c) {
@@ -215,6 +225,7 @@ const mixer_kind mixer_kind_mhe_add = {
     .forward = mhe_add_forward,
     .backward = mhe_add_backward,
     .attention_matrix = mhe_attention_matrix,
+    .attention_scores = mhe_attention_scores,
     .param_count = mhe_param_count,
     .forward_flops_per_token = mhe_forward_flops,
     .cache_floats_per_token = mhe_cache_floats,
@@ -230,6 +241,7 @@ const mixer_kind mixer_kind_mhe_mul = {
     .forward = mhe_mul_forward,
     .backward = mhe_mul_backward,
     .attention_matrix = mhe_attention_matrix,
+    .attention_scores = mhe_attention_scores,
     .param_count = mhe_param_count,
     .forward_flops_per_token = mhe_forward_flops,
     .cache_floats_per_token = mhe_cache_floats,

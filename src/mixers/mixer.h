@@ -49,6 +49,9 @@ typedef struct mixer_kind {
     bool is_standard;
     bool uses_fixed_stream;             // Q, K from the fixed stream (rndembqk, fixedseqqk)
     bool uses_embeddings;               // reads context->embedded (staticembqk)
+    // attention_scores gives one score per KEY token, repeated along every row (nonapx's
+    // g_t): recordings histogram each token's score once (the diagonal), not the triangle.
+    bool scores_per_token;
     // Registers the layer's tensors as "layers.<l>.mixer.<name>".
     void (*register_params)(mixer_layer *layer, param_registry *registry, const decon_config *config);
     // Floats of activations saved for backward, and of scratch needed during a call,
@@ -64,6 +67,12 @@ typedef struct mixer_kind {
     // The materialised attention matrix of sequence `sequence` of the last forward:
     // probs[heads, seq_len, seq_len] (the quadratic reference). NULL for mixers with none.
     void (*attention_matrix)(mixer_layer *layer, const mixer_context *context, int sequence, float *probs);
+    // The pre-softmax scores of sequence `sequence` of the last forward, for recordings:
+    // scores[heads, seq_len, seq_len], row i holding the values whose normalisation gives
+    // row i of A (the causal triangle t <= i; zeros above). standard, staticembqk, rndembqk,
+    // fixedseqqk, mhe-*: s q_i.k_t after RoPE; approx: the Taylor argument x = s q_i.k_t;
+    // nonapx: g_t (scores_per_token). NULL for mixers without scores (mlp, approx-diag).
+    void (*attention_scores)(mixer_layer *layer, const mixer_context *context, int sequence, float *scores);
     // Analytic counts: parameters of one layer, forward FLOPs per token at seq_len
     // (matmul FLOPs, 2 per multiply-add, causal), inference cache floats per token.
     int64_t (*param_count)(const decon_config *config);

@@ -104,6 +104,19 @@ static void nonapx_attention_matrix(mixer_layer *layer, const mixer_context *x, 
                                    dh, 1.0f / sqrtf((float)dh));
 }
 
+// The per-token scores g_t of the forward ([batch, heads, L] saved), laid out as the
+// arguments of each row's softmax: scores[h, i, t] = g_t for t <= i (scores_per_token).
+static void nonapx_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
+    int heads = x->config->num_attention_heads, L = x->seq_len;
+    const float *g = layer->saved[S_SCORE] + (size_t)sequence * heads * L;
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < L; i++) {
+            float *row = scores + ((size_t)h * L + i) * L;
+            memcpy(row, g + (size_t)h * L, (size_t)(i + 1) * sizeof(float));
+            memset(row + i + 1, 0, (size_t)(L - i - 1) * sizeof(float));
+        }
+}
+
 // Exactly standard's tensors.
 static int64_t nonapx_param_count(const decon_config *c) {
     int64_t d = c->hidden_size, dh = config_head_dim(c);
@@ -130,6 +143,7 @@ static int64_t nonapx_cache_floats(const decon_config *c) {
 const mixer_kind mixer_kind_nonapx = {
     .name = "nonapx",
     .letter = 'N',
+    .scores_per_token = true,
     .register_params = nonapx_register,
     .saved_floats = nonapx_saved_floats,
     .scratch_floats = nonapx_scratch_floats,
@@ -137,6 +151,7 @@ const mixer_kind mixer_kind_nonapx = {
     .forward = nonapx_forward,
     .backward = nonapx_backward,
     .attention_matrix = nonapx_attention_matrix,
+    .attention_scores = nonapx_attention_scores,
     .param_count = nonapx_param_count,
     .forward_flops_per_token = nonapx_forward_flops,
     .cache_floats_per_token = nonapx_cache_floats,

@@ -135,6 +135,16 @@ static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x
                             1.0f / sqrtf((float)dh));
 }
 
+// s q_i.k_t after RoPE, the argument of the softmax (recordings).
+static void standard_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
+                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
+                     1.0f / sqrtf((float)dh));
+}
+
 static int64_t standard_param_count(const decon_config *c) {
     int64_t d = c->hidden_size, dh = config_head_dim(c);
     int64_t q_dim = c->num_attention_heads * dh, kv_dim = kv_heads_of(c) * dh;
@@ -162,6 +172,7 @@ const mixer_kind mixer_kind_standard = {
     .forward = standard_forward,
     .backward = standard_backward,
     .attention_matrix = standard_attention_matrix,
+    .attention_scores = standard_attention_scores,
     .param_count = standard_param_count,
     .forward_flops_per_token = standard_forward_flops,
     .cache_floats_per_token = standard_cache_floats,

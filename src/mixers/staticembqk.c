@@ -15,7 +15,7 @@
 #include "ops/ops.h"
 
 enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
-enum { PAD = 16 };
+static const size_t PAD = 16;  // alignment slack per arena tensor
 
 typedef struct {
     int rows, d, heads, kv_heads, head_dim, q_dim, kv_dim;
@@ -39,7 +39,7 @@ static static_shape shape_of(const mixer_context *x) {
 static size_t static_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
     size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)batch * c->num_attention_heads * seq_len + 5 * PAD;
+    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len + 5 * PAD;
 }
 
 // Forward: E and its rstd. Backward: d_attn, d_q, d_k, d_v, E, rstd, dE.
@@ -131,6 +131,13 @@ static void static_attention_matrix(mixer_layer *layer, const mixer_context *x, 
                             x->seq_len, s.heads, s.kv_heads, s.head_dim, s.scale);
 }
 
+static void static_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
+    static_shape s = shape_of(x);
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    attention_scores(scores, layer->saved[S_Q] + offset * s.q_dim, layer->saved[S_K] + offset * s.kv_dim, x->seq_len,
+                     s.heads, s.kv_heads, s.head_dim, s.scale);
+}
+
 // Parameters, matmul FLOPs and the inference cache are standard's: the same projections
 // and scores (the extra RMSNorm of e is not a matmul); K and V are cached per token.
 static int64_t static_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
@@ -150,6 +157,7 @@ const mixer_kind mixer_kind_staticembqk = {
     .forward = static_forward,
     .backward = static_backward,
     .attention_matrix = static_attention_matrix,
+    .attention_scores = static_attention_scores,
     .param_count = static_param_count,
     .forward_flops_per_token = static_forward_flops,
     .cache_floats_per_token = static_cache_floats,

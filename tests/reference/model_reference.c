@@ -718,13 +718,13 @@ static void qk_from_run(ref_context *x, int layer, const double *qk_inp, int qk_
     s->dh = d / s->heads;
     int H = s->heads, KV = s->kv_heads, dh = s->dh, group = H / KV;
     bool bias = c->attention_bias;
-    s->wq = ref_lookup(x, true, H * dh, d, "layers.%d.mixer.wq", layer);
-    s->wk = ref_lookup(x, true, KV * dh, d, "layers.%d.mixer.wk", layer);
-    s->wv = ref_lookup(x, true, KV * dh, d, "layers.%d.mixer.wv", layer);
-    s->bq = ref_lookup(x, bias, H * dh, 0, "layers.%d.mixer.bq", layer);
-    s->bk = ref_lookup(x, bias, KV * dh, 0, "layers.%d.mixer.bk", layer);
-    s->bv = ref_lookup(x, bias, KV * dh, 0, "layers.%d.mixer.bv", layer);
-    s->wo = ref_lookup(x, true, d, H * dh, "layers.%d.mixer.wo", layer);
+    s->wq = ref_lookup(x, true, (int64_t)H * dh, d, "layers.%d.mixer.wq", layer);
+    s->wk = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wk", layer);
+    s->wv = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wv", layer);
+    s->bq = ref_lookup(x, bias, (int64_t)H * dh, 0, "layers.%d.mixer.bq", layer);
+    s->bk = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bk", layer);
+    s->bv = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bv", layer);
+    s->wo = ref_lookup(x, true, d, (int64_t)H * dh, "layers.%d.mixer.wo", layer);
     if (!bias && (s->bq.w || s->bk.w || s->bv.w))
         fatal("reference: layer %d has Q/K/V biases but attention_bias = 0", layer);
 

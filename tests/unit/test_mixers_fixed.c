@@ -358,13 +358,14 @@ static void check_fixed_stream_backward(const char *variant) {
             moved_name = p->name;
         }
     }
-    printf("# %s: cutting the fixed stream's backward changes layer-0 gradients by >= %.3g (%s)\n", variant, smallest,
-           smallest_name);
+    printf("# %s: cutting the fixed stream's backward changes the gradients below by >= %.3g (%s)\n", variant,
+           smallest, smallest_name);
     char name[256];
-    snprintf(name, sizeof name, "%s: the fixed stream's backward reaches every tensor below layer 1's map (cut: change > 1e-3)",
-             variant);
+    snprintf(name, sizeof name,
+             "%s: the fixed stream's backward reaches every tensor below layer 1's map (cut: change > 1e-3)", variant);
     testing_report(lower_all_moved, name, "tensor %s changed by only %.3g", smallest_name, smallest);
-    snprintf(name, sizeof name, "%s: cutting the fixed stream's backward leaves the other tensors bit-identical", variant);
+    snprintf(name, sizeof name, "%s: cutting the fixed stream's backward leaves the other tensors bit-identical",
+             variant);
     testing_report(others_same, name, "tensor %s changed", moved_name);
     free(full);
     free(tokens);
@@ -458,8 +459,8 @@ static void check_shared_attention_ops(int heads, int kv_heads, int seq_len, int
     for (size_t e = 0; e < rows * kv_dim; e++) v[e] = (float)rng_normal(801, 3, e);
     for (size_t e = 0; e < rows * q_dim; e++) d_out[e] = (float)rng_normal(801, 4, e);
     for (int b = 0; b < batch; b++) {
-        memcpy(qb + b * L * q_dim, q, L * q_dim * sizeof(float));
-        memcpy(kb + b * L * kv_dim, k, L * kv_dim * sizeof(float));
+        memcpy(qb + (size_t)b * L * q_dim, q, L * q_dim * sizeof(float));
+        memcpy(kb + (size_t)b * L * kv_dim, k, L * kv_dim * sizeof(float));
     }
     size_t map_size = (size_t)heads * L * L;
     float *probs = xcalloc(map_size, sizeof(float)), *expected = xcalloc(map_size, sizeof(float));
@@ -482,8 +483,8 @@ static void check_shared_attention_ops(int heads, int kv_heads, int seq_len, int
     shared_attention_backward(d_q, d_k, d_v, d_out, q, k, v, batch, L, heads, kv_heads, dh, scale, workspace);
     attention_backward(d_qb, d_kb, d_vb, d_out, flash, lse, qb, kb, v, batch, L, heads, kv_heads, dh, scale);
     for (int b = 1; b < batch; b++) {
-        add_inplace(d_qb, d_qb + b * L * q_dim, L * q_dim);
-        add_inplace(d_kb, d_kb + b * L * kv_dim, L * kv_dim);
+        add_inplace(d_qb, d_qb + (size_t)b * L * q_dim, L * q_dim);
+        add_inplace(d_kb, d_kb + (size_t)b * L * kv_dim, L * kv_dim);
     }
     double err = 0.0;
     const float *got[3] = {d_q, d_k, d_v}, *want[3] = {d_qb, d_kb, d_vb};

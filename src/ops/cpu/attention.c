@@ -369,3 +369,23 @@ void attention_probabilities(float *probs, const float *q, const float *k, int s
         }
     }
 }
+
+void attention_scores(float *scores, const float *q, const float *k, int seq_len, int heads, int kv_heads,
+                      int head_dim, float scale) {
+    int group = heads / kv_heads;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 8)
+    for (int h = 0; h < heads; h++) {
+        for (int i = 0; i < seq_len; i++) {
+            const float *qi = q + ((size_t)i * heads + h) * head_dim;
+            float *row = scores + ((size_t)h * seq_len + i) * seq_len;
+            for (int j = 0; j <= i; j++) {
+                const float *kj = k + ((size_t)j * kv_heads + h / group) * head_dim;
+                float dot = 0.0f;
+                #pragma omp simd reduction(+ : dot)
+                for (int d = 0; d < head_dim; d++) dot += qi[d] * kj[d];
+                row[j] = dot * scale;
+            }
+            for (int j = i + 1; j < seq_len; j++) row[j] = 0.0f;
+        }
+    }
+}

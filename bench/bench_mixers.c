@@ -134,11 +134,10 @@ int main(int argc, char **argv) {
         }
         snprintf(c.variant, sizeof c.variant, "%s", NAMES[n]);
         double saved = (double)kind->saved_floats(&c, tokens / 256, 256) / tokens;
-        printf("== %s: %lld params/layer, saved activations %.0f floats/token, inference cache %lld floats%s\n",
+        printf("== %s: %lld params/layer, saved activations %.0f floats/token, inference cache %lld floats/token, "
+               "recurrent state %lld floats/sequence\n",
                kind->name, (long long)kind->param_count(&c), saved, (long long)kind->cache_floats_per_token(&c),
-               strcmp(kind->name, "approx") == 0 || strcmp(kind->name, "approx-diag") == 0
-                   ? " (constant recurrent state per sequence)"
-                   : "/token");
+               (long long)(kind->state_floats ? kind->state_floats(&c) : 0));
         printf("  %6s %6s %10s %10s %12s %8s %14s %14s\n", "L", "batch", "ms", "ms/token", "MFLOP/token", "GFLOP/s",
                "time/tok xL0", "FLOP/tok xL0");
         double base_time = 0.0, base_flops = 0.0;

@@ -136,9 +136,15 @@ static double approx_forward_flops(const decon_config *c, int seq_len) {
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + (across + within) / L;
 }
 
-// The recurrent state of a sequence (S and z per kv head), constant in the length: an
-// inference step needs S [F, d_h] and z [F] per kv head and nothing per past token.
+// Nothing grows per token: an inference step needs only the recurrent state below.
 static int64_t approx_cache_floats(const decon_config *c) {
+    (void)c;
+    return 0;
+}
+
+// The recurrent state of a sequence (S and z per kv head), constant in the length:
+// S [F, d_h] and z [F] per kv head.
+static int64_t approx_state_floats(const decon_config *c) {
     int64_t dh = config_head_dim(c);
     return (int64_t)qkvo_kv_heads(c) * taylor_feature_count((int)dh) * (dh + 1);
 }
@@ -157,4 +163,5 @@ const mixer_kind mixer_kind_approx = {
     .param_count = approx_param_count,
     .forward_flops_per_token = approx_forward_flops,
     .cache_floats_per_token = approx_cache_floats,
+    .state_floats = approx_state_floats,
 };

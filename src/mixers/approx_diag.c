@@ -118,9 +118,15 @@ static double diag_forward_flops(const decon_config *c, int seq_len) {
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + kv * 4.0 * dh * dh + heads * 4.0 * dh * (dh + 1.0);
 }
 
+// Nothing grows per token: an inference step needs only the recurrent state below.
+static int64_t diag_cache_floats(const decon_config *c) {
+    (void)c;
+    return 0;
+}
+
 // The recurrent state of a sequence, constant in the length: per kv head
 // sum k v^T, sum k^2 v^T (d_h^2 each) and sum k, sum k^2, sum v (d_h each).
-static int64_t diag_cache_floats(const decon_config *c) {
+static int64_t diag_state_floats(const decon_config *c) {
     int64_t dh = config_head_dim(c);
     return (int64_t)qkvo_kv_heads(c) * (2 * dh * dh + 3 * dh);
 }
@@ -138,4 +144,5 @@ const mixer_kind mixer_kind_approx_diag = {
     .param_count = diag_param_count,
     .forward_flops_per_token = diag_forward_flops,
     .cache_floats_per_token = diag_cache_floats,
+    .state_floats = diag_state_floats,
 };

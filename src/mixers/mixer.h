@@ -78,6 +78,9 @@ typedef struct mixer_kind {
     int64_t (*param_count)(const decon_config *config);
     double (*forward_flops_per_token)(const decon_config *config, int seq_len);
     int64_t (*cache_floats_per_token)(const decon_config *config);
+    // Recurrent mixers (approx, approx-diag, nonapx) instead keep a state per sequence that
+    // does not grow with the context: its floats per layer (NULL for the others).
+    int64_t (*state_floats)(const decon_config *config);
 } mixer_kind;
 
 // The table of variants (registry.c).

@@ -140,6 +140,10 @@ static int64_t nonapx_cache_floats(const decon_config *c) {
     return 0;
 }
 
+static int64_t nonapx_state_floats(const decon_config *c) {
+    return (int64_t)c->num_attention_heads * (config_head_dim(c) + 2);
+}
+
 const mixer_kind mixer_kind_nonapx = {
     .name = "nonapx",
     .letter = 'N',
@@ -155,4 +159,5 @@ const mixer_kind mixer_kind_nonapx = {
     .param_count = nonapx_param_count,
     .forward_flops_per_token = nonapx_forward_flops,
     .cache_floats_per_token = nonapx_cache_floats,
+    .state_floats = nonapx_state_floats,
 };

@@ -43,6 +43,8 @@ static const key_spec KEYS[] = {
     {"attention", "layout", KEY_STRING, FIELD(layout), "uniform", 0, 0, "uniform | hybrid:<pattern> | list:<ids>"},
     {"attention", "fixed_stream_std", KEY_DOUBLE, FIELD(fixed_stream_std), "0.02", 0, 100,
      "std of rndembqk's Gaussian fixed stream X_1"},
+    {"attention", "approx_diag_eps", KEY_DOUBLE, FIELD(approx_diag_eps), "1e-6", 1e-12, 1e6,
+     "approx-diag's denominator guard eps"},
     {"train", "sequence_length", KEY_INT, FIELD(sequence_length), "2048", 1, 1 << 24, "tokens per sequence"},
     {"train", "micro_batch_size", KEY_INT, FIELD(micro_batch_size), "8", 1, 1 << 20, "sequences per forward"},
     {"train", "global_batch_size", KEY_INT, FIELD(global_batch_size), "256", 1, 1 << 24, "sequences per step"},

@@ -18,6 +18,7 @@ typedef struct {
     char variant[64];
     char layout[CONFIG_STRING_MAX];
     double fixed_stream_std;    // sigma of rndembqk's Gaussian fixed stream
+    double approx_diag_eps;     // approx-diag's denominator guard
     // [train]
     int sequence_length;        // tokens per sequence
     int micro_batch_size;       // sequences per forward/backward

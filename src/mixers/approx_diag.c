@@ -7,7 +7,7 @@
 //                    + [b_i.(sum k_t^2 v_t^T)] / (b_i.sum k_t^2 + eps)
 //   a_i = s q_i, b_i = s^2/2 q_i^2 (the first- and second-order Taylor terms of
 //   exp(s q.k), the latter without cross terms), s = 1/sqrt(d_h)
-//   g(x) = sign(x) max(|x|, eps), sign(0) = +1; eps = APPROX_DIAG_EPS.
+//   g(x) = sign(x) max(|x|, eps), sign(0) = +1; eps = [attention] approx_diag_eps (default 1e-6).
 //   O = concat_j(o_j) Wo^T
 // s and the 1/2 cancel inside each ratio; placing them on the query makes eps compare
 // with the Taylor terms of standard's own scores. RoPE: the first-order term is standard's
@@ -22,7 +22,6 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-#define APPROX_DIAG_EPS 1e-6f
 
 enum { S_Q, S_K, S_V, S_ATTN };
 
@@ -60,7 +59,7 @@ static void diag_forward(mixer_layer *layer, const mixer_context *x, float *out,
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
     diag_attention_forward(layer->saved[S_ATTN], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, scale_of(c),
-                           APPROX_DIAG_EPS);
+                           (float)c->approx_diag_eps);
     linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
 }
 
@@ -83,7 +82,7 @@ static void diag_backward(mixer_layer *layer, const mixer_context *x, float *d_i
     linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
                     qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
     diag_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], x->batch,
-                            x->seq_len, heads, kv_heads, dh, scale_of(c), APPROX_DIAG_EPS);
+                            x->seq_len, heads, kv_heads, dh, scale_of(c), (float)c->approx_diag_eps);
     rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
     rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
@@ -103,7 +102,7 @@ static void diag_attention_matrix(mixer_layer *layer, const mixer_context *x, in
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     diag_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                                            layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads,
-                                           kv_heads, dh, scale_of(c), APPROX_DIAG_EPS);
+                                           kv_heads, dh, scale_of(c), (float)c->approx_diag_eps);
 }
 
 static int64_t diag_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }

@@ -28,7 +28,7 @@
 #include "model/model.h"
 #include "ops/ops.h"
 
-static const double DIAG_EPS = 1e-6;  // the mixer's APPROX_DIAG_EPS
+static const double DIAG_EPS = 1e-6;  // the default [attention] approx_diag_eps
 
 // ---- random data --------------------------------------------------------------------
 

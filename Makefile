@@ -30,7 +30,7 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 # and LAPACK from the same OpenBLAS directory (so ScaLAPACK's liblapack.so.3 resolves there).
 ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c,$(wildcard analysis/*.c)))
 ANALYSIS_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_analysis*.c))
-ANALYSIS_LIBS  := -lscalapack-openmpi -L$(BLAS_DIR) -llapack -lblas
+ANALYSIS_LIBS  := -L$(BLAS_DIR) -Wl,--push-state,--no-as-needed -lscalapack-openmpi -llapack -lblas -Wl,--pop-state
 
 .PHONY: all test bench clean setup corpus run lint report
 # Keep object files of programs and tests (they are intermediates of two-step rules).
@@ -91,7 +91,7 @@ run: setup
 	bin/decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin --ctx 64,128,256,512 \
 	    --cloze data/tasks/cloze.jsonl --choice data/tasks/choice.jsonl --json runs/tiny/eval.json
 
-# Plots and report.md across runs (analysis/plot/README.md):
+# Plots and report.md across runs (README.md, "Analysing recordings"):
 #   make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0]
 REPORT ?= reports/latest
 SVD    ?= 1

@@ -1,6 +1,7 @@
 #include "analysis/indicators.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/errors.h"
@@ -121,9 +122,11 @@ int minmax_normalise(double *out, const double *values, const int *include, size
         high = fmax(high, values[i]);
         count++;
     }
+    // A range at rounding level (identical values summed in another order) counts as none.
+    bool spread = count && high - low > 1e-12 * fmax(fabs(high), fabs(low));
     for (size_t i = 0; i < n; i++) {
         if ((include && !include[i]) || isnan(values[i])) out[i] = NAN;
-        else out[i] = high > low ? (values[i] - low) / (high - low) : 0.0;
+        else out[i] = spread ? (values[i] - low) / (high - low) : 0.0;
     }
     if (min) *min = count ? low : NAN;
     if (max) *max = count ? high : NAN;

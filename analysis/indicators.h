@@ -48,6 +48,6 @@ double rank_stable(const double *s, int n);
 int rank_numerical(const double *s, int n, double tol);
 
 // Min-max normalisation of values[i] for the i with include[i] != 0 (include may be NULL:
-// all): out[i] = (values[i] - min) / (max - min), 0 when max == min; excluded entries get
-// NaN. Returns the number of included values; *min and *max (NaN when none) may be NULL.
+// all; NaN values are excluded too): out[i] = (values[i] - min) / (max - min), 0 when
+// max - min <= 1e-12 max(|min|, |max|) (equal up to rounding); excluded entries get NaN. Returns the number of included values; *min and *max (NaN when none) may be NULL.
 int minmax_normalise(double *out, const double *values, const int *include, size_t n, double *min, double *max);

@@ -11,7 +11,7 @@
 #include "core/errors.h"
 
 const char *const recording_logit_stat_names[RECORDING_LOGIT_STATS] = {
-    "min", "max", "mean", "p1", "p50", "p99", "count_gt_10", "count_gt_1000"};
+    "min", "max", "mean", "p1", "p50", "p99", "count_abs_gt_10", "count_abs_gt_1000"};
 
 static const char REDO[] = "re-record it (or pass an intact copy)";
 
@@ -190,37 +190,39 @@ static int compare_steps(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static bool scan_layer(hid_t step_group, recording_layer *layer, int index, const recording_info *info,
-                       const char *step_name, char *why, size_t size) {
+static bool read_double_attribute(hid_t object, const char *where, const char *name, double *value, const char *path,
+                                  char *why, size_t size) {
+    if (!attribute_exists(object, name))
+        return fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
+    if (!read_scalar(object, name, H5T_NATIVE_DOUBLE, value))
+        return fail(why, size, "%s: attribute '%s' of %s is not a single number: %s", path, name, where, REDO);
+    return true;
+}
+
+static bool scan_layer(hid_t step_group, recording_layer *layer, const recording_info *info, const char *step_name,
+                       char *why, size_t size) {
     const char *path = info->path;
-    snprintf(layer->group, sizeof layer->group, "layer_%d", index);
     char where[160];
     snprintf(where, sizeof where, "/%s/%s", step_name, layer->group);
-    layer->layer = index;
-    layer->layer_id = index + 1;
-    layer->row_sums_value = NAN;
     if (H5Lexists(step_group, layer->group, H5P_DEFAULT) <= 0)
-        return fail(why, size, "%s is incomplete: no %s (the file should list all %d layers): %s", path, where,
-                    info->num_layers, REDO);
+        return fail(why, size, "%s is incomplete: no %s (layer %d is in recorded_layers): %s", path, where,
+                    layer->layer, REDO);
     hid_t group = H5Gopen2(step_group, layer->group, H5P_DEFAULT);
     if (group < 0) return fail(why, size, "%s: %s cannot be opened (corrupt file): %s", path, where, REDO);
-    int is_standard = 0, has_attn = 1, has_scores = 0;
+    int is_standard = 0, has_attn = 0, has_scores = 0;
     bool ok = require_text(group, where, "variant", layer->variant, sizeof layer->variant, path, why, size) &&
-              require_int(group, where, "is_standard", &is_standard, path, why, size);
-    // has_attn is written where it is 0 (mixers without a matrix); absent means 1.
-    if (ok && attribute_exists(group, "has_attn")) ok = require_int(group, where, "has_attn", &has_attn, path, why, size);
+              require_int(group, where, "is_standard", &is_standard, path, why, size) &&
+              require_int(group, where, "has_attn", &has_attn, path, why, size) &&
+              require_int(group, where, "has_scores", &has_scores, path, why, size);
     layer->is_standard = is_standard != 0;
     layer->has_attn = has_attn != 0;
+    layer->has_scores = has_scores != 0;
     if (ok && layer->has_attn) {
-        ok = require_int(group, where, "has_scores", &has_scores, path, why, size) &&
-             require_text(group, where, "row_sums", layer->row_sums, sizeof layer->row_sums, path, why, size);
-        layer->has_scores = has_scores != 0;
-        if (ok) {
-            char *end = NULL;
-            const char *text = layer->row_sums[0] == '~' ? layer->row_sums + 1 : layer->row_sums;
-            double value = strtod(text, &end);
-            if (end != text) layer->row_sums_value = value;
-        }
+        ok = require_text(group, where, "row_sums", layer->row_sums, sizeof layer->row_sums, path, why, size) &&
+             read_double_attribute(group, where, "row_sum_min", &layer->row_sum_min, path, why, size) &&
+             read_double_attribute(group, where, "row_sum_max", &layer->row_sum_max, path, why, size) &&
+             read_double_attribute(group, where, "entry_min", &layer->entry_min, path, why, size);
+        layer->rows_sum_to_one = strcmp(layer->row_sums, "1") == 0;
         if (ok) {
             hsize_t expected[4] = {(hsize_t)info->sequences, (hsize_t)info->num_heads, (hsize_t)info->length,
                                    (hsize_t)info->length};
@@ -235,27 +237,55 @@ static bool scan_layer(hid_t step_group, recording_layer *layer, int index, cons
                 H5Dclose(dataset);
             }
         }
-        if (ok && layer->has_scores) {
-            hsize_t dims[1] = {0}, any[1] = {(hsize_t)-1}, stats[1] = {RECORDING_LOGIT_STATS};
-            hid_t hist = open_dataset(group, where, "logits_hist", 1, any, dims, path, why, size);
-            if (hist < 0) ok = false;
-            else {
-                H5Dclose(hist);
-                layer->bins = (int)dims[0];
-                hsize_t edges_expected[1] = {dims[0] + 1};
-                hid_t edges = open_dataset(group, where, "logits_edges", 1, edges_expected, NULL, path, why, size);
-                if (edges < 0) ok = false;
-                else H5Dclose(edges);
-            }
-            if (ok) {
-                hid_t dataset = open_dataset(group, where, "logits_stats", 1, stats, NULL, path, why, size);
-                if (dataset < 0) ok = false;
-                else H5Dclose(dataset);
-            }
+    }
+    if (ok && layer->has_scores) {
+        ok = require_text(group, where, "scores_kind", layer->scores_kind, sizeof layer->scores_kind, path, why, size);
+        hsize_t dims[1] = {0}, any[1] = {(hsize_t)-1}, stats[1] = {RECORDING_LOGIT_STATS};
+        hid_t hist = ok ? open_dataset(group, where, "logits_hist", 1, any, dims, path, why, size) : -1;
+        if (hist < 0) ok = false;
+        else {
+            H5Dclose(hist);
+            layer->bins = (int)dims[0];
+            hsize_t edges_expected[1] = {dims[0] + 1};
+            hid_t edges = open_dataset(group, where, "logits_edges", 1, edges_expected, NULL, path, why, size);
+            if (edges < 0) ok = false;
+            else H5Dclose(edges);
         }
+        if (ok) {
+            hid_t dataset = open_dataset(group, where, "logits_stats", 1, stats, NULL, path, why, size);
+            if (dataset < 0) ok = false;
+            else H5Dclose(dataset);
+        }
+    } else if (ok) {
+        snprintf(layer->scores_kind, sizeof layer->scores_kind, "none");
     }
     H5Gclose(group);
     return ok;
+}
+
+// recorded_layers: int [n], 0-based, each < num_layers, no repeats.
+static bool read_recorded_layers(hid_t file, recording_info *info, bool *recorded, char *why, size_t size) {
+    const char *path = info->path;
+    if (!attribute_exists(file, "recorded_layers"))
+        return fail(why, size, "%s is incomplete: / has no attribute 'recorded_layers': %s", path, REDO);
+    hid_t attribute = H5Aopen(file, "recorded_layers", H5P_DEFAULT);
+    hid_t space = attribute >= 0 ? H5Aget_space(attribute) : -1;
+    hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    bool ok = n >= 1 && n <= info->num_layers;
+    int *layers = xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    if (ok) ok = H5Aread(attribute, H5T_NATIVE_INT, layers) >= 0;
+    if (space >= 0) H5Sclose(space);
+    if (attribute >= 0) H5Aclose(attribute);
+    for (hssize_t i = 0; ok && i < n; i++) {
+        if (layers[i] < 0 || layers[i] >= info->num_layers || recorded[layers[i]]) ok = false;
+        else recorded[layers[i]] = true;
+    }
+    free(layers);
+    if (!ok)
+        return fail(why, size, "%s: attribute recorded_layers must list 1..%d distinct 0-based layers below num_layers "
+                    "%d: %s", path, info->num_layers, info->num_layers, REDO);
+    info->recorded_count = (int)n;
+    return true;
 }
 
 bool recording_scan(recording_info *info, const char *path, char *why, size_t size) {
@@ -283,9 +313,13 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
          require_int(file, "/", "num_layers", &info->num_layers, path, why, size) &&
          require_int(file, "/", "num_heads", &info->num_heads, path, why, size) &&
          require_int(file, "/", "sequence_length", &info->sequence_length, path, why, size);
-    if (ok && (info->num_layers < 1 || info->num_heads < 1 || info->sequence_length < 1))
+    int sequences_attribute = 0;
+    ok = ok && require_int(file, "/", "sequences", &sequences_attribute, path, why, size);
+    if (ok && (info->num_layers < 1 || info->num_layers > 100000 || info->num_heads < 1 || info->sequence_length < 1))
         ok = fail(why, size, "%s: num_layers %d, num_heads %d, sequence_length %d must all be positive: %s", path,
                   info->num_layers, info->num_heads, info->sequence_length, REDO);
+    bool *recorded = ok ? xcalloc((size_t)info->num_layers, sizeof(bool)) : NULL;
+    if (ok) ok = read_recorded_layers(file, info, recorded, why, size);
     if (ok) {
         hsize_t dims[2] = {0}, any[2] = {(hsize_t)-1, (hsize_t)-1};
         hid_t tokens = open_dataset(file, "", "tokens", 2, any, dims, path, why, size);
@@ -297,6 +331,10 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
             if (info->sequences < 1 || info->length < 1)
                 ok = fail(why, size, "%s: /tokens is empty [%d, %d]: no sequences were recorded: %s", path,
                           info->sequences, info->length, REDO);
+            else if (info->sequences != sequences_attribute || info->length != info->sequence_length)
+                ok = fail(why, size, "%s: /tokens is [%d, %d] but the attributes say sequences = %d, sequence_length "
+                          "= %d: %s", path, info->sequences, info->length, sequences_attribute, info->sequence_length,
+                          REDO);
         }
     }
     name_list names = {0};
@@ -327,8 +365,18 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
             else if (!read_scalar(group, "step", H5T_NATIVE_LLONG, &value))
                 ok = fail(why, size, "%s: attribute 'step' of %s is not a single number: %s", path, where, REDO);
             step->step = value;
-            for (int l = 0; l < info->num_layers && ok; l++)
-                ok = scan_layer(group, &step->layers[l], l, info, step->group, why, size);
+            step->loss = NAN;
+            if (ok && attribute_exists(group, "loss")) read_scalar(group, "loss", H5T_NATIVE_DOUBLE, &step->loss);
+            for (int l = 0; l < info->num_layers && ok; l++) {
+                recording_layer *layer = &step->layers[l];
+                snprintf(layer->group, sizeof layer->group, "layer_%d", l);
+                layer->layer = l;
+                layer->layer_id = l + 1;
+                layer->recorded = recorded[l];
+                layer->row_sum_min = layer->row_sum_max = layer->entry_min = NAN;
+                snprintf(layer->scores_kind, sizeof layer->scores_kind, "none");
+                if (layer->recorded) ok = scan_layer(group, layer, info, step->group, why, size);
+            }
             H5Gclose(group);
         }
         if (ok) qsort(info->steps, (size_t)info->step_count, sizeof *info->steps, compare_steps);
@@ -338,6 +386,7 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
                           info->steps[s].group, (long long)info->steps[s].step, REDO);
     }
     free(names.names);
+    free(recorded);
     H5Fclose(file);
     if (!ok) recording_free(info);
     return ok;
@@ -353,7 +402,7 @@ void recording_free(recording_info *info) {
 // ---- reading ------------------------------------------------------------------------------------
 
 static bool read_slab(hid_t file, const char *name, int rank, const hsize_t *start, const hsize_t *count, double *out,
-                      const char *path, char *why, size_t size) {
+                      bool finite, const char *path, char *why, size_t size) {
     hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT);
     if (dataset < 0) return fail(why, size, "%s: cannot open %s (corrupt file): %s", path, name, REDO);
     hid_t space = H5Dget_space(dataset);
@@ -367,7 +416,7 @@ static bool read_slab(hid_t file, const char *name, int rank, const hsize_t *sta
     if (space >= 0) H5Sclose(space);
     H5Dclose(dataset);
     if (!ok) return fail(why, size, "%s: reading %s failed (corrupt or truncated data): %s", path, name, REDO);
-    for (hssize_t i = 0; i < elements; i++)
+    for (hssize_t i = 0; finite && i < elements; i++)
         if (!isfinite(out[i]))
             return fail(why, size, "%s: %s holds a non-finite value (at element %lld of the slice read): %s", path,
                         name, (long long)i, REDO);
@@ -380,7 +429,7 @@ bool recording_read_attn(hid_t file, const recording_info *info, int step, int l
     snprintf(name, sizeof name, "/%s/%s/attn", info->steps[step].group, info->steps[step].layers[layer].group);
     hsize_t start[4] = {(hsize_t)sequence, (hsize_t)head, 0, 0};
     hsize_t count[4] = {1, 1, (hsize_t)info->length, (hsize_t)info->length};
-    return read_slab(file, name, 4, start, count, a, info->path, why, size);
+    return read_slab(file, name, 4, start, count, a, true, info->path, why, size);
 }
 
 bool recording_read_logits(hid_t file, const recording_info *info, int step, int layer, double *stats,
@@ -389,12 +438,13 @@ bool recording_read_logits(hid_t file, const recording_info *info, int step, int
     char base[160], name[192];
     snprintf(base, sizeof base, "/%s/%s", info->steps[step].group, l->group);
     snprintf(name, sizeof name, "%s/logits_stats", base);
-    if (!read_slab(file, name, 1, NULL, (const hsize_t[]){RECORDING_LOGIT_STATS}, stats, info->path, why, size))
+    if (!read_slab(file, name, 1, NULL, (const hsize_t[]){RECORDING_LOGIT_STATS}, stats, false, info->path, why, size))
         return false;
     snprintf(name, sizeof name, "%s/logits_hist", base);
-    if (!read_slab(file, name, 1, NULL, (const hsize_t[]){(hsize_t)l->bins}, counts, info->path, why, size)) return false;
+    if (!read_slab(file, name, 1, NULL, (const hsize_t[]){(hsize_t)l->bins}, counts, true, info->path, why, size))
+        return false;
     snprintf(name, sizeof name, "%s/logits_edges", base);
-    return read_slab(file, name, 1, NULL, (const hsize_t[]){(hsize_t)l->bins + 1}, edges, info->path, why, size);
+    return read_slab(file, name, 1, NULL, (const hsize_t[]){(hsize_t)l->bins + 1}, edges, false, info->path, why, size);
 }
 
 void recording_run_name(const char *path, char *name, size_t size) {

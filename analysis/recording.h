@@ -16,15 +16,19 @@ extern const char *const recording_logit_stat_names[RECORDING_LOGIT_STATS];
 typedef struct {
     char group[64];             // e.g. "layer_3"
     int layer, layer_id;        // 0-based, 1-based
+    bool recorded;              // listed in the root's recorded_layers (else no group, no data)
     char variant[64];
     bool is_standard, has_attn, has_scores;
-    char row_sums[64];          // the row_sums attribute as text ("1", "~3", ...)
-    double row_sums_value;      // its number (NaN when it does not parse)
+    char scores_kind[16];       // "pairwise" | "per_token" | "none"
+    char row_sums[64];          // the row_sums attribute: "1" or the range "a..b"
+    bool rows_sum_to_one;       // row_sums == "1"
+    double row_sum_min, row_sum_max, entry_min;   // measured by the writer (NaN without attn)
     int bins;                   // logits_hist length (0 without scores)
 } recording_layer;
 
 typedef struct {
     int64_t step;
+    double loss;                // the step's `loss` attribute (NaN when absent)
     char group[64];             // e.g. "step_100"
     recording_layer *layers;    // num_layers, index = layer (0-based)
 } recording_step;
@@ -35,14 +39,16 @@ typedef struct {
     char kind[128], variant[64], layout[512], layer_plan[512], dtype[16];
     int num_layers, num_heads, sequence_length;   // root attributes
     int sequences, length;      // from /tokens [K, L] (and every attn [K, H, L, L])
+    int recorded_count;         // layers in recorded_layers
     int step_count;
     recording_step *steps;      // sorted by step
 } recording_info;
 
 // Opens `path` and checks everything the analysis reads: format_version, the root
-// attributes, /tokens, every step group and every layer group of every step, the attn
-// dataset shapes and the logits datasets where has_scores = 1. The data itself is read
-// (and found corrupt, if it is) only later.
+// attributes, /tokens, every step group and the group of every recorded layer (root
+// attribute recorded_layers) of every step, the attn dataset shapes and the logits
+// datasets where has_scores = 1. The data itself is read (and found corrupt, if it is)
+// only later. Layers not in recorded_layers get recorded = has_attn = false.
 bool recording_scan(recording_info *info, const char *path, char *why, size_t size);
 void recording_free(recording_info *info);
 
@@ -55,7 +61,8 @@ hid_t recording_open(const char *path, char *why, size_t size);
 bool recording_read_attn(hid_t file, const recording_info *info, int step, int layer, int sequence, int head,
                          double *a, char *why, size_t size);
 
-// logits_stats (8 doubles), and the histogram (bins counts as doubles, bins+1 edges).
+// logits_stats (8 doubles; NaN allowed: an empty histogram), and the histogram (bins
+// counts as doubles, bins+1 edges; the outer edges may be -inf and +inf).
 bool recording_read_logits(hid_t file, const recording_info *info, int step, int layer, double *stats,
                            double *counts, double *edges, char *why, size_t size);
 

@@ -12,4 +12,11 @@ build/bench/bench_train input/models/tiny.ini --steps 5
 build/bench/bench_train input/models/70m.ini --set train.sequence_length=512 --set train.micro_batch_size=8 \
     --set train.global_batch_size=8 --steps 3
 [ -x build/bench/bench_checkpoint ] && { echo "== checkpoints"; build/bench/bench_checkpoint; }
+if [ -x build/bench/bench_svd ]; then
+    echo "== attention SVD (decon-analyze --svd: ScaLAPACK pdgesvd of one 2048 x 2048 head, 1 thread per rank;"
+    echo "   ranks beyond $(nproc) cores are oversubscribed)"
+    for np in 1 2 4; do
+        OMP_NUM_THREADS=1 mpirun --oversubscribe -np "$np" build/bench/bench_svd --n 2048 --reps 2
+    done
+fi
 exit 0

@@ -3,6 +3,8 @@
 //   decon-eval <checkpoint.h5> [--ppl tokens.bin] [--ctx 128,256,...] [--stride N] [--skip]
 //              [--cloze cloze.jsonl] [--choice task.jsonl] [--length-normalize]
 //              [--json out.json] [--threads N] [--max-windows N] [--batch-tokens N]
+//              [--record attn.h5 [--record-sequences K] [--record-layers all|1,3] [--record-dtype float16]
+//               [--record-tokens FILE]]
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
@@ -29,7 +31,14 @@ static void usage(void) {
             "  --length-normalize  score choices by mean instead of summed log-likelihood\n"
             "  --json FILE         also write every figure as JSON\n"
             "  --threads N         threads (default: every core)\n"
-            "  --batch-tokens N    model inputs per forward pass (default %d; lower it for big models)\n",
+            "  --batch-tokens N    model inputs per forward pass (default %d; lower it for big models)\n"
+            "  --record FILE       record attention (A and score histograms) at the checkpoint's step into\n"
+            "                      FILE (HDF5; appended to when it exists), from the first K windows of\n"
+            "                      the checkpoint's [data] validation shard\n"
+            "  --record-sequences K  sequences to record (default: the checkpoint's [io] record_sequences)\n"
+            "  --record-layers L   all or 1-based layer ids, e.g. 1,3 (default: [io] record_layers)\n"
+            "  --record-dtype T    float32 or float16 (default: [io] record_dtype)\n"
+            "  --record-tokens FILE  token shard to take the sequences from instead\n",
             EVAL_DEFAULT_BATCH_TOKENS);
 }
 
@@ -90,8 +99,15 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--threads") == 0) o.threads = (int)parse_integer(a, value, 1, 4096);
         else if (strcmp(a, "--max-windows") == 0) o.max_windows = parse_integer(a, value, 1, LONG_MAX);
         else if (strcmp(a, "--batch-tokens") == 0) o.batch_tokens = (int)parse_integer(a, value, 1, INT_MAX);
+        else if (strcmp(a, "--record") == 0) o.record_path = value;
+        else if (strcmp(a, "--record-sequences") == 0) o.record_sequences = (int)parse_integer(a, value, 1, 4096);
+        else if (strcmp(a, "--record-layers") == 0) o.record_layers = value;
+        else if (strcmp(a, "--record-dtype") == 0) o.record_dtype = value;
+        else if (strcmp(a, "--record-tokens") == 0) o.record_tokens = value;
         else fatal("unknown option %s; see decon-eval --help", a);
     }
+    if (!o.record_path && (o.record_sequences || o.record_layers || o.record_dtype || o.record_tokens))
+        fatal("--record-sequences, --record-layers, --record-dtype and --record-tokens need --record FILE");
     if (!o.checkpoint) {
         usage();
         fatal("no checkpoint given; e.g. decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin");

@@ -11,6 +11,7 @@
 #include "io/token_shard.h"
 #include "model/layer_plan.h"
 #include "ops/ops.h"
+#include "train/recorder.h"
 
 static const char *const MODES[REPORT_MODES] = {"full", "skip"};
 
@@ -48,8 +49,9 @@ int evaluator_run(const eval_options *o) {
     double t_start = wall_seconds();
     int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     ops_set_threads(threads);
-    if (!o->perplexity_path && !o->cloze_path && !o->choice_path)
-        fatal("nothing to evaluate: give --ppl tokens.bin, --cloze file.jsonl or --choice file.jsonl");
+    if (!o->perplexity_path && !o->cloze_path && !o->choice_path && !o->record_path)
+        fatal("nothing to evaluate: give --ppl tokens.bin, --cloze file.jsonl, --choice file.jsonl or --record "
+              "attn.h5");
     if (o->json_path) probe_writable(o->json_path);
 
     // The model's config first: a missing or damaged checkpoint fails before anything else.
@@ -95,6 +97,23 @@ int evaluator_run(const eval_options *o) {
         if (choice.requests > most_windows) most_windows = choice.requests;
     }
 
+    // --record: the first K windows of the validation shard (or --record-tokens) at the
+    // trained length, read and checked before the model is loaded.
+    attention_recorder recorder;
+    if (o->record_path) {
+        const char *shard = o->record_tokens ? o->record_tokens : config.validation;
+        if (!shard[0])
+            fatal("--record: %s names no [data] validation shard to take the sequences from; give --record-tokens "
+                  "FILE", o->checkpoint);
+        recorder_init(&recorder, &config, o->record_path, shard,
+                      o->record_sequences > 0 ? o->record_sequences : config.record_sequences,
+                      o->record_layers ? o->record_layers : config.record_layers,
+                      o->record_dtype ? o->record_dtype : config.record_dtype, "decon-eval", "--record",
+                      MPI_COMM_WORLD);
+        longest = max_int(longest, config.sequence_length);
+        if (recorder.sequences > most_windows) most_windows = recorder.sequences;
+    }
+
     // One allocation for the longest input; as many sequences per pass as the budget allows.
     int batch_tokens = o->batch_tokens > 0 ? o->batch_tokens : EVAL_DEFAULT_BATCH_TOKENS;
     int64_t batch = max_int(1, batch_tokens / longest);
@@ -131,6 +150,16 @@ int evaluator_run(const eval_options *o) {
             r.skipped_layers[r.skipped_count++] = l + 1;
     int modes = o->skip && r.skipped_count > 0 ? 2 : 1;
     report_print_model(&r);
+
+    if (o->record_path) {  // the full model (nothing skipped), at the checkpoint's step
+        char *config_text = config_to_text(&config);
+        recording_result recorded = recorder_record(&recorder, &m, state.step, config_text, MPI_COMM_WORLD);
+        info("recorded attention at step %lld: %d layers x %d sequences, loss %.4f -> %s (%.1f MB, %.2f s)",
+             (long long)state.step, recorded.layers, recorder.sequences, recorded.loss, o->record_path,
+             (double)recorded.bytes * 1e-6, recorded.seconds);
+        free(config_text);
+        recorder_free(&recorder);
+    }
 
     if (o->perplexity_path) {
         report_print_perplexity_header(&r);

@@ -24,6 +24,12 @@ typedef struct {
     int threads;                        // 0: every core
     int64_t max_windows;                // 0: all
     int batch_tokens;                   // model inputs per forward pass (0: the default)
+    // --record: an attention recording at the checkpoint's step (train/recorder.h)
+    const char *record_path;
+    int record_sequences;               // 0: the checkpoint's [io] record_sequences
+    const char *record_layers;          // NULL: the checkpoint's [io] record_layers
+    const char *record_dtype;           // NULL: the checkpoint's [io] record_dtype
+    const char *record_tokens;          // NULL: the checkpoint's [data] validation
 } eval_options;
 
 // Returns the exit code (0); every failure is fatal with one line.

@@ -79,19 +79,18 @@ void score_histogram_edges(double *edges) {
     }
 }
 
-static const double *edges_table(void) {
-    static double edges[SCORE_BINS + 1];
-    static int ready;
-    if (!ready) {
-        score_histogram_edges(edges);
-        ready = 1;
-    }
-    return edges;
-}
+// Binning: a candidate bin from a table indexed by the top 16 bits of |x| (sign cleared:
+// exponent and 7 mantissa bits, a slot spans < 1% of |x| while a bin spans 12%), then at
+// most a step or two against the edges themselves, so the result is exactly the bin
+// [e_j, e_j+1) that holds x. Negative x use the mirrored candidate.
+typedef struct {
+    double edges[SCORE_BINS + 1];
+    int16_t candidate[1 << 15];   // bin of the smallest positive value of each slot
+} bin_table;
 
 // The bin j with edges[j] <= x < edges[j+1] (the last bin closed): binary search.
-static int bin_of(double x, const double *edges) {
-    int lo = 0, hi = SCORE_BINS;  // edges[lo] <= x < edges[hi] (edges[SCORE_BINS] = inf)
+static int bin_search(double x, const double *edges) {
+    int lo = 0, hi = SCORE_BINS;
     while (hi - lo > 1) {
         int mid = (lo + hi) / 2;
         if (edges[mid] <= x) lo = mid;
@@ -100,8 +99,36 @@ static int bin_of(double x, const double *edges) {
     return lo;
 }
 
+// Built on the first call (callers are serial: histograms are filled outside parallel regions).
+static const bin_table *bins(void) {
+    static bin_table table;
+    static bool ready;
+    if (!ready) {
+        score_histogram_edges(table.edges);
+        for (uint32_t slot = 0; slot < (1u << 15); slot++) {
+            uint32_t bits = slot << 16;
+            float value;
+            memcpy(&value, &bits, sizeof value);
+            table.candidate[slot] = (int16_t)(isfinite(value) ? bin_search(value, table.edges) : SCORE_BINS - 1);
+        }
+        ready = true;
+    }
+    return &table;
+}
+
+static inline int bin_of(float x, const bin_table *t) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int b = t->candidate[(bits & 0x7fffffffu) >> 16];
+    if (bits >> 31) b = SCORE_BINS - 1 - b;
+    double v = x;
+    while (b > 0 && t->edges[b] > v) b--;
+    while (b < SCORE_BINS - 1 && t->edges[b + 1] <= v) b++;
+    return b;
+}
+
 void score_histogram_add(score_histogram *h, const float *scores, int heads, int seq_len, bool per_token) {
-    const double *edges = edges_table();
+    const bin_table *table = bins();
     size_t rows = (size_t)heads * (size_t)seq_len;
     // Per-row partial sums, added in row order afterwards: the result does not depend on
     // the number of threads or their timing.
@@ -124,7 +151,7 @@ void score_histogram_add(score_histogram *h, const float *scores, int heads, int
                     nonfinite++;
                     continue;
                 }
-                local[bin_of(x, edges)]++;
+                local[bin_of(row[t], table)]++;
                 count++;
                 sum += x;
                 squares += x * x;
@@ -176,7 +203,7 @@ void score_histogram_allreduce(score_histogram *h, MPI_Comm comm) {
 // The q-quantile (0 < q < 1) interpolated linearly inside its bin; the open end bins
 // (and every bin) are bounded by the exact min and max.
 static double histogram_quantile(const score_histogram *h, double q) {
-    const double *edges = edges_table();
+    const double *edges = bins()->edges;
     double target = q * (double)h->count, before = 0.0;
     for (int b = 0; b < SCORE_BINS; b++) {
         double n = (double)h->counts[b];
@@ -428,6 +455,7 @@ static void fatal_if_root_failed(char *message, MPI_Comm comm) {
     if (message[0]) fatal("%s", message);
 }
 
+
 // ---------------------------------------------------------------------------------------
 // Creating and checking the file-level contents
 
@@ -471,64 +499,108 @@ static void write_root(attention_record *r) {
                         "(tokens [k L, (k+1) L)) of the shard named by the root attribute `source`");
 }
 
-static void mismatch(const attention_record *r, const char *what, const char *found, const char *expected) {
-    fatal("%s records a different setup (its %s is %s, this one's %s): set [io] record_path (decon-eval: --record) "
-          "to a new file or move it away", r->path, what, found, expected);
+// Whether the file records the same setup (shapes, dtype, layers, tokens): steps must be
+// comparable. Fills why and returns false when not. Collective when file is open with
+// the MPI-IO driver (every rank reads the same), plain otherwise.
+typedef struct {
+    hid_t file, dxpl;
+    const char *path;
+    const attention_record_info *info;
+    char *why;
+    size_t size;
+} setup_check;
+
+static bool mismatch(const setup_check *k, const char *what, const char *found, const char *expected) {
+    snprintf(k->why, k->size, "%s records a different setup (its %s is %s, this one's %s): set [io] record_path "
+             "(decon-eval: --record) to a new file or move it away", k->path, what, found, expected);
+    return false;
 }
 
-static void check_int(const attention_record *r, const char *name, int expected) {
+static bool same_int(const setup_check *k, const char *name, int expected) {
     int found = -1;
-    if (!read_scalar(r->file, name, H5T_NATIVE_INT, &found) || found != expected) {
-        char a[32], b[32];
-        snprintf(a, sizeof a, "%d", found);
-        snprintf(b, sizeof b, "%d", expected);
-        mismatch(r, name, a, b);
-    }
+    if (read_scalar(k->file, name, H5T_NATIVE_INT, &found) && found == expected) return true;
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%d", found);
+    snprintf(b, sizeof b, "%d", expected);
+    return mismatch(k, name, a, b);
 }
 
-static void check_string(const attention_record *r, const char *name, const char *expected) {
+static bool same_string(const setup_check *k, const char *name, const char *expected) {
     char found[1024];
-    read_string(r->file, name, found, sizeof found);
-    if (strcmp(found, expected) != 0) mismatch(r, name, found[0] ? found : "(none)", expected);
+    read_string(k->file, name, found, sizeof found);
+    return strcmp(found, expected) == 0 || mismatch(k, name, found[0] ? found : "(none)", expected);
 }
 
-// The file must record the same shapes, layers and tokens: steps must be comparable.
-static void check_root(attention_record *r) {
-    const attention_record_info *in = &r->info;
-    check_int(r, "num_layers", in->num_layers);
-    check_int(r, "num_heads", in->num_heads);
-    check_int(r, "num_key_value_heads", in->num_kv_heads);
-    check_int(r, "head_dim", in->head_dim);
-    check_int(r, "sequence_length", in->sequence_length);
-    check_int(r, "sequences", in->sequences);
-    check_string(r, "layer_plan", in->layer_plan);
-    check_string(r, "dtype", in->float16 ? "float16" : "float32");
+static bool same_setup(const setup_check *k) {
+    const attention_record_info *in = k->info;
+    if (!same_int(k, "num_layers", in->num_layers) || !same_int(k, "num_heads", in->num_heads) ||
+        !same_int(k, "num_key_value_heads", in->num_kv_heads) || !same_int(k, "head_dim", in->head_dim) ||
+        !same_int(k, "sequence_length", in->sequence_length) || !same_int(k, "sequences", in->sequences) ||
+        !same_string(k, "layer_plan", in->layer_plan) ||
+        !same_string(k, "dtype", in->float16 ? "float16" : "float32"))
+        return false;
+
     int n = in->num_layers, *found = xmalloc((size_t)n * sizeof(int));
-    hid_t attribute = H5Aexists(r->file, "recorded_layers") > 0 ? H5Aopen(r->file, "recorded_layers", H5P_DEFAULT) : -1;
+    hid_t attribute = H5Aexists(k->file, "recorded_layers") > 0 ? H5Aopen(k->file, "recorded_layers", H5P_DEFAULT) : -1;
     hid_t space = attribute < 0 ? -1 : H5Aget_space(attribute);
     hssize_t count = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    bool same = count >= 0 && count <= n && (count == 0 || H5Aread(attribute, H5T_NATIVE_INT, found) >= 0);
-    int expected = 0;
-    for (int l = 0; l < n; l++) expected += in->layers[l];
-    same = same && count == expected;
-    for (int l = 0, j = 0; same && l < n; l++)
-        if (in->layers[l]) same = found[j++] == l;
+    bool readable = count >= 0 && count <= n && (count == 0 || H5Aread(attribute, H5T_NATIVE_INT, found) >= 0);
     if (space >= 0) H5Sclose(space);
     if (attribute >= 0) H5Aclose(attribute);
+    char stored_ids[1024] = "", wanted_ids[1024] = "";
+    for (hssize_t j = 0; readable && j < count; j++) {
+        size_t used = strlen(stored_ids);
+        snprintf(stored_ids + used, sizeof stored_ids - used, "%s%d", j ? "," : "", found[j] + 1);
+    }
+    for (int l = 0; l < n; l++) {
+        if (!in->layers[l]) continue;
+        size_t used = strlen(wanted_ids);
+        snprintf(wanted_ids + used, sizeof wanted_ids - used, "%s%d", used ? "," : "", l + 1);
+    }
     free(found);
-    if (!same) mismatch(r, "recorded_layers", "a different list", "[io] record_layers");
+    if (!readable || strcmp(stored_ids, wanted_ids) != 0)
+        return mismatch(k, "list of recorded layers (1-based)", readable ? stored_ids : "unreadable", wanted_ids);
 
     size_t tokens = (size_t)in->sequences * (size_t)in->sequence_length;
     int *stored = xmalloc(tokens * sizeof(int));
-    hid_t dataset = H5Dopen2(r->file, "tokens", H5P_DEFAULT);
+    hid_t dataset = H5Dopen2(k->file, "tokens", H5P_DEFAULT);
     hid_t file_space = dataset < 0 ? -1 : H5Dget_space(dataset);
-    same = file_space >= 0 && H5Sget_simple_extent_npoints(file_space) == (hssize_t)tokens &&
-           H5Dread(dataset, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, r->dxpl, stored) >= 0 &&
-           memcmp(stored, in->tokens, tokens * sizeof(int)) == 0;
+    bool same = file_space >= 0 && H5Sget_simple_extent_npoints(file_space) == (hssize_t)tokens &&
+                H5Dread(dataset, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, k->dxpl, stored) >= 0 &&
+                memcmp(stored, in->tokens, tokens * sizeof(int)) == 0;
     if (file_space >= 0) H5Sclose(file_space);
     if (dataset >= 0) H5Dclose(dataset);
     free(stored);
-    if (!same) mismatch(r, "/tokens", "other sequences", "the first windows of its source shard");
+    return same || mismatch(k, "/tokens", "other sequences", "the first windows of its source shard");
+}
+
+void attention_record_probe(const char *path, const attention_record_info *info, MPI_Comm comm) {
+    quiet_hdf5();
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    char message[MESSAGE_MAX] = "";
+    if (rank == 0 && diagnose_existing(path, message, sizeof message)) {
+        if (!message[0]) {  // a recording of this format: is it of this setup?
+            hid_t fapl = access_plist(MPI_COMM_NULL);
+            hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+            H5Pclose(fapl);
+            setup_check k = {file, H5P_DEFAULT, path, info, message, sizeof message};
+            same_setup(&k);
+            H5Fclose(file);
+        }
+    } else if (rank == 0) {  // no file yet: can it be created?
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0 && errno != EEXIST)
+            snprintf(message, sizeof message, "cannot create attention recording %s (%s): check that the directory "
+                     "exists and is writable, or set [io] record_path", tmp, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+    }
+    fatal_if_root_failed(message, comm);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -569,8 +641,17 @@ attention_record *attention_record_open(const char *path, const attention_record
     r->dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(r->dxpl, H5FD_MPIO_COLLECTIVE);
     r->half_type = half_type();
-    if (exists) check_root(r);
-    else write_root(r);
+    if (exists) {  // checked by the probe at start-up; again here, the file may have changed since
+        char why[MESSAGE_MAX];
+        setup_check k = {r->file, r->dxpl, path, info, why, sizeof why};
+        if (!same_setup(&k)) {
+            H5Fclose(r->file);
+            if (r->rank == 0) unlink(r->tmp);
+            fatal("%s", why);
+        }
+    } else {
+        write_root(r);
+    }
 
     char name[64];
     snprintf(name, sizeof name, "step_%lld", (long long)step);
@@ -606,8 +687,8 @@ void attention_record_begin_layer(attention_record *r, int layer, const attentio
     hid_t space = H5Screate_simple(4, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 4, chunk);
-    H5Pset_shuffle(dcpl);
-    H5Pset_deflate(dcpl, DEFLATE_LEVEL);
+    if (DEFLATE_LEVEL > 0) H5Pset_shuffle(dcpl);
+    if (DEFLATE_LEVEL > 0) H5Pset_deflate(dcpl, DEFLATE_LEVEL);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);  // every chunk is written
     hid_t type = in->float16 ? r->half_type : H5T_IEEE_F32LE;
     r->attn[layer] = H5Dcreate2(g, "attn", type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
@@ -628,7 +709,9 @@ void attention_record_write_attn(attention_record *r, int layer, int sequence, i
     hsize_t start[4] = {(hsize_t)sequence, (hsize_t)head_start, 0, 0}, count[4] = {1, (hsize_t)head_count, L, L};
     hsize_t elements = (hsize_t)head_count * L * L;
     hid_t file_space = H5Dget_space(dataset);
-    hid_t mem_space = H5Screate_simple(1, &elements, NULL);
+    // The memory space has the selection's own shape: HDF5 then maps chunks by shape
+    // (a 1-D memory space costs a per-element walk).
+    hid_t mem_space = H5Screate_simple(4, count, NULL);
     const void *data = probs;
     hid_t mem_type = H5T_NATIVE_FLOAT;
     if (writes) {

@@ -3,6 +3,7 @@
 // (<run_dir>/attn.h5), written collectively through parallel HDF5.
 //
 // Layout (format_version 1). Every dataset and group carries a `description` attribute.
+// Strings are fixed-length ASCII (h5py returns bytes); numbers little-endian.
 //   /                       attrs: format_version (int32), kind = "decon attention recording",
 //                                  writer ("decon"), variant, layout, layer_plan (one letter per
 //                                  layer), num_layers, num_heads, num_key_value_heads, head_dim,
@@ -19,14 +20,17 @@
 //   /step_<N>/layer_<l>/    l 0-based as in parameter names; one group per recorded layer;
 //                           attrs: layer (0-based), layer_id (1-based), variant, is_standard,
 //                           step, has_attn, has_scores (0|1), scores_kind ("pairwise" |
-//                           "per_token" | "none"), row_sums ("1" | "a..b"), row_sum_min,
-//                           row_sum_max, entry_min (float64, measured on the recorded A before
-//                           any float16 rounding; over the causal rows of every sequence/head)
+//                           "per_token" | "none"), row_sums ("1" when every row sums to 1
+//                           within 1e-3 with no negative entry | "a..b" the range | "none"
+//                           without attn), row_sum_min, row_sum_max, entry_min (float64,
+//                           measured on the recorded A before any float16 rounding, over the
+//                           causal rows of every sequence and head; NaN without attn)
 //   /step_<N>/layer_<l>/attn          [K, H, L, L] float32 or IEEE float16, A[k, h, i, t] the
 //                                     weight of key t in query i's output; chunk [1,1,L,L],
 //                                     shuffle+deflate(1); zeros above the diagonal (causal), so
 //                                     the unused triangle compresses to almost nothing.
-//                                     Absent when has_attn = 0 (mlp).
+//                                     float16 = IEEE binary16 rounded to nearest even (h5py:
+//                                     numpy float16). attr dims. Absent when has_attn = 0 (mlp).
 //   /step_<N>/layer_<l>/logits_hist   int64 [bins] histogram of the pre-softmax scores
 //                                     (has_scores = 1 only): "pairwise" = every causal pair
 //                                     (i, t <= i) of every sequence and head, K H L (L+1) / 2
@@ -110,6 +114,10 @@ typedef struct {
 
 typedef struct attention_record attention_record;
 
+// Fails now (fatal, one line) when path exists but is not a recording this build can append
+// info's record to (another format, model shape, dtype, layer list or token sequences), or
+// when it does not exist and cannot be created. Collective.
+void attention_record_probe(const char *path, const attention_record_info *info, MPI_Comm comm);
 // Starts recording step `step` into path: creates the file, or appends to it after
 // checking that it records the same model shape, dtype, layers and tokens (fatal, one line,
 // naming the file, otherwise). Collective; info identical on every rank.

@@ -9,8 +9,32 @@
 #include "model/layer_plan.h"
 #include "train/progress.h"
 
+// The file-level description of a recording of this model (letters: num_layers + 1 chars).
+static attention_record_info describe(const attention_recorder *r, const decon_config *c,
+                                      const mixer_kind *const *plan, char *letters) {
+    layer_plan_letters(letters, plan, c->num_hidden_layers);
+    attention_record_info info = {
+        .writer = r->writer,
+        .variant = c->variant,
+        .layout = c->layout,
+        .layer_plan = letters,
+        .source = r->source,
+        .num_layers = c->num_hidden_layers,
+        .num_heads = c->num_attention_heads,
+        .num_kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads,
+        .head_dim = config_head_dim(c),
+        .sequence_length = r->seq_len,
+        .sequences = r->sequences,
+        .float16 = r->float16,
+        .layers = r->layers,
+        .tokens = r->inputs,
+    };
+    return info;
+}
+
 void recorder_init(attention_recorder *r, const decon_config *c, const char *path, const char *shard,
-                   int sequences, const char *layers, const char *dtype, const char *writer, const char *origin) {
+                   int sequences, const char *layers, const char *dtype, const char *writer, const char *origin,
+                   MPI_Comm comm) {
     memset(r, 0, sizeof *r);
     int n = c->num_hidden_layers, L = c->sequence_length;
     if (strlen(path) >= sizeof r->path || strlen(shard) >= sizeof r->source)
@@ -44,6 +68,20 @@ void recorder_init(attention_recorder *r, const decon_config *c, const char *pat
         r->targets[i] = (int)token_shard_get(&tokens, i + 1);
     }
     token_shard_close(&tokens);
+    // A and the scores of one sequence, [heads, L, L] each (this rank's heads are at most all).
+    size_t map = (size_t)c->num_attention_heads * (size_t)L * (size_t)L;
+    r->probs = xmalloc(map * sizeof(float));
+    r->scores = xmalloc(map * sizeof(float));
+
+    // An existing file must take this setup; a new one must be creatable: fail now, not
+    // at the first record.
+    const mixer_kind **plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
+    layer_plan_build(plan, c, origin);
+    char *letters = xmalloc((size_t)n + 1);
+    attention_record_info info = describe(r, c, plan, letters);
+    attention_record_probe(r->path, &info, comm);
+    free(letters);
+    free(plan);
 }
 
 void recorder_free(attention_recorder *r) {
@@ -103,31 +141,10 @@ recording_result recorder_record(attention_recorder *r, model *m, int64_t step, 
     int heads = c->num_attention_heads / m->registry.shard_count;
     int head_start = m->registry.shard_rank * heads;
     bool writes = writes_own_heads(&m->registry, comm);
-    size_t map = (size_t)heads * (size_t)L * (size_t)L;
-    if (!r->probs) {  // once per recorder: heads x L x L for A and for the scores
-        r->probs = xmalloc(map * sizeof(float));
-        r->scores = xmalloc(map * sizeof(float));
-    }
 
     char *letters = xmalloc((size_t)n + 1);
-    layer_plan_letters(letters, (const mixer_kind *const *)m->plan, n);
-    attention_record_info info = {
-        .writer = r->writer,
-        .variant = c->variant,
-        .layout = c->layout,
-        .layer_plan = letters,
-        .config_text = config_text,
-        .source = r->source,
-        .num_layers = n,
-        .num_heads = c->num_attention_heads,
-        .num_kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads,
-        .head_dim = config_head_dim(c),
-        .sequence_length = L,
-        .sequences = K,
-        .float16 = r->float16,
-        .layers = r->layers,
-        .tokens = r->inputs,
-    };
+    attention_record_info info = describe(r, c, (const mixer_kind *const *)m->plan, letters);
+    info.config_text = config_text;
     attention_record *file = attention_record_open(r->path, &info, step, comm);
     layer_totals *totals = xcalloc((size_t)n, sizeof *totals);
     recording_result result = {0};

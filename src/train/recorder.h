@@ -33,9 +33,11 @@ typedef struct {
 
 // Reads the K = sequences windows of seq_len + 1 tokens from shard and parses layers
 // ("all" | "1,3") and dtype ("float32" | "float16"); fatal, one line naming origin, on a
-// bad value or a shard too short. seq_len must not exceed the model's max_seq_len.
+// bad value, a shard too short or a file that cannot be written (checked now, collective
+// over comm). The recorded length is the config's sequence_length.
 void recorder_init(attention_recorder *r, const decon_config *config, const char *path, const char *shard,
-                   int sequences, const char *layers, const char *dtype, const char *writer, const char *origin);
+                   int sequences, const char *layers, const char *dtype, const char *writer, const char *origin,
+                   MPI_Comm comm);
 void recorder_free(attention_recorder *r);
 // Records step `step` (collective over comm; every rank holds the model's shard).
 recording_result recorder_record(attention_recorder *r, model *m, int64_t step, const char *config_text,

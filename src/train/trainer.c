@@ -17,6 +17,7 @@
 #include "train/evaluate.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
+#include "train/recorder.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 
@@ -74,6 +75,18 @@ static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, m
     info("checkpoint %s (%.1f MB in %.2f s, %.0f MB/s)", path, megabytes, seconds, megabytes / seconds);
 }
 
+// One attention recording between steps (after the optimizer step, before the next):
+// a forward-only pass that leaves parameters, gradients and data order untouched.
+static void record_attention(attention_recorder *recorder, model *m, int64_t step, const char *config_text,
+                             metrics_log *metrics) {
+    recording_result result = recorder_record(recorder, m, step, config_text, MPI_COMM_WORLD);
+    info("recorded attention at step %lld: %d layers x %d sequences, loss %.4f, %s now %.1f MB (%.2f s)",
+         (long long)step, result.layers, recorder->sequences, result.loss, recorder->path,
+         (double)result.bytes * 1e-6, result.seconds);
+    metrics_log_write(metrics, "recording", "step", (double)step, "loss", result.loss, "seconds", result.seconds,
+                      "bytes", (double)result.bytes, NULL);
+}
+
 int trainer_run(const trainer_options *options) {
     const decon_config *c = &options->config;
     int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -102,6 +115,17 @@ int trainer_run(const trainer_options *options) {
     bool have_validation = c->validation[0] != '\0';
     if (have_validation)
         data_loader_open(&validation_data, c->validation, c->sequence_length, (uint64_t)c->seed + 1, c->vocab_size);
+
+    // Attention recordings: the first record_sequences windows of the validation shard,
+    // read now so a bad setting fails before any training.
+    bool recording = c->record_every > 0;
+    attention_recorder recorder;
+    if (recording) {
+        char record_path[CONFIG_STRING_MAX + 16];
+        config_record_path(c, record_path, sizeof record_path);
+        recorder_init(&recorder, c, record_path, c->validation, c->record_sequences, c->record_layers,
+                      c->record_dtype, "decon-train", options->origin, MPI_COMM_WORLD);
+    }
 
     char *config_text = config_to_text(c);
     train_state state = {.seed = (uint64_t)c->seed};
@@ -152,6 +176,7 @@ int trainer_run(const trainer_options *options) {
     progress_start(&meter, state.step, c->max_steps);
     double validation_loss = NAN;
     int exit_code = 0;
+    if (recording && state.step == 0) record_attention(&recorder, &m, 0, config_text, &metrics);  // at initialisation
 
     while (state.step < c->max_steps) {
         double t0 = wall_seconds();
@@ -196,6 +221,12 @@ int trainer_run(const trainer_options *options) {
             metrics_log_write(&metrics, "validation", "step", (double)state.step, "loss", validation_loss,
                               "perplexity", exp(validation_loss), NULL);
         }
+        // Before the checkpoint: a run that dies while recording resumes from an earlier
+        // checkpoint and records this step again (the file replaces the step's group).
+        if (recording && (last || state.step % c->record_every == 0)) {
+            progress_end_line(&meter);
+            record_attention(&recorder, &m, state.step, config_text, &metrics);
+        }
         if (last || stopping || (c->checkpoint_every > 0 && state.step % c->checkpoint_every == 0)) {
             progress_end_line(&meter);
             save_checkpoint(checkpoint_dir, c, &m, &optimizer, &state, config_text);
@@ -218,6 +249,7 @@ int trainer_run(const trainer_options *options) {
     free(config_text);
     data_loader_close(&train_data);
     if (have_validation) data_loader_close(&validation_data);
+    if (recording) recorder_free(&recorder);
     optimizer_free(&optimizer);
     model_free(&m);
     return exit_code;

@@ -10,6 +10,8 @@ packages=(
     libinih-dev libcjson-dev            # INI configs, JSON
     sentencepiece                       # BPE tokenizer (spm_train, spm_encode)
     python3 python3-numpy               # corpus recipe and test helpers
+    libscalapack-openmpi-dev            # decon-analyze: distributed SVD (pdgesvd)
+    python3-h5py python3-matplotlib     # analysis/plot: figures and report.md
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,370 @@
+"""The report's figures (matplotlib, Agg). Each function draws one PNG and returns its path, or
+returns None with the reason when its inputs are missing. Runs keep one colour everywhere."""
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+                     "figure.dpi": 110, "savefig.dpi": 110, "savefig.bbox": "tight"})
+
+RADAR_AXES = [("entropy_norm", "ENTROPY\n(norm.)"), ("conc_norm", "CONC\n(norm.)"), ("headdiv_norm", "HEADDIV\n(norm.)"),
+              ("sink", "SINK"), ("locfoc", "LOCFOC\n(N=0..3)")]
+HEAT_COLUMNS = [("entropy_norm", "ENTROPY~"), ("conc_norm", "CONC~"), ("headdiv_norm", "HEADDIV~"), ("sink", "SINK"),
+                ("locfoc_0", "LOCFOC0"), ("locfoc_1", "LOCFOC1"), ("locfoc_2", "LOCFOC2"), ("locfoc_3", "LOCFOC3")]
+
+
+def colours(runs):
+    cmap = plt.get_cmap("tab10")
+    return {run.name: cmap(i % 10) for i, run in enumerate(runs)}
+
+
+def label(run):
+    return "%s (%s, %s)" % (run.name, run.variant or "?", run.layout or "?")
+
+
+def grid(count, columns=4):
+    columns = max(1, min(columns, count))
+    return int(math.ceil(count / columns)), columns
+
+
+def radar_value(analysis, field, s, layer):
+    if field == "locfoc":
+        return sum(analysis.layer_value("locfoc_%d" % n, s, layer) for n in range(4))
+    return analysis.layer_value(field, s, layer)
+
+
+def radar(runs, steps, path):
+    """Per-layer radar of the five indicators (the study's Figure 4.1)."""
+    runs = [r for r in runs if r.analysis is not None and r.analysis.layer_values]
+    if not runs:
+        return None, "no run has --metrics analysis"
+    layers = max(r.analysis.layers for r in runs)
+    rows, columns = grid(layers)
+    fig = plt.figure(figsize=(3.3 * columns, 3.4 * rows + 0.8))
+    angles = np.linspace(0, 2 * np.pi, len(RADAR_AXES), endpoint=False)
+    colour = colours(runs)
+    top = 1.0
+    for r in runs:
+        s = r.analysis.step_index(steps[r.name])
+        for l in range(r.analysis.layers):
+            if r.analysis.has_attn[s, l]:
+                top = max(top, max(radar_value(r.analysis, f, s, l) for f, _ in RADAR_AXES))
+    for l in range(layers):
+        ax = fig.add_subplot(rows, columns, l + 1, projection="polar")
+        ax.set_xticks(angles)
+        ax.set_xticklabels([t for _, t in RADAR_AXES], fontsize=8)
+        ax.set_ylim(0, top)
+        ax.set_yticks(np.linspace(0, top, 5)[1:])
+        ax.set_yticklabels(["%.2g" % v for v in np.linspace(0, top, 5)[1:]], fontsize=7, color="0.4")
+        ax.set_title("layer %d" % (l + 1), pad=14)
+        missing, flagged = [], []
+        for r in runs:
+            a = r.analysis
+            s = a.step_index(steps[r.name])
+            if l >= a.layers or not a.has_attn[s, l]:
+                missing.append("%s: %s" % (r.name, a.layer_variant[l] if l < a.layers else "no layer"))
+                continue
+            if a.layer_value("rows_sum_to_one", s, l) == 0:
+                flagged.append(r.name)
+            values = [radar_value(a, f, s, l) for f, _ in RADAR_AXES]
+            ring = np.concatenate([values, values[:1]])
+            ax.plot(np.concatenate([angles, angles[:1]]), ring, color=colour[r.name], linewidth=1.6)
+            ax.fill(np.concatenate([angles, angles[:1]]), ring, color=colour[r.name], alpha=0.12)
+        lines = []
+        if missing:
+            lines.append("no attention matrix: " + "; ".join(missing))
+        if flagged:
+            lines.append("rows do not sum to 1: " + ", ".join(flagged))
+        if lines:
+            ax.text(0.5, -0.2, "\n".join(lines), transform=ax.transAxes, ha="center", va="top", fontsize=7,
+                    color="0.35")
+    handles = [plt.Line2D([], [], color=colour[r.name], linewidth=2, label="%s, step %d" % (label(r), steps[r.name]))
+               for r in runs]
+    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    fig.suptitle("Attention indicators per layer (ENTROPY, CONC, HEADDIV min-max normalised across these runs; "
+                 "SINK, LOCFOC raw)", fontsize=11)
+    fig.subplots_adjust(hspace=0.75, wspace=0.55, bottom=0.08 + 0.04 * ((len(handles) - 1) // 3 + 1) / max(rows, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None
+
+
+def heatmaps(runs, steps, path):
+    """Layer x indicator heat map per run (the study's Figures 4.7 / 4.8)."""
+    runs = [r for r in runs if r.analysis is not None and r.analysis.layer_values]
+    if not runs:
+        return None, "no run has --metrics analysis"
+    rows, columns = grid(len(runs), 3)
+    layers = max(r.analysis.layers for r in runs)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns + 1.0, 0.42 * layers * rows + 1.9 * rows + 0.6),
+                             squeeze=False, layout="constrained")
+    image = None
+    for i, r in enumerate(runs):
+        ax = axes[i // columns][i % columns]
+        a = r.analysis
+        s = a.step_index(steps[r.name])
+        data = np.full((a.layers, len(HEAT_COLUMNS)), np.nan)
+        for l in range(a.layers):
+            if a.has_attn[s, l]:
+                data[l] = [a.layer_value(f, s, l) for f, _ in HEAT_COLUMNS]
+        masked = np.ma.masked_invalid(data)
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("0.85")
+        image = ax.imshow(np.clip(masked, 0, 1), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        for l in range(a.layers):
+            for c in range(len(HEAT_COLUMNS)):
+                v = data[l, c]
+                text = "no A" if np.isnan(v) else ("%.2f" % v)
+                ax.text(c, l, text, ha="center", va="center", fontsize=7,
+                        color="0.3" if np.isnan(v) else ("black" if v > 0.6 else "white"))
+        ax.set_xticks(range(len(HEAT_COLUMNS)))
+        ax.set_xticklabels([t for _, t in HEAT_COLUMNS], rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(a.layers))
+        flagged = [a.has_attn[s, l] and a.layer_value("rows_sum_to_one", s, l) == 0 for l in range(a.layers)]
+        ax.set_yticklabels(["%d %s%s" % (l + 1, a.layer_variant[l], "*" if flagged[l] else "") for l in range(a.layers)],
+                           fontsize=8)
+        ax.set_ylabel("layer")
+        ax.set_title("%s, step %d" % (label(r), steps[r.name]), fontsize=10)
+    for j in range(len(runs), rows * columns):
+        axes[j // columns][j % columns].axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="value (colour clipped to [0, 1])")
+    fig.suptitle("Indicators by layer (~ = min-max normalised across these runs; * = rows do not sum to 1; "
+                 "grey = no attention matrix)", fontsize=11)
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None
+
+
+def histogram_quantile(counts, edges, q):
+    cumulative = np.cumsum(counts)
+    total = cumulative[-1]
+    if total <= 0:
+        return float("nan")
+    b = int(np.searchsorted(cumulative, q * total))
+    b = min(b, len(counts) - 1)
+    lo, hi = edges[b], edges[b + 1]
+    if not np.isfinite(lo):
+        return float(hi)
+    if not np.isfinite(hi):
+        return float(lo)
+    below = cumulative[b] - counts[b]
+    return float(lo + (q * total - below) / max(counts[b], 1) * (hi - lo))
+
+
+def logit_distributions(runs, steps, path):
+    """Pre-softmax score distribution per layer (the study's Figure 4.2): density per unit
+    score from the recorded histograms, over the central 99.8% of every run's scores."""
+    runs = [r for r in runs if r.analysis is not None and r.analysis.histograms]
+    if not runs:
+        return None, "no run has score histograms (--logits; mixers with pairwise scores)"
+    layers = max(r.analysis.layers for r in runs)
+    rows, columns = grid(layers)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.1 * rows + 0.9), squeeze=False)
+    colour = colours(runs)
+    for l in range(rows * columns):
+        ax = axes[l // columns][l % columns]
+        if l >= layers:
+            ax.axis("off")
+            continue
+        notes, low, high = [], [], []
+        for r in runs:
+            key = (steps[r.name], l)
+            if key not in r.analysis.histograms:
+                notes.append("%s: no scores" % r.name)
+                continue
+            counts, edges = r.analysis.histograms[key]
+            total = counts.sum()
+            if total <= 0:
+                notes.append("%s: empty" % r.name)
+                continue
+            inner = np.isfinite(edges[:-1]) & np.isfinite(edges[1:])
+            first, last = np.argmax(inner), len(inner) - np.argmax(inner[::-1])
+            density = counts[first:last] / (total * np.diff(edges[first:last + 1]))
+            ax.stairs(density, edges[first:last + 1], color=colour[r.name], linewidth=1.3)
+            low.append(histogram_quantile(counts, edges, 0.001))
+            high.append(histogram_quantile(counts, edges, 0.999))
+            s = r.analysis.step_index(steps[r.name])
+            stats = r.analysis.logit_stats[s, l]
+            index = {f: i for i, f in enumerate(r.analysis.logit_fields)}
+            notes.append("%s: range [%.3g, %.3g]" % (r.name, stats[index["min"]], stats[index["max"]]))
+        if low:
+            span = max(high) - min(low)
+            ax.set_xlim(min(low) - 0.05 * span, max(high) + 0.05 * span)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=1e-5)
+        ax.set_title("layer %d" % (l + 1))
+        ax.set_xlabel("pre-softmax score")
+        if l % columns == 0:
+            ax.set_ylabel("density (log)")
+        ax.grid(alpha=0.3)
+        if notes:
+            ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=6.5, color="0.2",
+                    bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1.5))
+    handles = [plt.Line2D([], [], color=colour[r.name], linewidth=2, label="%s, step %d" % (label(r), steps[r.name]))
+               for r in runs]
+    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    fig.suptitle("Pre-softmax score distributions per layer (central 99.8%; full range in each panel)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(handles) - 1) // 3), 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None
+
+
+def loss_curves(runs, path):
+    """Training and validation loss against steps (the study's Figure 4.5)."""
+    runs = [r for r in runs if r.train or r.validation]
+    if not runs:
+        return None, "no run has metrics.jsonl"
+    colour = colours(runs)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    smoothed = False
+    for r in runs:
+        if r.train:
+            steps = np.array([x["step"] for x in r.train])
+            loss = np.array([x["loss"] for x in r.train])
+            window = max(1, len(loss) // 50)
+            if window > 1:
+                smoothed = True
+                ax.plot(steps, loss, color=colour[r.name], alpha=0.2, linewidth=0.8)
+                smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+                ax.plot(steps[window - 1:], smooth, color=colour[r.name], linewidth=1.6, label="%s: train" % label(r))
+            else:
+                ax.plot(steps, loss, color=colour[r.name], linewidth=1.6, label="%s: train" % label(r))
+        if r.validation:
+            ax.plot([x["step"] for x in r.validation], [x["loss"] for x in r.validation], "o--", color=colour[r.name],
+                    markersize=4, linewidth=1, label="%s: validation" % r.name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title("Training loss (solid%s) and validation loss (dashed, markers)" %
+                 (", moving average; faint: raw" if smoothed else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None
+
+
+def perplexity_context(runs, path):
+    """Held-out perplexity against context length (the study's Table 4.4 as a plot)."""
+    runs = [r for r in runs if r.perplexity_rows()]
+    if not runs:
+        return None, "no run has eval.json perplexity results"
+    colour = colours(runs)
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    trained = set()
+    for r in runs:
+        for mode, style in (("full", "o-"), ("skip", "s--")):
+            rows = sorted([x for x in r.perplexity_rows() if x[0] == mode], key=lambda x: x[1])
+            if rows:
+                ax.plot([x[1] for x in rows], [x[2] for x in rows], style, color=colour[r.name], markersize=4,
+                        label="%s%s" % (label(r), " (skip)" if mode == "skip" else ""))
+        if r.trained_length:
+            trained.add(r.trained_length)
+    for t in sorted(trained):
+        ax.axvline(t, color="0.5", linestyle=":", linewidth=1)
+        ax.text(t, 0.98, " trained\n length %d" % t, transform=ax.get_xaxis_transform(), fontsize=8, color="0.35",
+                va="top")
+    contexts = sorted({x[1] for r in runs for x in r.perplexity_rows()})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(contexts)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("held-out perplexity (log)")
+    ax.set_title("Perplexity against context length (right of the dotted line: extrapolation)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None
+
+
+def attention_spectra(runs, steps, path):
+    """Singular values of A per layer, mean over heads, normalised by the largest."""
+    runs = [r for r in runs if r.analysis is not None and r.analysis.spectra is not None]
+    if not runs:
+        return None, "no run has --svd analysis"
+    layers = max(r.analysis.layers for r in runs)
+    rows, columns = grid(layers)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.0 * rows + 0.8), squeeze=False)
+    colour = colours(runs)
+    for l in range(rows * columns):
+        ax = axes[l // columns][l % columns]
+        if l >= layers:
+            ax.axis("off")
+            continue
+        notes = []
+        for r in runs:
+            a = r.analysis
+            s = a.step_index(steps[r.name])
+            if l >= a.layers or not a.has_attn[s, l]:
+                notes.append("%s: no A" % r.name)
+                continue
+            spectrum = np.nanmean(a.spectra[s, l], axis=0)
+            if not np.isfinite(spectrum[0]) or spectrum[0] <= 0:
+                continue
+            erank = np.nanmean(a.svd["effective_rank"][s, l])
+            ax.plot(np.arange(1, len(spectrum) + 1), np.maximum(spectrum / spectrum[0], 1e-16), color=colour[r.name],
+                    linewidth=1.3, label="%s (eff. rank %.1f)" % (r.name, erank))
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_ylim(1e-6, 2)
+        ax.set_title("layer %d" % (l + 1))
+        ax.set_xlabel("index i")
+        if l % columns == 0:
+            ax.set_ylabel("s_i / s_1 (mean over heads)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower left")
+        if notes:
+            ax.text(0.98, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", ha="right", fontsize=7, color="0.35")
+    fig.suptitle("Singular values of the attention matrices (ScaLAPACK pdgesvd), mean over heads and sequences; "
+                 "axis cut at 1e-6", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None
+
+
+def weight_spectra(runs, path):
+    """Singular values of W_QK,j and W_OV,j per layer (mean over heads), from --checkpoint."""
+    runs = [r for r in runs if r.analysis is not None and r.analysis.weights is not None]
+    if not runs:
+        return None, "no run was analysed with --checkpoint"
+    layers = max(r.analysis.layers for r in runs)
+    fig, axes = plt.subplots(2, layers, figsize=(3.2 * layers, 5.8), squeeze=False)
+    colour = colours(runs)
+    for row, kind, title in ((0, "qk", "W_QK = Wq_j Wk_j^T"), (1, "ov", "W_OV = Wv_j Wo_j")):
+        for l in range(layers):
+            ax = axes[row][l]
+            for r in runs:
+                w = r.analysis.weights
+                if l >= r.analysis.layers or w["status"][l] != 0:
+                    continue
+                values = np.nanmean(w[kind][l], axis=0)
+                ax.plot(np.arange(1, len(values) + 1), values, "o-", markersize=2.5, color=colour[r.name],
+                        linewidth=1.2, label=r.name)
+            ax.set_yscale("log")
+            ax.set_title("layer %d: %s" % (l + 1, title), fontsize=9)
+            ax.set_xlabel("index i")
+            if l == 0:
+                ax.set_ylabel("singular value")
+            ax.grid(alpha=0.3, which="both")
+    handles = [plt.Line2D([], [], color=colour[r.name], linewidth=2, label="%s (checkpoint step %d)" %
+                          (label(r), r.analysis.weights["step"])) for r in runs]
+    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    fig.suptitle("Spectra of the per-head bilinear forms, mean over heads (the d_h nonzero values; RoPE and biases "
+                 "not included)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path, None

@@ -4,6 +4,9 @@ set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+# Idle OpenMP threads sleep instead of spinning: spinning threads starve OpenBLAS and
+# any other process sharing the cores (measured: several times slower under load).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 TRAIN="$ROOT/bin/decon-train"
 # Debian's interpreter: it has python3-numpy (a pyenv python3 earlier on PATH may not).
 PYTHON=/usr/bin/python3

@@ -525,7 +525,7 @@ static void print_summary(const run_results *runs, int count, const analysis_opt
             char line[512];
             used = snprintf(line, sizeof line, "  %-5d %-12s", l + 1, r->rec.steps[s].layers[l].variant);
             if (!r->rec.steps[s].layers[l].has_attn) {
-                info("%s  (no attention matrix)", line);
+                info("%s  (%s)", line, r->rec.steps[s].layers[l].recorded ? "no attention matrix" : "not recorded");
                 continue;
             }
             if (o->metrics)

@@ -167,7 +167,8 @@ class AnalysisRun:
         self.steps = [int(s) for s in group["steps"][()]]
         self.has_attn = group["has_attn"][()].astype(bool)
         self.has_scores = group["has_scores"][()].astype(bool)
-        self.layer_variant = [v.decode() if isinstance(v, bytes) else str(v) for v in group["layer_variant"][()]]
+        self.layer_variant = [(v.decode() if isinstance(v, bytes) else str(v)) or "not recorded"
+                              for v in group["layer_variant"][()]]
         self.layer_values = {k: group["layers"][k][()] for k in group["layers"]} if "layers" in group else {}
         self.head_values = {k: group["heads"][k][()] for k in group["heads"]} if "heads" in group else {}
         self.spectra = group["svd"]["singular_values"][()] if "svd" in group else None

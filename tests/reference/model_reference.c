@@ -167,13 +167,13 @@ static void standard_run(ref_context *x, int layer, const double *inp, standard_
     s->dh = d / s->heads;
     int H = s->heads, KV = s->kv_heads, dh = s->dh, group = H / KV;
     bool bias = c->attention_bias;
-    s->wq = ref_lookup(x, true, H * dh, d, "layers.%d.mixer.wq", layer);
-    s->wk = ref_lookup(x, true, KV * dh, d, "layers.%d.mixer.wk", layer);
-    s->wv = ref_lookup(x, true, KV * dh, d, "layers.%d.mixer.wv", layer);
-    s->bq = ref_lookup(x, bias, H * dh, 0, "layers.%d.mixer.bq", layer);
-    s->bk = ref_lookup(x, bias, KV * dh, 0, "layers.%d.mixer.bk", layer);
-    s->bv = ref_lookup(x, bias, KV * dh, 0, "layers.%d.mixer.bv", layer);
-    s->wo = ref_lookup(x, true, d, H * dh, "layers.%d.mixer.wo", layer);
+    s->wq = ref_lookup(x, true, (int64_t)H * dh, d, "layers.%d.mixer.wq", layer);
+    s->wk = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wk", layer);
+    s->wv = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wv", layer);
+    s->bq = ref_lookup(x, bias, (int64_t)H * dh, 0, "layers.%d.mixer.bq", layer);
+    s->bk = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bk", layer);
+    s->bv = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bv", layer);
+    s->wo = ref_lookup(x, true, d, (int64_t)H * dh, "layers.%d.mixer.wo", layer);
     if (!bias && (s->bq.w || s->bk.w || s->bv.w))
         fatal("reference: layer %d has Q/K/V biases but attention_bias = 0", layer);
 
@@ -1022,7 +1022,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     int kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
     if (d % c->num_attention_heads || c->num_attention_heads % kv_heads || (d / c->num_attention_heads) % 2)
         fatal("reference: hidden_size %d, heads %d, kv heads %d do not fit", d, c->num_attention_heads, kv_heads);
-    const mixer_kind **plan = xcalloc((size_t)n, sizeof *plan);
+    const mixer_kind **plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
     layer_plan_build(plan, c, "reference");
     // The fixed stream (DESIGN.md 5): one more sequence after the loss sequences, whose
     // input is fixed_input (rndembqk) or Emb(fixed_tokens) (fixedseqqk), with no loss.

@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "analysis/results.h"
 #include "analysis/svd.h"
@@ -106,18 +105,12 @@ static bool make_directories(const char *path) {
     return true;
 }
 
-// Threads per rank for OpenBLAS (ScaLAPACK's local work): the cores of this node divided
-// by the ranks on it, unless OMP_NUM_THREADS says otherwise.
+// Threads per rank for OpenBLAS (ScaLAPACK's local work): OMP_NUM_THREADS, else 1. The SVD
+// is BLAS-2 bound: measured at L = 2048 on 2 cores, one rank with 2 threads took 2.6 s,
+// 1 thread 2.35 s, 2 ranks of 1 thread 1.3 s (docs/design.md, Analysis): use one rank
+// per core.
 static void set_threads(void) {
-    if (getenv("OMP_NUM_THREADS")) return;
-    MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-    int local = 1;
-    MPI_Comm_size(node, &local);
-    MPI_Comm_free(&node);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = (int)(cores / local);
-    omp_set_num_threads(threads > 0 ? threads : 1);
+    if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
 }
 
 static double *nan_array(size_t count) {

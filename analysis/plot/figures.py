@@ -172,7 +172,7 @@ def logit_distributions(runs, steps, path):
         if l >= layers:
             ax.axis("off")
             continue
-        notes, low, high = [], [], []
+        notes, low, high, peak = [], [], [], []
         for r in runs:
             key = (steps[r.name], l)
             if key not in r.analysis.histograms:
@@ -187,6 +187,7 @@ def logit_distributions(runs, steps, path):
             first, last = np.argmax(inner), len(inner) - np.argmax(inner[::-1])
             density = counts[first:last] / (total * np.diff(edges[first:last + 1]))
             ax.stairs(density, edges[first:last + 1], color=colour[r.name], linewidth=1.3)
+            peak.append(float(np.max(density)))
             low.append(histogram_quantile(counts, edges, 0.001))
             high.append(histogram_quantile(counts, edges, 0.999))
             s = r.analysis.step_index(steps[r.name])
@@ -197,7 +198,8 @@ def logit_distributions(runs, steps, path):
             span = max(high) - min(low)
             ax.set_xlim(min(low) - 0.05 * span, max(high) + 0.05 * span)
         ax.set_yscale("log")
-        ax.set_ylim(bottom=1e-5)
+        # Headroom above the peaks (log axis) for the notes.
+        ax.set_ylim(1e-5, max(peak) * 10 ** (0.9 + 0.45 * len(notes)) if peak else 1.0)
         ax.set_title("layer %d" % (l + 1))
         ax.set_xlabel("pre-softmax score")
         if l % columns == 0:

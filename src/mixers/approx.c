@@ -47,11 +47,7 @@ static void approx_forward(mixer_layer *layer, const mixer_context *x, float *ou
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
     int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
-    linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
-    linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
-    linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, kv_heads * dh);
-    rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
-    rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    qkvo_project_forward(layer, x, q, k, v, inp);
     taylor_attention_forward(layer->saved[S_ATTN], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
                              kv_heads, dh, scale_of(c));
     linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
@@ -78,14 +74,7 @@ static void approx_backward(mixer_layer *layer, const mixer_context *x, float *d
     taylor_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_DEN], layer->saved[S_Q],
                               layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                               scale_of(c));
-    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
-    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
-                    qkvo_param(layer, x, QKVO_WQ), rows, d, heads * dh);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, inp,
-                    qkvo_param(layer, x, QKVO_WK), rows, d, kv_heads * dh);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
-                    qkvo_param(layer, x, QKVO_WV), rows, d, kv_heads * dh);
+    qkvo_project_backward(layer, x, d_inp, d_q, d_k, d_v, inp);
     arena_release(x->scratch, mark);
 }
 

@@ -8,18 +8,14 @@
 #include <string.h>
 
 #include "mixers/mixer.h"
+#include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { P_WQ, P_BQ, P_WK, P_BK, P_WV, P_BV, P_WO };
 enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
-
-static int kv_heads_of(const decon_config *c) {
-    return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-}
 
 static void standard_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     int d = c->hidden_size, dh = config_head_dim(c);
-    int q_dim = c->num_attention_heads * dh, kv_dim = kv_heads_of(c) * dh;
+    int q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
     float std = (float)c->initializer_range;
     // Output projection scaled down with depth (GPT-2 style) so the residual stream
     // does not grow with the number of layers.
@@ -28,26 +24,26 @@ static void standard_register(mixer_layer *layer, param_registry *registry, cons
     int l = layer->layer;
     for (int i = 0; i < MIXER_MAX_PARAMS; i++) layer->params[i] = -1;
     mixer_param_name(name, sizeof name, l, "wq");
-    layer->params[P_WQ] = params_add(registry, name, "mixer", l, q_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
+    layer->params[QKVO_WQ] = params_add(registry, name, "mixer", l, q_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
     mixer_param_name(name, sizeof name, l, "wk");
-    layer->params[P_WK] = params_add(registry, name, "mixer", l, kv_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
+    layer->params[QKVO_WK] = params_add(registry, name, "mixer", l, kv_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
     mixer_param_name(name, sizeof name, l, "wv");
-    layer->params[P_WV] = params_add(registry, name, "mixer", l, kv_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
+    layer->params[QKVO_WV] = params_add(registry, name, "mixer", l, kv_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
     if (c->attention_bias) {
         mixer_param_name(name, sizeof name, l, "bq");
-        layer->params[P_BQ] = params_add(registry, name, "mixer", l, q_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
+        layer->params[QKVO_BQ] = params_add(registry, name, "mixer", l, q_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
         mixer_param_name(name, sizeof name, l, "bk");
-        layer->params[P_BK] = params_add(registry, name, "mixer", l, kv_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
+        layer->params[QKVO_BK] = params_add(registry, name, "mixer", l, kv_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
         mixer_param_name(name, sizeof name, l, "bv");
-        layer->params[P_BV] = params_add(registry, name, "mixer", l, kv_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
+        layer->params[QKVO_BV] = params_add(registry, name, "mixer", l, kv_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
     }
     mixer_param_name(name, sizeof name, l, "wo");
-    layer->params[P_WO] = params_add(registry, name, "mixer", l, d, q_dim, SHARD_COLS, INIT_NORMAL, out_std, true);
+    layer->params[QKVO_WO] = params_add(registry, name, "mixer", l, d, q_dim, SHARD_COLS, INIT_NORMAL, out_std, true);
 }
 
 static size_t standard_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
     size_t lse = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
     // + 16 floats of alignment slack per tensor
     return rows * (2 * q_dim + 2 * kv_dim) + lse + (size_t)5 * 16;
@@ -55,13 +51,13 @@ static size_t standard_saved_floats(const decon_config *c, int batch, int seq_le
 
 static size_t standard_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
 }
 
 static void standard_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
+    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
@@ -69,36 +65,22 @@ static void standard_bind(mixer_layer *layer, arena *activations, const decon_co
     layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len);
 }
 
-static const float *param_or_null(const mixer_layer *layer, const mixer_context *x, int which) {
-    int index = layer->params[which];
-    return index < 0 ? NULL : x->params + x->registry->items[index].offset;
-}
-
-static float *grad_or_null(const mixer_layer *layer, const mixer_context *x, int which) {
-    int index = layer->params[which];
-    return index < 0 ? NULL : x->grads + x->registry->items[index].offset;
-}
-
 static void standard_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     float *attn = layer->saved[S_ATTN], *lse = layer->saved[S_LSE];
-    linear_forward(q, inp, param_or_null(layer, x, P_WQ), param_or_null(layer, x, P_BQ), rows, d, heads * dh);
-    linear_forward(k, inp, param_or_null(layer, x, P_WK), param_or_null(layer, x, P_BK), rows, d, kv_heads * dh);
-    linear_forward(v, inp, param_or_null(layer, x, P_WV), param_or_null(layer, x, P_BV), rows, d, kv_heads * dh);
-    rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
-    rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    qkvo_project_forward(layer, x, q, k, v, inp);
     attention_forward(attn, lse, q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
-    linear_forward(out, attn, param_or_null(layer, x, P_WO), NULL, rows, heads * dh, d);
+    linear_forward(out, attn, qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
 }
 
 static void standard_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                               const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t mark = arena_mark(x->scratch);
     float *d_attn = arena_floats(x->scratch, q_size);
@@ -110,25 +92,18 @@ static void standard_backward(mixer_layer *layer, const mixer_context *x, float 
     memset(d_k, 0, kv_size * sizeof(float));
     memset(d_v, 0, kv_size * sizeof(float));
 
-    linear_backward(d_attn, grad_or_null(layer, x, P_WO), NULL, d_out, layer->saved[S_ATTN],
-                    param_or_null(layer, x, P_WO), rows, heads * dh, d);
+    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
+                    qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
     attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                        1.0f / sqrtf((float)dh));
-    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
-    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
-    linear_backward(d_inp, grad_or_null(layer, x, P_WQ), grad_or_null(layer, x, P_BQ), d_q, inp,
-                    param_or_null(layer, x, P_WQ), rows, d, heads * dh);
-    linear_backward(d_inp, grad_or_null(layer, x, P_WK), grad_or_null(layer, x, P_BK), d_k, inp,
-                    param_or_null(layer, x, P_WK), rows, d, kv_heads * dh);
-    linear_backward(d_inp, grad_or_null(layer, x, P_WV), grad_or_null(layer, x, P_BV), d_v, inp,
-                    param_or_null(layer, x, P_WV), rows, d, kv_heads * dh);
+    qkvo_project_backward(layer, x, d_inp, d_q, d_k, d_v, inp);
     arena_release(x->scratch, mark);
 }
 
 static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                             layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -138,7 +113,7 @@ static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x
 // s q_i.k_t after RoPE, the argument of the softmax (recordings).
 static void standard_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                      layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -147,7 +122,7 @@ static void standard_attention_scores(mixer_layer *layer, const mixer_context *x
 
 static int64_t standard_param_count(const decon_config *c) {
     int64_t d = c->hidden_size, dh = config_head_dim(c);
-    int64_t q_dim = c->num_attention_heads * dh, kv_dim = kv_heads_of(c) * dh;
+    int64_t q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
     return d * q_dim * 2 + 2 * d * kv_dim + (c->attention_bias ? q_dim + 2 * kv_dim : 0);
 }
 
@@ -155,11 +130,11 @@ static int64_t standard_param_count(const decon_config *c) {
 // head for the t-th token, on average 2 * (seq_len + 1) * q_dim per token (causal).
 static double standard_forward_flops(const decon_config *c, int seq_len) {
     double d = c->hidden_size, dh = config_head_dim(c);
-    double q_dim = c->num_attention_heads * dh, kv_dim = kv_heads_of(c) * dh;
+    double q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + 2.0 * (seq_len + 1.0) * q_dim;
 }
 
-static int64_t standard_cache_floats(const decon_config *c) { return 2 * (int64_t)kv_heads_of(c) * config_head_dim(c); }
+static int64_t standard_cache_floats(const decon_config *c) { return 2 * (int64_t)qkvo_kv_heads(c) * config_head_dim(c); }
 
 const mixer_kind mixer_kind_standard = {
     .name = "standard",

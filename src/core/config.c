@@ -75,6 +75,13 @@ static const key_spec KEYS[] = {
     {"io", "record_layers", KEY_STRING, FIELD(record_layers), "all", 0, 0, "all | 1-based layer ids, e.g. 1,3"},
     {"io", "record_dtype", KEY_STRING, FIELD(record_dtype), "float32", 0, 0, "float32 | float16"},
     {"io", "record_path", KEY_STRING, FIELD(record_path), "", 0, 0, "recording file (empty = <run_dir>/attn.h5)"},
+    {"parallel", "tensor_parallel", KEY_INT, FIELD(tensor_parallel), "1", 1, 4096,
+     "tensor-parallel ranks (world = dp x tp); also --tp"},
+    {"parallel", "sequence_parallel", KEY_BOOL, FIELD(sequence_parallel), "0", 0, 1,
+     "shard activations between blocks along the sequence (needs tp > 1); also --sp"},
+    {"parallel", "zero_stage", KEY_INT, FIELD(zero_stage), "0", 0, 1, "1 = Adam moments sharded over dp; also --zero"},
+    {"parallel", "bucket_megabytes", KEY_DOUBLE, FIELD(bucket_megabytes), "4", 0.001, 65536,
+     "data-parallel gradient bucket size"},
 };
 enum { KEY_COUNT = sizeof KEYS / sizeof KEYS[0] };
 

@@ -42,6 +42,15 @@ typedef struct {
     char record_layers[CONFIG_STRING_MAX];
     char record_dtype[16];
     char record_path[CONFIG_STRING_MAX];
+    // [parallel] (DESIGN.md 7): the tensor-parallel size (world = dp x tp, dp inferred),
+    // sequence parallelism inside the tp group, ZeRO stage (0 or 1: Adam moments sharded
+    // over dp), the data-parallel gradient bucket size. The model sets tensor_parallel to
+    // its process grid's tp (1 for single-rank tools such as decon-eval), and mixers size
+    // their per-rank work with config_local_heads/config_local_kv_heads.
+    int tensor_parallel;
+    bool sequence_parallel;
+    int zero_stage;
+    double bucket_megabytes;
 } decon_config;
 
 void config_defaults(decon_config *config);
@@ -63,6 +72,12 @@ bool config_parse_layers(const char *text, int n, bool *mask, char *why, size_t 
 void config_record_path(const decon_config *config, char *out, size_t size);
 
 static inline int config_head_dim(const decon_config *c) { return c->hidden_size / c->num_attention_heads; }
+static inline int config_kv_heads(const decon_config *c) {
+    return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
+}
+// Heads held by one tensor-parallel rank (heads are split evenly across the tp group).
+static inline int config_local_heads(const decon_config *c) { return c->num_attention_heads / c->tensor_parallel; }
+static inline int config_local_kv_heads(const decon_config *c) { return config_kv_heads(c) / c->tensor_parallel; }
 // Whether two configs describe the same model (every [model] and [attention] key);
 // when not, names the first key that differs in *key.
 bool config_same_model(const decon_config *a, const decon_config *b, const char **key);

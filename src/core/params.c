@@ -43,11 +43,15 @@ int params_add(param_registry *registry, const char *name, const char *group, in
     info->local_shape[1] = info->shape[1];
     int dim = shard == SHARD_ROWS ? 0 : shard == SHARD_COLS ? 1 : -1;
     if (dim >= 0 && registry->shard_count > 1) {
-        if (info->shape[dim] % registry->shard_count != 0)
-            fatal("parameter %s: dimension %d (%lld) is not divisible by the tensor-parallel size %d",
-                  name, dim, (long long)info->shape[dim], registry->shard_count);
-        info->local_shape[dim] = info->shape[dim] / registry->shard_count;
-        info->local_start[dim] = info->local_shape[dim] * registry->shard_rank;
+        // Balanced split: rank r holds [r*n/p, (r+1)*n/p). Sizes that must divide evenly
+        // (heads, vocab) are checked with a clear message by the process grid; widths such
+        // as the mlp mixer's round(4d/3) may not, and need not.
+        int64_t n = info->shape[dim], p = registry->shard_count, r = registry->shard_rank;
+        if (n < p)
+            fatal("parameter %s: dimension %d (%lld) is smaller than the tensor-parallel size %d; use a smaller --tp",
+                  name, dim, (long long)n, registry->shard_count);
+        info->local_start[dim] = r * n / p;
+        info->local_shape[dim] = (r + 1) * n / p - r * n / p;
     }
     info->local_count = (size_t)(info->local_shape[0] * info->local_shape[1]);
     info->offset = registry->total;

@@ -21,12 +21,16 @@ typedef struct {
     int64_t shape[2];            // logical shape ([out, in] for linear weights)
     shard_kind shard;
     int64_t local_shape[2];      // this rank's slice
-    int64_t local_start[2];      // where the slice starts in the logical tensor
+    int64_t local_start[2];      // where the slice starts in the logical tensor (balanced split:
+                                 // rank r of p holds [r*n/p, (r+1)*n/p) of the sharded dimension)
     size_t offset;               // element offset into the rank's buffer (64-byte aligned)
     size_t local_count;          // elements of the slice
     init_kind init;
     float init_std;
     bool weight_decay;
+    // SHARD_NONE tensors used by every tensor-parallel rank for only its own heads (the
+    // mhe-* shared projections): each rank's gradient is its heads' share, summed over tp.
+    bool grad_partial_over_tp;
 } param_info;
 
 typedef struct {

@@ -14,8 +14,11 @@
 // Every rank writes the hyperslab of its slice (local_start, local_shape). A slice held
 // by several ranks (replicated tensors, or the same tensor-parallel shard on several
 // data-parallel ranks) is written by one of them only: the lowest rank of comm that
-// holds it. Reading selects the hyperslab of the reader's slice, so the decomposition
-// may differ between writing and reading.
+// holds it. Adam moments sharded over the data-parallel ranks (ZeRO-1, a contiguous
+// range of the flat buffer per rank) are written by every rank, each the run of each
+// slice its range covers: a partial first row, whole rows, a partial last row. Reading
+// selects the same way (the reader's slice, or its range's runs), so the decomposition
+// may differ between writing and reading. The file does not record how it was split.
 //
 // Failures the user can meet (missing, damaged, foreign or mismatched files) end in one
 // fatal line; HDF5's own error stacks are silenced. Damage is first diagnosed by rank 0
@@ -27,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +200,214 @@ bool checkpoint_is_valid(const char *path, MPI_Comm comm) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Who holds what: every rank's tensor-parallel shard and Adam moment range, gathered once
+// so that every rank reaches the same verdict.
+
+enum { FIELD_SHARD, FIELD_SHARDS, FIELD_TENSORS, FIELD_TOTAL, FIELD_BEGIN, FIELD_END, FIELD_HAS_M, FIELD_HAS_V,
+       FIELD_COUNT };
+
+typedef struct {
+    int rank, size;
+    uint64_t *all;          // FIELD_COUNT values per rank of comm
+    bool lowest_of_shard;   // no lower rank holds this rank's tensor-parallel shard
+    bool in_root_shard;     // holds rank 0's shard: writes the SHARD_NONE tensors
+    bool read_m, read_v;    // some rank passes m (v): every rank takes part in their I/O
+} decomposition;
+
+static uint64_t field(const decomposition *d, int rank, int which) { return d->all[(size_t)rank * FIELD_COUNT + which]; }
+
+// A verdict every rank reached from the same gathered data: rank 0 prints it, so the job
+// shows one line, and the other ranks wait to be ended with it (by the exit hook's
+// MPI_Abort, or by mpirun when rank 0 exits non-zero).
+static _Noreturn DECON_PRINTF(2, 3) void fatal_from_root(MPI_Comm comm, const char *format, ...) {
+    if (comm_rank(comm) == 0) {
+        char message[MESSAGE_MAX];
+        va_list args;
+        va_start(args, format);
+        vsnprintf(message, sizeof message, format, args);
+        va_end(args);
+        fatal("%s", message);
+    }
+    MPI_Barrier(comm);  // never completes: rank 0 does not take part
+    exit(1);
+}
+
+// Gathers every rank's coordinates and checks that the ranks register the same model,
+// pass ranges inside their buffers and, when writing, hold every shard between them.
+// `what` names the call and file for messages. Collective.
+static decomposition gather_decomposition(const param_registry *registry, const moment_range *range, bool has_m,
+                                          bool has_v, bool writing, const char *what, MPI_Comm comm) {
+    decomposition d = {0};
+    MPI_Comm_rank(comm, &d.rank);
+    MPI_Comm_size(comm, &d.size);
+    uint64_t mine[FIELD_COUNT] = {
+        [FIELD_SHARD] = (uint64_t)registry->shard_rank, [FIELD_SHARDS] = (uint64_t)registry->shard_count,
+        [FIELD_TENSORS] = (uint64_t)registry->count,    [FIELD_TOTAL] = registry->total,
+        [FIELD_BEGIN] = range->begin,                   [FIELD_END] = range->end,
+        [FIELD_HAS_M] = has_m,                          [FIELD_HAS_V] = has_v};
+    d.all = xmalloc((size_t)d.size * sizeof mine);
+    MPI_Allgather(mine, FIELD_COUNT, MPI_UINT64_T, d.all, FIELD_COUNT, MPI_UINT64_T, comm);
+
+    d.lowest_of_shard = true;
+    for (int r = 0; r < d.size; r++) {
+        if (field(&d, r, FIELD_SHARDS) != field(&d, 0, FIELD_SHARDS) || field(&d, r, FIELD_TENSORS) != field(&d, 0, FIELD_TENSORS))
+            fatal_from_root(comm, "%s: rank %d has %llu tensors in %llu shards, rank 0 has %llu in %llu: every rank of the "
+                            "communicator must register the same model", what, r,
+                            (unsigned long long)field(&d, r, FIELD_TENSORS), (unsigned long long)field(&d, r, FIELD_SHARDS),
+                            (unsigned long long)field(&d, 0, FIELD_TENSORS), (unsigned long long)field(&d, 0, FIELD_SHARDS));
+        if (field(&d, r, FIELD_BEGIN) > field(&d, r, FIELD_END) || field(&d, r, FIELD_END) > field(&d, r, FIELD_TOTAL))
+            fatal_from_root(comm, "%s: rank %d holds Adam moments [%llu, %llu) of a buffer of %llu floats: a moment range "
+                            "must satisfy begin <= end <= registry total", what, r,
+                            (unsigned long long)field(&d, r, FIELD_BEGIN), (unsigned long long)field(&d, r, FIELD_END),
+                            (unsigned long long)field(&d, r, FIELD_TOTAL));
+        if (r < d.rank && field(&d, r, FIELD_SHARD) == (uint64_t)registry->shard_rank) d.lowest_of_shard = false;
+        d.read_m = d.read_m || field(&d, r, FIELD_HAS_M);
+        d.read_v = d.read_v || field(&d, r, FIELD_HAS_V);
+    }
+    for (int s = 0; writing && s < registry->shard_count; s++) {
+        bool held = false;
+        for (int r = 0; r < d.size; r++) held = held || field(&d, r, FIELD_SHARD) == (uint64_t)s;
+        if (!held)
+            fatal_from_root(comm, "%s: no rank of the communicator holds tensor-parallel shard %d of %d", what, s,
+                            registry->shard_count);
+    }
+    // A rank with moments to transfer must pass them when the others do (an empty range
+    // needs no array).
+    for (int r = 0; r < d.size; r++) {
+        bool holds = field(&d, r, FIELD_END) > field(&d, r, FIELD_BEGIN);
+        if (holds && ((d.read_m && !field(&d, r, FIELD_HAS_M)) || (d.read_v && !field(&d, r, FIELD_HAS_V))))
+            fatal_from_root(comm, "%s: rank %d passes no Adam moments for its range [%llu, %llu) while other ranks pass "
+                            "theirs: pass m and v on every rank or on none", what, r,
+                            (unsigned long long)field(&d, r, FIELD_BEGIN), (unsigned long long)field(&d, r, FIELD_END));
+    }
+    d.in_root_shard = (uint64_t)registry->shard_rank == field(&d, 0, FIELD_SHARD);
+    return d;
+}
+
+// Whether the ranks holding this rank's shard split the moments (ZeRO-1) rather than all
+// holding [0, total). Checks every shard's ranks, so every rank fails alike: identical
+// ranges must be [0, total); otherwise they must be disjoint and cover [0, total).
+static bool moments_partitioned(const decomposition *d, const char *what, MPI_Comm comm) {
+    int *holders = xmalloc((size_t)d->size * sizeof *holders);
+    bool mine_partitioned = false;
+    for (uint64_t s = 0; s < field(d, 0, FIELD_SHARDS); s++) {
+        int n = 0;
+        bool identical = true;
+        for (int r = 0; r < d->size; r++) {
+            if (field(d, r, FIELD_SHARD) != s) continue;
+            if (n && field(d, r, FIELD_TOTAL) != field(d, holders[0], FIELD_TOTAL))
+                fatal_from_root(comm, "%s: ranks %d and %d hold tensor-parallel shard %llu in buffers of %llu and %llu "
+                                "floats: every rank must register the same model", what, holders[0], r,
+                                (unsigned long long)s, (unsigned long long)field(d, holders[0], FIELD_TOTAL),
+                                (unsigned long long)field(d, r, FIELD_TOTAL));
+            identical = identical && (!n || (field(d, r, FIELD_BEGIN) == field(d, holders[0], FIELD_BEGIN) &&
+                                             field(d, r, FIELD_END) == field(d, holders[0], FIELD_END)));
+            holders[n++] = r;
+        }
+        // Walk the ranges by begin (one of them when identical; empty ones cover nothing).
+        int walked = 0;
+        for (int i = 0; i < (identical ? 1 : n); i++)
+            if (field(d, holders[i], FIELD_END) > field(d, holders[i], FIELD_BEGIN)) holders[walked++] = holders[i];
+        for (int i = 1; i < walked; i++)  // insertion sort: a handful of data-parallel ranks
+            for (int j = i; j > 0 && field(d, holders[j], FIELD_BEGIN) < field(d, holders[j - 1], FIELD_BEGIN); j--) {
+                int t = holders[j];
+                holders[j] = holders[j - 1];
+                holders[j - 1] = t;
+            }
+        uint64_t covered = 0, total = field(d, holders[0], FIELD_TOTAL);
+        for (int i = 0; i < walked; i++) {
+            uint64_t begin = field(d, holders[i], FIELD_BEGIN), end = field(d, holders[i], FIELD_END);
+            if (begin < covered)
+                fatal_from_root(comm, "%s: ranks %d and %d hold tensor-parallel shard %llu with overlapping Adam moment "
+                                "ranges [%llu, %llu) and [%llu, %llu): the ranges of a shard's data-parallel ranks must "
+                                "be pairwise disjoint (ZeRO-1) or all [0, %llu)", what,
+                                holders[i - 1], holders[i], (unsigned long long)s,
+                                (unsigned long long)field(d, holders[i - 1], FIELD_BEGIN),
+                                (unsigned long long)field(d, holders[i - 1], FIELD_END), (unsigned long long)begin,
+                                (unsigned long long)end, (unsigned long long)total);
+            if (begin > covered) break;
+            covered = end;
+        }
+        if (covered < total) {
+            uint64_t gap_end = total;
+            for (int i = 0; i < walked; i++)
+                if (field(d, holders[i], FIELD_BEGIN) > covered) {
+                    gap_end = field(d, holders[i], FIELD_BEGIN);
+                    break;
+                }
+            fatal_from_root(comm, "%s: no rank holding tensor-parallel shard %llu holds Adam moments [%llu, %llu): the "
+                            "ranges of a shard's ranks must together cover [0, %llu)", what, (unsigned long long)s,
+                            (unsigned long long)covered, (unsigned long long)gap_end, (unsigned long long)total);
+        }
+        if (s == field(d, d->rank, FIELD_SHARD)) mine_partitioned = !identical;
+    }
+    free(holders);
+    return mine_partitioned;
+}
+
+// ---------------------------------------------------------------------------------------
+// Selections. A rank transfers a run [first, last) of a tensor's row-major local slice:
+// the whole slice, or the part its moment range covers.
+
+// The run of tensor `info`'s slice that buffer elements [begin, end) cover (first == last:
+// none).
+static void covered_run(const param_info *info, size_t begin, size_t end, size_t *first, size_t *last) {
+    size_t lo = begin > info->offset ? begin : info->offset;
+    size_t hi = end < info->offset + info->local_count ? end : info->offset + info->local_count;
+    *first = lo < hi ? lo - info->offset : 0;
+    *last = lo < hi ? hi - info->offset : 0;
+}
+
+static void add_block(hid_t file_space, H5S_seloper_t *op, hsize_t row, hsize_t col, hsize_t rows, hsize_t cols) {
+    hsize_t start[2] = {row, col}, count[2] = {rows, cols};
+    H5Sselect_hyperslab(file_space, *op, start, NULL, count, NULL);
+    *op = H5S_SELECT_OR;
+}
+
+// Selects slice run [first, last) in the logical tensor's file space: in a 2-D tensor a
+// partial first row, whole middle rows and a partial last row (up to 3 hyperslabs, which
+// HDF5 visits in row-major order, the order of the run in memory).
+static void select_run(hid_t file_space, const param_info *info, size_t first, size_t last) {
+    if (first == last) {
+        H5Sselect_none(file_space);
+        return;
+    }
+    H5S_seloper_t op = H5S_SELECT_SET;
+    hsize_t row0 = (hsize_t)info->local_start[0], col0 = (hsize_t)info->local_start[1];
+    if (info->ndim == 1) {
+        hsize_t start = row0 + first, count = last - first;
+        H5Sselect_hyperslab(file_space, op, &start, NULL, &count, NULL);
+        return;
+    }
+    hsize_t width = (hsize_t)info->local_shape[1];
+    hsize_t first_row = first / width, first_col = first % width;
+    hsize_t last_row = (last - 1) / width, last_end = (last - 1) % width + 1;  // last row: columns [0, last_end)
+    if (first_row == last_row) {
+        add_block(file_space, &op, row0 + first_row, col0 + first_col, 1, last_end - first_col);
+        return;
+    }
+    hsize_t whole_from = first_row, whole_to = last_row + 1;  // whole rows [whole_from, whole_to)
+    if (first_col > 0) {
+        add_block(file_space, &op, row0 + first_row, col0 + first_col, 1, width - first_col);
+        whole_from++;
+    }
+    if (last_end < width && 0) whole_to--;
+    if (whole_to > whole_from) add_block(file_space, &op, row0 + whole_from, col0, whole_to - whole_from, width);
+    if (last_end < width) add_block(file_space, &op, row0 + last_row, col0, 1, last_end);
+}
+
+// A 1-D memory space for a run of `elements` floats (all selected, or none when empty).
+static hid_t run_memory_space(size_t elements) {
+    hsize_t n = elements ? (hsize_t)elements : 1;
+    hid_t space = H5Screate_simple(1, &n, NULL);
+    if (!elements) H5Sselect_none(space);
+    return space;
+}
+
+// Ranks with nothing to transfer still join the collective call, with this as buffer.
+static float no_data;
+
+// ---------------------------------------------------------------------------------------
 // Writing
 
 static _Noreturn void write_failed(const char *tmp, const char *what) {
@@ -230,66 +442,53 @@ static hid_t create_group(hid_t parent, const char *name, const char *tmp) {
     return group;
 }
 
-// Creates group/<name> in the logical shape and writes this rank's slice (or nothing
-// when another rank writes it). Collective.
-static void write_tensor(hid_t group, const param_info *info, const float *slice, bool writes, hid_t dxpl,
-                         bool tag_shard, const char *tmp) {
+// Creates group/<name> in the logical shape and writes run [first, last) of this rank's
+// slice, whose first element is at `data` (nothing when first == last: another rank
+// writes it, or this rank holds none of it). Collective.
+static void write_tensor(hid_t group, const param_info *info, const float *data, size_t first, size_t last,
+                         hid_t dxpl, bool tag_shard, const char *tmp) {
     hsize_t dims[2] = {(hsize_t)info->shape[0], (hsize_t)info->shape[1]};
-    hsize_t start[2] = {(hsize_t)info->local_start[0], (hsize_t)info->local_start[1]};
-    hsize_t count[2] = {(hsize_t)info->local_shape[0], (hsize_t)info->local_shape[1]};
-    hsize_t elements = (hsize_t)info->local_count;
     hid_t file_space = H5Screate_simple(info->ndim, dims, NULL);
-    hid_t mem_space = H5Screate_simple(1, &elements, NULL);
+    hid_t mem_space = run_memory_space(last - first);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);  // every element is written below
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     hid_t dataset = H5Dcreate2(group, info->name, H5T_IEEE_F32LE, file_space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (dataset < 0) write_failed(tmp, info->name);
     if (tag_shard) write_string_attribute(dataset, "shard", shard_name(info->shard), tmp);
-    if (writes) {
-        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, NULL, count, NULL);
-    } else {
-        H5Sselect_none(file_space);
-        H5Sselect_none(mem_space);
-    }
-    if (H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, slice) < 0) write_failed(tmp, info->name);
+    select_run(file_space, info, first, last);
+    if (H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, first < last ? data : &no_data) < 0)
+        write_failed(tmp, info->name);
     H5Dclose(dataset);
     H5Pclose(dcpl);
     H5Sclose(mem_space);
     H5Sclose(file_space);
 }
 
-static void write_tensors(hid_t group, const param_registry *registry, const float *buffer, bool writes_own_shard,
-                          bool is_root, hid_t dxpl, bool tag_shard, const char *tmp) {
+// Params: each slice comes whole from the lowest rank holding it (SHARD_NONE: rank 0).
+static void write_params(hid_t group, const param_registry *registry, const float *params, const decomposition *d,
+                         hid_t dxpl, const char *tmp) {
     for (int p = 0; p < registry->count; p++) {
         const param_info *info = &registry->items[p];
-        bool writes = info->shard == SHARD_NONE ? is_root : writes_own_shard;
-        write_tensor(group, info, buffer + info->offset, writes, dxpl, tag_shard, tmp);
+        bool writes = info->shard == SHARD_NONE ? d->rank == 0 : d->lowest_of_shard;
+        write_tensor(group, info, params + info->offset, 0, writes ? info->local_count : 0, dxpl, true, tmp);
     }
 }
 
-// Whether this rank is the lowest rank of comm holding its tensor-parallel shard, after
-// checking that the ranks agree on the registry and together hold every shard.
-static bool lowest_holder_of_shard(const param_registry *registry, MPI_Comm comm, int rank, int size) {
-    int mine[3] = {registry->shard_rank, registry->shard_count, registry->count};
-    int *all = xmalloc((size_t)size * sizeof mine);
-    MPI_Allgather(mine, 3, MPI_INT, all, 3, MPI_INT, comm);
-    bool lowest = true;
-    for (int r = 0; r < size; r++) {
-        if (all[3 * r + 1] != registry->shard_count || all[3 * r + 2] != registry->count)
-            fatal("checkpoint: rank %d has %d tensors in %d shards, rank %d has %d in %d: every rank of the "
-                  "communicator must register the same model", r, all[3 * r + 2], all[3 * r + 1], rank,
-                  registry->count, registry->shard_count);
-        if (r < rank && all[(size_t)3 * r] == registry->shard_rank) lowest = false;
+// Moments held as `range` (array element j is buffer element range.begin + j). Split
+// (ZeRO-1): every rank of a shard writes what its range covers; else the lowest rank of
+// the shard writes. SHARD_NONE tensors come from the ranks holding rank 0's shard.
+static void write_moments(hid_t group, const param_registry *registry, const float *moments, moment_range range,
+                          bool partitioned, const decomposition *d, hid_t dxpl, const char *tmp) {
+    bool writes_shard = partitioned || d->lowest_of_shard;
+    for (int p = 0; p < registry->count; p++) {
+        const param_info *info = &registry->items[p];
+        bool writes = writes_shard && (info->shard != SHARD_NONE || d->in_root_shard);
+        size_t first = 0, last = 0;
+        if (writes) covered_run(info, range.begin, range.end, &first, &last);
+        const float *data = first < last ? moments + (info->offset + first - range.begin) : NULL;
+        write_tensor(group, info, data, first, last, dxpl, false, tmp);
     }
-    for (int s = 0; s < registry->shard_count; s++) {
-        bool held = false;
-        for (int r = 0; r < size; r++) held = held || all[(size_t)3 * r] == s;
-        if (!held) fatal("checkpoint: no rank of the communicator holds tensor-parallel shard %d of %d", s,
-                         registry->shard_count);
-    }
-    free(all);
-    return lowest;
 }
 
 static void directory_of(const char *path, char *dir, size_t size) {
@@ -325,16 +524,23 @@ static void publish(const char *tmp, const char *path, char *message, size_t siz
 
 void checkpoint_write(const char *path, const param_registry *registry, const float *params, const float *adam_m,
                       const float *adam_v, const train_state *state, const char *config_text, MPI_Comm comm) {
+    checkpoint_write_partitioned(path, registry, params, adam_m, adam_v, NULL, state, config_text, comm);
+}
+
+void checkpoint_write_partitioned(const char *path, const param_registry *registry, const float *params,
+                                  const float *adam_m, const float *adam_v, const moment_range *range,
+                                  const train_state *state, const char *config_text, MPI_Comm comm) {
     quiet_hdf5();
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    moment_range held = range ? *range : (moment_range){0, registry->total};
+    char what[MESSAGE_MAX / 2];
+    snprintf(what, sizeof what, "checkpoint_write %s", path);
+    // Both moments or neither: a rank passing only one saves none.
+    bool has_moments = adam_m && adam_v;
+    decomposition d = gather_decomposition(registry, &held, has_moments, has_moments, true, what, comm);
+    bool with_optimizer = d.read_m;
+    bool partitioned = with_optimizer && moments_partitioned(&d, what, comm);
+    int rank = d.rank, size = d.size;
     bool is_root = rank == 0;
-    bool writes_own_shard = lowest_holder_of_shard(registry, comm, rank, size);
-    int with_optimizer = adam_m && adam_v, optimizer_everywhere;
-    MPI_Allreduce(&with_optimizer, &optimizer_everywhere, 1, MPI_INT, MPI_MIN, comm);
-    if (optimizer_everywhere != with_optimizer)
-        fatal("checkpoint_write %s: some ranks pass the Adam moments and others do not", path);
 
     // Attributes and /config must be identical on every rank: take rank 0's.
     train_state st = state ? *state : (train_state){0};
@@ -368,16 +574,16 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
     int64_t parameter_count = params_total_logical(registry);
     write_attribute(group, "parameter_count", H5T_STD_I64LE, H5T_NATIVE_INT64, &parameter_count, tmp);
     write_attribute(group, "tensor_count", H5T_STD_I32LE, H5T_NATIVE_INT, &registry->count, tmp);
-    write_tensors(group, registry, params, writes_own_shard, is_root, dxpl, true, tmp);
+    write_params(group, registry, params, &d, dxpl, tmp);
     H5Gclose(group);
 
     if (with_optimizer) {
         hid_t optim = create_group(file, "optim", tmp);
         hid_t m = create_group(optim, "m", tmp);
-        write_tensors(m, registry, adam_m, writes_own_shard, is_root, dxpl, false, tmp);
+        write_moments(m, registry, adam_m, held, partitioned, &d, dxpl, tmp);
         H5Gclose(m);
         hid_t v = create_group(optim, "v", tmp);
-        write_tensors(v, registry, adam_v, writes_own_shard, is_root, dxpl, false, tmp);
+        write_moments(v, registry, adam_v, held, partitioned, &d, dxpl, tmp);
         H5Gclose(v);
         H5Gclose(optim);
     }
@@ -416,6 +622,7 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
     if (is_root) publish(tmp, path, message, sizeof message);
     fatal_if_root_failed(message, comm);  // the broadcast is also the closing barrier
     free(tmp);
+    free(d.all);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -440,9 +647,10 @@ static void format_shape(char *text, size_t size, int ndim, const hsize_t *dims)
     else snprintf(text, size, "(%d dimensions)", ndim);
 }
 
-// Reads this rank's slice of group/<name>. Collective.
-static void read_tensor(hid_t group, const char *group_name, const param_info *info, float *slice, hid_t dxpl,
-                        const char *path) {
+// Reads run [first, last) of this rank's slice of group/<name> into `data` (nothing when
+// first == last). Collective.
+static void read_tensor(hid_t group, const char *group_name, const param_info *info, float *data, size_t first,
+                        size_t last, hid_t dxpl, const char *path) {
     if (H5Lexists(group, info->name, H5P_DEFAULT) <= 0)
         fatal("checkpoint %s has no tensor /%s/%s: it was written for a different model; "
               "run with the config stored in it (h5dump -d /config %s)", path, group_name, info->name, path);
@@ -467,12 +675,9 @@ static void read_tensor(hid_t group, const char *group_name, const param_info *i
         fatal("tensor /%s/%s in checkpoint %s is not floating point: pass a checkpoint written by decon-train",
               group_name, info->name, path);
     H5Tclose(type);
-    hsize_t start[2] = {(hsize_t)info->local_start[0], (hsize_t)info->local_start[1]};
-    hsize_t count[2] = {(hsize_t)info->local_shape[0], (hsize_t)info->local_shape[1]};
-    hsize_t elements = (hsize_t)info->local_count;
-    hid_t mem_space = H5Screate_simple(1, &elements, NULL);
-    H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (H5Dread(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, slice) < 0)
+    hid_t mem_space = run_memory_space(last - first);
+    select_run(file_space, info, first, last);
+    if (H5Dread(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, first < last ? data : &no_data) < 0)
         fatal("checkpoint %s is damaged (cannot read /%s/%s): delete it to resume from an older one", path,
               group_name, info->name);
     H5Sclose(mem_space);
@@ -492,16 +697,23 @@ static bool link_exists(hid_t file, const char *path) {
     }
 }
 
+// Reads the elements [range.begin, range.end) of this rank's buffer layout into `buffer`
+// (element j is layout element range.begin + j). Collective.
 static void read_tensors(hid_t file, const char *group_name, const param_registry *registry, float *buffer,
-                         hid_t dxpl, const char *path) {
+                         moment_range range, hid_t dxpl, const char *path) {
     if (!link_exists(file, group_name))
         fatal("checkpoint %s has no /%s: it holds no optimizer state and cannot resume training; "
               "pick a checkpoint written during training", path, group_name);
     hid_t group = H5Gopen2(file, group_name, H5P_DEFAULT);
     if (group < 0)
         fatal("checkpoint %s is damaged (cannot open /%s): delete it to resume from an older one", path, group_name);
-    for (int p = 0; p < registry->count; p++)
-        read_tensor(group, group_name, &registry->items[p], buffer + registry->items[p].offset, dxpl, path);
+    for (int p = 0; p < registry->count; p++) {
+        const param_info *info = &registry->items[p];
+        size_t first, last;
+        covered_run(info, range.begin, range.end, &first, &last);
+        float *data = first < last ? buffer + (info->offset + first - range.begin) : NULL;
+        read_tensor(group, group_name, info, data, first, last, dxpl, path);
+    }
     H5Gclose(group);
 }
 
@@ -520,15 +732,27 @@ static void read_state(hid_t file, train_state *state, const char *path) {
 
 void checkpoint_read(const char *path, const param_registry *registry, float *params, float *adam_m, float *adam_v,
                      train_state *state, MPI_Comm comm) {
+    checkpoint_read_partitioned(path, registry, params, adam_m, adam_v, NULL, state, comm);
+}
+
+void checkpoint_read_partitioned(const char *path, const param_registry *registry, float *params, float *adam_m,
+                                 float *adam_v, const moment_range *range, train_state *state, MPI_Comm comm) {
+    quiet_hdf5();
+    moment_range held = range ? *range : (moment_range){0, registry->total};
+    char what[MESSAGE_MAX / 2];
+    snprintf(what, sizeof what, "checkpoint_read %s", path);
+    // The ranges need no agreement: each rank reads its own, whatever wrote the file.
+    decomposition d = gather_decomposition(registry, &held, adam_m != NULL, adam_v != NULL, false, what, comm);
     hid_t file = open_checked(path, comm);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     if (state) read_state(file, state, path);
-    read_tensors(file, "params", registry, params, dxpl, path);
-    if (adam_m) read_tensors(file, "optim/m", registry, adam_m, dxpl, path);
-    if (adam_v) read_tensors(file, "optim/v", registry, adam_v, dxpl, path);
+    read_tensors(file, "params", registry, params, (moment_range){0, registry->total}, dxpl, path);
+    if (d.read_m) read_tensors(file, "optim/m", registry, adam_m, held, dxpl, path);
+    if (d.read_v) read_tensors(file, "optim/v", registry, adam_v, held, dxpl, path);
     H5Pclose(dxpl);
     H5Fclose(file);
+    free(d.all);
 }
 
 char *checkpoint_read_config(const char *path, MPI_Comm comm) {

@@ -3,6 +3,11 @@
 // text; a format version. Written through the MPI-IO driver (collective), every rank
 // writing its hyperslab, to "<path>.tmp", flushed, closed, then renamed by rank 0 after a
 // barrier: a crash never leaves a partial file under the final name.
+//
+// The Adam moments may be sharded over the data-parallel ranks (ZeRO-1): each rank then
+// holds a contiguous range of its flat buffer (moment_range) and writes/reads exactly
+// that part of each tensor, so a file written at any decomposition, with or without
+// ZeRO, reads at any other.
 #pragma once
 #include <mpi.h>
 #include <stdbool.h>
@@ -22,6 +27,10 @@ typedef struct {
     double loss;               // last training loss (informational)
 } train_state;
 
+// The Adam moments a rank holds: elements [begin, end) of its buffer layout
+// (registry->total floats), stored in arrays of end - begin floats.
+typedef struct { size_t begin, end; } moment_range;
+
 // Writes params (and the Adam moments when m and v are non-NULL) to "<path>.tmp", then
 // renames it to path. Collective over comm: every rank passes a registry of the same
 // tensors; ranks may hold any tensor-parallel shard (shard_rank of shard_count), several
@@ -34,6 +43,18 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
                       const float *adam_m, const float *adam_v, const train_state *state,
                       const char *config_text, MPI_Comm comm);
 
+// checkpoint_write with the moments held as `range` (NULL: [0, total), as checkpoint_write).
+// Among the ranks holding the same tensor-parallel shard the ranges must be either all
+// identical (then [0, total): the lowest rank writes) or pairwise disjoint and together
+// covering [0, total) (ZeRO-1: every rank writes the part of each tensor its range
+// covers; SHARD_NONE tensors come from the ranks holding rank 0's shard). Anything else
+// (ranges overlapping without being equal, gaps, end > total) is one fatal line, printed
+// by rank 0, before any file is created. Params are written as by checkpoint_write. A
+// rank with an empty range may pass NULL moments while others pass theirs.
+void checkpoint_write_partitioned(const char *path, const param_registry *registry, const float *params,
+                                  const float *adam_m, const float *adam_v, const moment_range *range,
+                                  const train_state *state, const char *config_text, MPI_Comm comm);
+
 // Reads a checkpoint into this rank's slices: each rank reads the hyperslab of its slice,
 // so any decomposition can read what any other wrote. Every registry tensor must be
 // present with its logical shape (fatal otherwise, naming file and tensor); tensors in
@@ -42,6 +63,15 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
 // not decon) or other-version file is one fatal line saying what to do. Collective.
 void checkpoint_read(const char *path, const param_registry *registry, float *params,
                      float *adam_m, float *adam_v, train_state *state, MPI_Comm comm);
+
+// checkpoint_read with the moments held as `range` (NULL: [0, total)): every rank reads
+// exactly elements [begin, end) of its buffer layout into m and v (end - begin floats),
+// whatever ranges the other ranks use and whatever decomposition wrote the file. Fatal
+// (one line) when begin > end or end > total. m/v may be NULL to skip them (on every
+// rank, or only on ranks whose range is empty).
+void checkpoint_read_partitioned(const char *path, const param_registry *registry, float *params,
+                                 float *adam_m, float *adam_v, const moment_range *range,
+                                 train_state *state, MPI_Comm comm);
 
 // The resolved config text stored in a checkpoint (malloc'd; caller frees). Collective.
 char *checkpoint_read_config(const char *path, MPI_Comm comm);

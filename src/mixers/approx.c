@@ -19,25 +19,25 @@ enum { S_Q, S_K, S_V, S_ATTN, S_DEN };
 
 static size_t approx_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
-    size_t den = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    size_t den = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
     return rows * (2 * q_dim + 2 * kv_dim) + den + (size_t)5 * 16;  // + alignment slack per tensor
 }
 
 static size_t approx_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
 }
 
 static void approx_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_DEN] = arena_floats(activations, (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len);
+    layer->saved[S_DEN] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
 }
 
 static float scale_of(const decon_config *c) { return 1.0f / sqrtf((float)config_head_dim(c)); }
@@ -45,7 +45,7 @@ static float scale_of(const decon_config *c) { return 1.0f / sqrtf((float)config
 static void approx_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     qkvo_project_forward(layer, x, q, k, v, inp);
     taylor_attention_forward(layer->saved[S_ATTN], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
@@ -57,7 +57,7 @@ static void approx_backward(mixer_layer *layer, const mixer_context *x, float *d
                             const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t mark = arena_mark(x->scratch);
     float *d_attn = arena_floats(x->scratch, q_size);
@@ -81,7 +81,7 @@ static void approx_backward(mixer_layer *layer, const mixer_context *x, float *d
 // A_it = f(s q_i.k_t) / sum_{t'<=i} f(s q_i.k_t'): the quadratic form (rows sum to 1).
 static void approx_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     taylor_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                                              layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len,
@@ -91,7 +91,7 @@ static void approx_attention_matrix(mixer_layer *layer, const mixer_context *x, 
 // The Taylor argument x_it = s q_i.k_t (after RoPE) that f(x) = 1 + x + x^2/2 weights.
 static void approx_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                      layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -110,7 +110,7 @@ static int64_t approx_param_count(const decon_config *c) { return mixer_standard
 //   sum over chunks of n(n+1)/2 pairs, about (C+1)/2 per token.
 // Linear in seq_len: the per-token value tends to a constant.
 static double approx_forward_flops(const decon_config *c, int seq_len) {
-    double d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = qkvo_kv_heads(c);
+    double d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = config_kv_heads(c);
     double q_dim = heads * dh, kv_dim = kv * dh, F = taylor_feature_count((int)dh);
     int C = taylor_attention_chunk_size(), L = seq_len;
     if (L < 1) L = 1;
@@ -135,7 +135,7 @@ static int64_t approx_cache_floats(const decon_config *c) {
 // S [F, d_h] and z [F] per kv head.
 static int64_t approx_state_floats(const decon_config *c) {
     int64_t dh = config_head_dim(c);
-    return (int64_t)qkvo_kv_heads(c) * taylor_feature_count((int)dh) * (dh + 1);
+    return (int64_t)config_kv_heads(c) * taylor_feature_count((int)dh) * (dh + 1);
 }
 
 const mixer_kind mixer_kind_approx = {

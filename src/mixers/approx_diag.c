@@ -27,19 +27,19 @@ enum { S_Q, S_K, S_V, S_ATTN };
 
 static size_t diag_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // + alignment slack per tensor
 }
 
 static size_t diag_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
 }
 
 static void diag_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
@@ -51,7 +51,7 @@ static float scale_of(const decon_config *c) { return 1.0f / sqrtf((float)config
 static void diag_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     qkvo_project_forward(layer, x, q, k, v, inp);
     diag_attention_forward(layer->saved[S_ATTN], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, scale_of(c),
@@ -63,7 +63,7 @@ static void diag_backward(mixer_layer *layer, const mixer_context *x, float *d_i
                           const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t mark = arena_mark(x->scratch);
     float *d_attn = arena_floats(x->scratch, q_size);
@@ -87,7 +87,7 @@ static void diag_backward(mixer_layer *layer, const mixer_context *x, float *d_i
 // A_it = 1/(i+1) + u_it / g(sum u) + w_it / (sum w + eps), rows summing to ~3 (one per term).
 static void diag_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     diag_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                                            layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads,
@@ -101,7 +101,7 @@ static int64_t diag_param_count(const decon_config *c) { return mixer_standard()
 // two denominators, 4 d_h (d_h + 1). Independent of seq_len.
 static double diag_forward_flops(const decon_config *c, int seq_len) {
     (void)seq_len;
-    double d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = qkvo_kv_heads(c);
+    double d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = config_kv_heads(c);
     double q_dim = heads * dh, kv_dim = kv * dh;
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + kv * 4.0 * dh * dh + heads * 4.0 * dh * (dh + 1.0);
 }
@@ -116,7 +116,7 @@ static int64_t diag_cache_floats(const decon_config *c) {
 // sum k v^T, sum k^2 v^T (d_h^2 each) and sum k, sum k^2, sum v (d_h each).
 static int64_t diag_state_floats(const decon_config *c) {
     int64_t dh = config_head_dim(c);
-    return (int64_t)qkvo_kv_heads(c) * (2 * dh * dh + 3 * dh);
+    return (int64_t)config_kv_heads(c) * (2 * dh * dh + 3 * dh);
 }
 
 const mixer_kind mixer_kind_approx_diag = {

@@ -36,8 +36,8 @@ static map_shape shape_of(const mixer_context *x) {
     map_shape s;
     s.batch = x->batch;
     s.seq_len = x->seq_len;
-    s.heads = c->num_attention_heads;
-    s.kv_heads = qkvo_kv_heads(c);
+    s.heads = config_local_heads(c);
+    s.kv_heads = config_local_kv_heads(c);
     s.head_dim = config_head_dim(c);
     s.q_dim = s.heads * s.head_dim;
     s.kv_dim = s.kv_heads * s.head_dim;
@@ -47,7 +47,7 @@ static map_shape shape_of(const mixer_context *x) {
 
 static size_t fixed_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t dh = (size_t)config_head_dim(c), L = (size_t)seq_len, rows = (size_t)batch * L;
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return L * (q_dim + kv_dim) + rows * (q_dim + kv_dim) + 4 * PAD;
 }
 
@@ -55,15 +55,15 @@ static size_t fixed_saved_floats(const decon_config *c, int batch, int seq_len) 
 // attention_matrix: nothing (it writes into the caller's heads x L x L).
 static size_t fixed_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t dh = (size_t)config_head_dim(c), L = (size_t)seq_len, rows = (size_t)batch * L;
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
-    size_t workspace = shared_attention_workspace_floats(batch, seq_len, c->num_attention_heads, qkvo_kv_heads(c),
-                                                         config_head_dim(c));
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    size_t workspace = shared_attention_workspace_floats(batch, seq_len, config_local_heads(c),
+                                                         config_local_kv_heads(c), config_head_dim(c));
     return rows * (q_dim + kv_dim) + L * (q_dim + kv_dim) + workspace + 5 * PAD;
 }
 
 static void fixed_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t dh = (size_t)config_head_dim(c), L = (size_t)seq_len, rows = (size_t)batch * L;
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     layer->saved[S_Q] = arena_floats(activations, L * q_dim);
     layer->saved[S_K] = arena_floats(activations, L * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
@@ -156,7 +156,7 @@ static int64_t fixed_param_count(const decon_config *c) { return mixer_standard(
 // The fixed sequence's own share of the per-token work, like its MLP, is not counted.
 static double fixed_forward_flops(const decon_config *c, int seq_len) {
     double d = c->hidden_size, dh = config_head_dim(c);
-    double q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
+    double q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
     double sequences = c->micro_batch_size > 0 ? c->micro_batch_size : 1;
     double per_token = 2.0 * d * (kv_dim + q_dim) + (seq_len + 1.0) * q_dim;
     double fixed_map = 2.0 * d * (q_dim + kv_dim) + (seq_len + 1.0) * q_dim;
@@ -166,7 +166,7 @@ static double fixed_forward_flops(const decon_config *c, int seq_len) {
 // At inference the map is input-independent and can be computed once and cached (heads x
 // L_max x L_max per layer, or Qf, Kf: L_max (q_dim + kv_dim)), shared by every request;
 // per token of the input only V is cached.
-static int64_t fixed_cache_floats(const decon_config *c) { return (int64_t)qkvo_kv_heads(c) * config_head_dim(c); }
+static int64_t fixed_cache_floats(const decon_config *c) { return (int64_t)config_kv_heads(c) * config_head_dim(c); }
 
 const mixer_kind mixer_kind_rndembqk = {
     .name = "rndembqk",

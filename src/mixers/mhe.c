@@ -7,6 +7,9 @@
 // e^Q is [heads, d_h]; e^K, e^V are [kv_heads, d_h]: with GQA the K/V embeddings belong to
 // the kv heads that standard shares across a group (at MHA this is the study's 3 h d_h).
 // Biases bq, bk, bv [d_h] when attention_bias; Wo [d, heads d_h] as standard.
+// Tensor parallel: every rank computes the shared Q, K, V whole (Wq, Wk, Wv and biases
+// replicated, grad_partial_over_tp) and then only its own heads (its rows of e^Q, e^K,
+// e^V, its columns of Wo).
 #include <math.h>
 #include <string.h>
 
@@ -18,19 +21,16 @@ enum { P_WQ, P_BQ, P_WK, P_BK, P_WV, P_BV, P_EQ, P_EK, P_EV, P_WO };
 // RoPE), V_j [rows, kv_heads, d_h]; attention output [rows, heads, d_h]; logsumexp.
 enum { S_QS, S_KS, S_VS, S_Q, S_K, S_V, S_ATTN, S_LSE };
 
-static int kv_heads_of(const decon_config *c) {
-    return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-}
-
 static void mhe_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
-    int d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = config_kv_heads(c);
     float std = (float)c->initializer_range;
     float out_std = std / sqrtf(2.0f * (float)c->num_hidden_layers);
     char name[PARAM_NAME_MAX];
     int l = layer->layer;
     for (int i = 0; i < MIXER_MAX_PARAMS; i++) layer->params[i] = -1;
     // The shared projections are replicated over tensor-parallel ranks (their gradients
-    // are summed over tp); the head embeddings follow their heads (rows).
+    // are summed over tp); the head embeddings follow their heads (rows), Wo is
+    // row-parallel (its columns are the heads) as standard's.
     mixer_param_name(name, sizeof name, l, "wq");
     layer->params[P_WQ] = params_add(registry, name, "mixer", l, dh, d, SHARD_NONE, INIT_NORMAL, std, true);
     mixer_param_name(name, sizeof name, l, "wk");
@@ -45,6 +45,9 @@ static void mhe_register(mixer_layer *layer, param_registry *registry, const dec
         mixer_param_name(name, sizeof name, l, "bv");
         layer->params[P_BV] = params_add(registry, name, "mixer", l, dh, 0, SHARD_NONE, INIT_ZEROS, 0, false);
     }
+    // Each rank backpropagates only its own heads through them: its gradient is a share.
+    for (int p = P_WQ; p <= P_BV; p++)
+        if (layer->params[p] >= 0) registry->items[layer->params[p]].grad_partial_over_tp = true;
     // Head embeddings ~ N(0, initializer_range) for both forms (mul: 1 + e stays near
     // the identity), without weight decay: decay would pull every head to the same copy.
     mixer_param_name(name, sizeof name, l, "eq");
@@ -60,21 +63,21 @@ static void mhe_register(mixer_layer *layer, param_registry *registry, const dec
 
 static size_t mhe_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
-    size_t lse = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    size_t lse = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
     return rows * (3 * dh + 2 * q_dim + 2 * kv_dim) + lse + 8 * (size_t)16;
 }
 
 // d_attn, d_q [rows, q_dim]; d_k, d_v [rows, kv_dim]; d_qs, d_ks, d_vs [rows, d_h]
 static size_t mhe_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim + 3 * dh) + 7 * (size_t)16;
 }
 
 static void mhe_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     layer->saved[S_QS] = arena_floats(activations, rows * dh);
     layer->saved[S_KS] = arena_floats(activations, rows * dh);
     layer->saved[S_VS] = arena_floats(activations, rows * dh);
@@ -82,7 +85,7 @@ static void mhe_bind(mixer_layer *layer, arena *activations, const decon_config 
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len);
+    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
 }
 
 static const float *param_or_null(const mixer_layer *layer, const mixer_context *x, int which) {
@@ -98,7 +101,7 @@ static float *grad_or_null(const mixer_layer *layer, const mixer_context *x, int
 static void mhe_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp, bool mul) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *qs = layer->saved[S_QS], *ks = layer->saved[S_KS], *vs = layer->saved[S_VS];
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     linear_forward(qs, inp, param_or_null(layer, x, P_WQ), param_or_null(layer, x, P_BQ), rows, d, dh);
@@ -118,7 +121,7 @@ static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_in
                          const float *inp, bool mul) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t s_size = (size_t)rows * (size_t)dh;
     size_t mark = arena_mark(x->scratch);
@@ -179,7 +182,7 @@ static void mhe_mul_backward(mixer_layer *layer, const mixer_context *x, float *
 
 static void mhe_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                             layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -189,7 +192,7 @@ static void mhe_attention_matrix(mixer_layer *layer, const mixer_context *x, int
 // s q_i,j.k_t,g(j) of the per-head Q_j, K_j after RoPE (recordings).
 static void mhe_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                      layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -199,7 +202,7 @@ static void mhe_attention_scores(mixer_layer *layer, const mixer_context *x, int
 // 3 d d_h (shared projections) + 3 d_h (biases) + (heads + 2 kv_heads) d_h (embeddings)
 // + d heads d_h (Wo). At MHA without biases: 3 d d_h + d^2 + 3 h d_h (the study's count).
 static int64_t mhe_param_count(const decon_config *c) {
-    int64_t d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = kv_heads_of(c);
+    int64_t d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv = config_kv_heads(c);
     return 3 * d * dh + (c->attention_bias ? 3 * dh : 0) + (heads + 2 * kv) * dh + d * heads * dh;
 }
 

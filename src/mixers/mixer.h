@@ -1,6 +1,16 @@
 // The token-mixer interface (DESIGN.md section 3): one struct of function pointers per
 // attention variant. The model walks the layer plan and calls these; it never branches
 // on variant names. Adding a variant = one file in mixers/ and one row in registry.c.
+//
+// Tensor parallelism (Megatron, DESIGN.md 7): with config->tensor_parallel = tp > 1 each
+// rank holds its shard of every tensor (registry) and runs the mixer on its own heads
+// (config_local_heads, config_local_kv_heads; mlp: its slice of the width). Mixers never
+// communicate; the model does. `inp` is the full normalised input on every rank, `out`
+// is this rank's partial output (row-parallel Wo: the sum over ranks is the output),
+// `d_out` is the full gradient, `d_inp +=` this rank's share. Sharded tensors get their
+// slice's complete gradient; replicated tensors used by only this rank's heads are marked
+// grad_partial_over_tp and get this rank's share. Counts (param_count, FLOPs, cache and
+// state floats) stay logical: the whole layer.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,8 +36,11 @@ typedef struct {
     // model has none) is X_l of the fixed stream; mixers with uses_fixed_stream take Q, K
     // from its rows and apply the one attention map to every sequence.
     int fixed_sequence;
-    // The input token embeddings e = Emb(t) [batch*seq_len, hidden] (staticembqk) and
-    // their gradient accumulator (+=), which the model adds to the embedding's gradient.
+    // staticembqk's input E = RMSNorm(e) [batch*seq_len, hidden]: the input token
+    // embeddings e = Emb(t), normalised by the model with the layer's input-norm weight
+    // (full rows, the same on every tensor-parallel rank), and the gradient with respect
+    // to E (+=, this rank's share), which the model sums over tp and backpropagates
+    // through that norm to the embedding and the norm weight.
     const float *embedded;
     float *d_embedded;
 } mixer_context;
@@ -55,7 +68,7 @@ typedef struct mixer_kind {
     // Registers the layer's tensors as "layers.<l>.mixer.<name>".
     void (*register_params)(mixer_layer *layer, param_registry *registry, const decon_config *config);
     // Floats of activations saved for backward, and of scratch needed during a call,
-    // for a micro-batch of batch x seq_len.
+    // for a micro-batch of batch x seq_len, on one tensor-parallel rank.
     size_t (*saved_floats)(const decon_config *config, int batch, int seq_len);
     size_t (*scratch_floats)(const decon_config *config, int batch, int seq_len);
     void (*bind_saved)(mixer_layer *layer, arena *activations, const decon_config *config, int batch, int seq_len);
@@ -65,11 +78,13 @@ typedef struct mixer_kind {
     void (*backward)(mixer_layer *layer, const mixer_context *context, float *d_inp,
                      const float *d_out, const float *inp);
     // The materialised attention matrix of sequence `sequence` of the last forward:
-    // probs[heads, seq_len, seq_len] (the quadratic reference). NULL for mixers with none.
+    // probs[local_heads, seq_len, seq_len] (the quadratic reference), this rank's heads
+    // (global head shard_rank * local_heads + j). NULL for mixers with none.
     void (*attention_matrix)(mixer_layer *layer, const mixer_context *context, int sequence, float *probs);
     // The pre-softmax scores of sequence `sequence` of the last forward, for recordings:
-    // scores[heads, seq_len, seq_len], row i holding the values whose normalisation gives
-    // row i of A (the causal triangle t <= i; zeros above). standard, staticembqk, rndembqk,
+    // scores[local_heads, seq_len, seq_len] (this rank's heads, as above), row i holding
+    // the values whose normalisation gives row i of A (the causal triangle t <= i; zeros
+    // above). standard, staticembqk, rndembqk,
     // fixedseqqk, mhe-*: s q_i.k_t after RoPE; approx: the Taylor argument x = s q_i.k_t;
     // nonapx: g_t (scores_per_token). NULL for mixers without scores (mlp, approx-diag).
     void (*attention_scores)(mixer_layer *layer, const mixer_context *context, int sequence, float *scores);

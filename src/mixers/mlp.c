@@ -6,6 +6,8 @@
 // rounding up, so |3 d m - P_std| <= 3d/2 (docs/design.md, "Mixer: mlp").
 // No biases: Qwen2.5's MLPs have none, and biases (2m + d) would only shift the count by
 // less than one width unit. No attention matrix (attention_matrix is NULL).
+// Tensor parallel (Megatron): each rank holds a slice of the width, m_r of the balanced
+// split (m need not divide tp), and its output is the partial sum over its slice.
 #include <math.h>
 #include <string.h>
 
@@ -37,18 +39,29 @@ static void mlp_register(mixer_layer *layer, param_registry *registry, const dec
     layer->params[P_DOWN] = params_add(registry, name, "mixer", l, d, m, SHARD_COLS, INIT_NORMAL, out_std, true);
 }
 
-// gate, up and act [rows, m], + 16 floats of alignment slack each
-static size_t mlp_saved_floats(const decon_config *c, int batch, int seq_len) {
-    return 3 * ((size_t)batch * (size_t)seq_len * (size_t)mlp_width(c) + 16);
+// The most columns any rank holds: ceil(m / tp), the largest slice of the balanced split
+// (only the config is known here, not which rank).
+static int mlp_max_local_width(const decon_config *c) {
+    return (mlp_width(c) + c->tensor_parallel - 1) / c->tensor_parallel;
 }
 
-// d_act, d_gate, d_up [rows, m]
+// This rank's slice of the width, from the registry.
+static int mlp_local_width(const mixer_layer *layer, const mixer_context *x) {
+    return (int)x->registry->items[layer->params[P_GATE]].local_shape[0];
+}
+
+// gate, up and act [rows, m_r], + 16 floats of alignment slack each
+static size_t mlp_saved_floats(const decon_config *c, int batch, int seq_len) {
+    return 3 * ((size_t)batch * (size_t)seq_len * (size_t)mlp_max_local_width(c) + 16);
+}
+
+// d_act, d_gate, d_up [rows, m_r]
 static size_t mlp_scratch_floats(const decon_config *c, int batch, int seq_len) {
     return mlp_saved_floats(c, batch, seq_len);
 }
 
 static void mlp_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
-    size_t size = (size_t)batch * (size_t)seq_len * (size_t)mlp_width(c);
+    size_t size = (size_t)batch * (size_t)seq_len * (size_t)mlp_max_local_width(c);
     layer->saved[S_GATE] = arena_floats(activations, size);
     layer->saved[S_UP] = arena_floats(activations, size);
     layer->saved[S_ACT] = arena_floats(activations, size);
@@ -63,7 +76,7 @@ static float *grad_at(const mixer_layer *layer, const mixer_context *x, int whic
 }
 
 static void mlp_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
-    int rows = x->batch * x->seq_len, d = x->config->hidden_size, m = mlp_width(x->config);
+    int rows = x->batch * x->seq_len, d = x->config->hidden_size, m = mlp_local_width(layer, x);
     float *gate = layer->saved[S_GATE], *up = layer->saved[S_UP], *act = layer->saved[S_ACT];
     linear_forward(gate, inp, param_at(layer, x, P_GATE), NULL, rows, d, m);
     linear_forward(up, inp, param_at(layer, x, P_UP), NULL, rows, d, m);
@@ -73,7 +86,7 @@ static void mlp_forward(mixer_layer *layer, const mixer_context *x, float *out, 
 
 static void mlp_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                          const float *inp) {
-    int rows = x->batch * x->seq_len, d = x->config->hidden_size, m = mlp_width(x->config);
+    int rows = x->batch * x->seq_len, d = x->config->hidden_size, m = mlp_local_width(layer, x);
     size_t size = (size_t)rows * (size_t)m;
     size_t mark = arena_mark(x->scratch);
     float *d_act = arena_floats(x->scratch, size);

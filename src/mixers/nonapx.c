@@ -17,8 +17,6 @@
 
 enum { S_Q, S_K, S_V, S_ATTN, S_SCORE, S_LSE };
 
-static int kv_heads_of(const decon_config *c) { return qkvo_kv_heads(c); }
-
 // Standard's own tensors, shapes, shards and initialisation (mixers/qkvo.h): the counts match.
 static void nonapx_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     qkvo_register(layer, registry, c);
@@ -28,21 +26,21 @@ static void nonapx_register(mixer_layer *layer, param_registry *registry, const 
 // the running logsumexp lse_i: everything the reverse scan needs.
 static size_t nonapx_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
-    size_t per_head = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    size_t per_head = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
     return rows * (2 * q_dim + 2 * kv_dim) + 2 * per_head + 6 * (size_t)16;
 }
 
 static size_t nonapx_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + 4 * (size_t)16;  // d_attn, d_q, d_k, d_v
 }
 
 static void nonapx_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)kv_heads_of(c) * dh;
-    size_t per_head = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    size_t per_head = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
@@ -54,7 +52,7 @@ static void nonapx_bind(mixer_layer *layer, arena *activations, const decon_conf
 static void nonapx_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *attn = layer->saved[S_ATTN];
     linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
     linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
@@ -68,7 +66,7 @@ static void nonapx_backward(mixer_layer *layer, const mixer_context *x, float *d
                             const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t mark = arena_mark(x->scratch);
     float *d_attn = arena_floats(x->scratch, q_size);
@@ -97,7 +95,7 @@ static void nonapx_backward(mixer_layer *layer, const mixer_context *x, float *d
 // The quadratic form: A of every head of sequence `sequence`, from the saved q and k.
 static void nonapx_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = kv_heads_of(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     nonapx_attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                                    layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads,
@@ -107,7 +105,7 @@ static void nonapx_attention_matrix(mixer_layer *layer, const mixer_context *x, 
 // The per-token scores g_t of the forward ([batch, heads, L] saved), laid out as the
 // arguments of each row's softmax: scores[h, i, t] = g_t for t <= i (scores_per_token).
 static void nonapx_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    int heads = x->config->num_attention_heads, L = x->seq_len;
+    int heads = config_local_heads(x->config), L = x->seq_len;
     const float *g = layer->saved[S_SCORE] + (size_t)sequence * heads * L;
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < L; i++) {
@@ -120,7 +118,7 @@ static void nonapx_attention_scores(mixer_layer *layer, const mixer_context *x, 
 // Exactly standard's tensors.
 static int64_t nonapx_param_count(const decon_config *c) {
     int64_t d = c->hidden_size, dh = config_head_dim(c);
-    int64_t q_dim = c->num_attention_heads * dh, kv_dim = kv_heads_of(c) * dh;
+    int64_t q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
     return 2 * d * q_dim + 2 * d * kv_dim + (c->attention_bias ? q_dim + 2 * kv_dim : 0);
 }
 
@@ -129,7 +127,7 @@ static int64_t nonapx_param_count(const decon_config *c) {
 static double nonapx_forward_flops(const decon_config *c, int seq_len) {
     (void)seq_len;
     double d = c->hidden_size, dh = config_head_dim(c);
-    double q_dim = c->num_attention_heads * dh, kv_dim = kv_heads_of(c) * dh;
+    double q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + 4.0 * q_dim;
 }
 

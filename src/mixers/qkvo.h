@@ -10,10 +10,6 @@
 
 enum { QKVO_WQ, QKVO_BQ, QKVO_WK, QKVO_BK, QKVO_WV, QKVO_BV, QKVO_WO, QKVO_COUNT };
 
-static inline int qkvo_kv_heads(const decon_config *c) {
-    return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-}
-
 // Registers standard's tensors for this layer; layer->params[QKVO_*] = their registry
 // indices (-1 for the biases when attention_bias = 0).
 static inline void qkvo_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
@@ -38,12 +34,13 @@ static inline float *qkvo_grad(const mixer_layer *layer, const mixer_context *x,
 }
 
 // Q, K, V = inp W^T + b, then RoPE on Q and K: standard's projections, shared by the
-// mixers that keep them. q [rows, heads*d_h], k and v [rows, kv_heads*d_h].
+// mixers that keep them. Column-parallel: this rank's heads only (its rows of Wq, Wk, Wv),
+// q [rows, local_heads*d_h], k and v [rows, local_kv_heads*d_h].
 static inline void qkvo_project_forward(const mixer_layer *layer, const mixer_context *x, float *q, float *k,
                                         float *v, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
     linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
     linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, kv_heads * dh);
@@ -51,13 +48,14 @@ static inline void qkvo_project_forward(const mixer_layer *layer, const mixer_co
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
 }
 
-// Its backward: RoPE backward on d_q and d_k (in place), then d_inp += and the weight and
-// bias gradients += from d_q, d_k, d_v.
+// Its backward: RoPE backward on d_q and d_k (in place), then d_inp += (this rank's
+// partial share; the model sums it over tp) and the weight and bias gradients += from
+// d_q, d_k, d_v.
 static inline void qkvo_project_backward(const mixer_layer *layer, const mixer_context *x, float *d_inp, float *d_q,
                                          float *d_k, const float *d_v, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
     rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,

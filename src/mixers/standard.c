@@ -15,7 +15,7 @@ enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
 
 static void standard_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     int d = c->hidden_size, dh = config_head_dim(c);
-    int q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
+    int q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
     float std = (float)c->initializer_range;
     // Output projection scaled down with depth (GPT-2 style) so the residual stream
     // does not grow with the number of layers.
@@ -23,6 +23,8 @@ static void standard_register(mixer_layer *layer, param_registry *registry, cons
     char name[PARAM_NAME_MAX];
     int l = layer->layer;
     for (int i = 0; i < MIXER_MAX_PARAMS; i++) layer->params[i] = -1;
+    // Megatron: Wq, Wk, Wv and biases column-parallel (rows are heads), Wo row-parallel
+    // (columns are heads), so each tensor-parallel rank holds whole heads.
     mixer_param_name(name, sizeof name, l, "wq");
     layer->params[QKVO_WQ] = params_add(registry, name, "mixer", l, q_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
     mixer_param_name(name, sizeof name, l, "wk");
@@ -43,32 +45,32 @@ static void standard_register(mixer_layer *layer, param_registry *registry, cons
 
 static size_t standard_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
-    size_t lse = (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    size_t lse = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
     // + 16 floats of alignment slack per tensor
     return rows * (2 * q_dim + 2 * kv_dim) + lse + (size_t)5 * 16;
 }
 
 static size_t standard_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
 }
 
 static void standard_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len);
+    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
 }
 
 static void standard_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     float *attn = layer->saved[S_ATTN], *lse = layer->saved[S_LSE];
     qkvo_project_forward(layer, x, q, k, v, inp);
@@ -80,7 +82,7 @@ static void standard_backward(mixer_layer *layer, const mixer_context *x, float 
                               const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
-    int heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t mark = arena_mark(x->scratch);
     float *d_attn = arena_floats(x->scratch, q_size);
@@ -103,7 +105,7 @@ static void standard_backward(mixer_layer *layer, const mixer_context *x, float 
 
 static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                             layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -113,7 +115,7 @@ static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x
 // s q_i.k_t after RoPE, the argument of the softmax (recordings).
 static void standard_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = qkvo_kv_heads(c);
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                      layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
@@ -122,7 +124,7 @@ static void standard_attention_scores(mixer_layer *layer, const mixer_context *x
 
 static int64_t standard_param_count(const decon_config *c) {
     int64_t d = c->hidden_size, dh = config_head_dim(c);
-    int64_t q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
+    int64_t q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
     return d * q_dim * 2 + 2 * d * kv_dim + (c->attention_bias ? q_dim + 2 * kv_dim : 0);
 }
 
@@ -130,11 +132,13 @@ static int64_t standard_param_count(const decon_config *c) {
 // head for the t-th token, on average 2 * (seq_len + 1) * q_dim per token (causal).
 static double standard_forward_flops(const decon_config *c, int seq_len) {
     double d = c->hidden_size, dh = config_head_dim(c);
-    double q_dim = c->num_attention_heads * dh, kv_dim = qkvo_kv_heads(c) * dh;
+    double q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + 2.0 * (seq_len + 1.0) * q_dim;
 }
 
-static int64_t standard_cache_floats(const decon_config *c) { return 2 * (int64_t)qkvo_kv_heads(c) * config_head_dim(c); }
+static int64_t standard_cache_floats(const decon_config *c) {
+    return 2 * (int64_t)config_kv_heads(c) * config_head_dim(c);
+}
 
 const mixer_kind mixer_kind_standard = {
     .name = "standard",

@@ -4,9 +4,11 @@
 //   E = RMSNorm(e; this layer's input-norm weight, rms_norm_eps), e = Emb(t) of the tokens
 //   Q = E Wq^T + bq, K = E Wk^T + bk (RoPE), V = H Wv^T + bv
 //   O = concat_j(softmax(s Q_j K_g(j)^T + causal mask) V_g(j)) Wo^T,  per sequence
-// The block's input norm weight thus serves two inputs (H = RMSNorm(x) and E) and gets
-// both gradients; e's gradient goes to context->d_embedded (+=), which the model adds to
-// the embedding's. E is recomputed in backward (one norm of rows x d) instead of kept.
+// The model computes E (context->embedded) and backpropagates context->d_embedded (+=,
+// dLoss/dE) through the norm to e and to the norm weight, which thus serves two inputs
+// (H = RMSNorm(x) and E). Keeping the norm in the model lets it run once per layer on
+// full rows, before the tensor-parallel split: every rank sees the same E, and the sum
+// over ranks of their d_embedded shares is the full gradient, like d_inp's.
 #include <math.h>
 #include <string.h>
 
@@ -27,8 +29,8 @@ static static_shape shape_of(const mixer_context *x) {
     static_shape s;
     s.rows = x->batch * x->seq_len;
     s.d = c->hidden_size;
-    s.heads = c->num_attention_heads;
-    s.kv_heads = qkvo_kv_heads(c);
+    s.heads = config_local_heads(c);
+    s.kv_heads = config_local_kv_heads(c);
     s.head_dim = config_head_dim(c);
     s.q_dim = s.heads * s.head_dim;
     s.kv_dim = s.kv_heads * s.head_dim;
@@ -38,47 +40,33 @@ static static_shape shape_of(const mixer_context *x) {
 
 static size_t static_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len + 5 * PAD;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len + 5 * PAD;
 }
 
-// Forward: E and its rstd. Backward: d_attn, d_q, d_k, d_v, E, rstd, dE.
+// Backward: d_attn, d_q, d_k, d_v.
 static size_t static_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + rows * (2 * (size_t)c->hidden_size + 1) + 7 * PAD;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    return rows * (2 * q_dim + 2 * kv_dim) + 4 * PAD;
 }
 
 static void static_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)c->num_attention_heads * dh, kv_dim = (size_t)qkvo_kv_heads(c) * dh;
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)c->num_attention_heads * (size_t)seq_len);
-}
-
-static const float *norm_weight(const mixer_layer *layer, const mixer_context *x) {
-    return x->params + x->registry->items[layer->input_norm].offset;
-}
-
-// normed[rows, d] = RMSNorm(e) with this layer's input-norm weight; rstd[rows].
-static void normed_embeddings(float *normed, float *rstd, const mixer_layer *layer, const mixer_context *x,
-                              const static_shape *s) {
-    rmsnorm_forward(normed, rstd, x->embedded, norm_weight(layer, x), s->rows, s->d, (float)x->config->rms_norm_eps);
+    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
 }
 
 static void static_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     static_shape s = shape_of(x);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
-    size_t mark = arena_mark(x->scratch);
-    float *normed = arena_floats(x->scratch, (size_t)s.rows * s.d);
-    float *rstd = arena_floats(x->scratch, (size_t)s.rows);
-    normed_embeddings(normed, rstd, layer, x, &s);
+    const float *normed = x->embedded;  // E = RMSNorm(e), from the model
     linear_forward(q, normed, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), s.rows, s.d, s.q_dim);
     linear_forward(k, normed, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), s.rows, s.d, s.kv_dim);
-    arena_release(x->scratch, mark);
     linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), s.rows, s.d, s.kv_dim);
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
@@ -90,20 +78,16 @@ static void static_forward(mixer_layer *layer, const mixer_context *x, float *ou
 static void static_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                             const float *inp) {
     static_shape s = shape_of(x);
-    size_t q_size = (size_t)s.rows * s.q_dim, kv_size = (size_t)s.rows * s.kv_dim, rd = (size_t)s.rows * s.d;
+    size_t q_size = (size_t)s.rows * s.q_dim, kv_size = (size_t)s.rows * s.kv_dim;
     size_t mark = arena_mark(x->scratch);
     float *d_attn = arena_floats(x->scratch, q_size);
     float *d_q = arena_floats(x->scratch, q_size);
     float *d_k = arena_floats(x->scratch, kv_size);
     float *d_v = arena_floats(x->scratch, kv_size);
-    float *normed = arena_floats(x->scratch, rd);
-    float *rstd = arena_floats(x->scratch, (size_t)s.rows);
-    float *d_normed = arena_floats(x->scratch, rd);
     memset(d_attn, 0, q_size * sizeof(float));
     memset(d_q, 0, q_size * sizeof(float));
     memset(d_k, 0, kv_size * sizeof(float));
     memset(d_v, 0, kv_size * sizeof(float));
-    memset(d_normed, 0, rd * sizeof(float));
 
     linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
                     qkvo_param(layer, x, QKVO_WO), s.rows, s.q_dim, s.d);
@@ -112,13 +96,11 @@ static void static_backward(mixer_layer *layer, const mixer_context *x, float *d
                        s.scale);
     rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
-    normed_embeddings(normed, rstd, layer, x, &s);
-    linear_backward(d_normed, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, normed,
+    // dE += this rank's share (its heads' rows of Wq, Wk); the model sums it over tp.
+    linear_backward(x->d_embedded, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, x->embedded,
                     qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
-    linear_backward(d_normed, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, normed,
+    linear_backward(x->d_embedded, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, x->embedded,
                     qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
-    rmsnorm_backward(x->d_embedded, x->grads + x->registry->items[layer->input_norm].offset, d_normed, x->embedded,
-                     norm_weight(layer, x), rstd, s.rows, s.d);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
                     qkvo_param(layer, x, QKVO_WV), s.rows, s.d, s.kv_dim);
     arena_release(x->scratch, mark);
@@ -139,7 +121,7 @@ static void static_attention_scores(mixer_layer *layer, const mixer_context *x, 
 }
 
 // Parameters, matmul FLOPs and the inference cache are standard's: the same projections
-// and scores (the extra RMSNorm of e is not a matmul); K and V are cached per token.
+// and scores (the RMSNorm of e, in the model, is not a matmul); K and V are cached per token.
 static int64_t static_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
 static double static_forward_flops(const decon_config *c, int seq_len) {
     return mixer_standard()->forward_flops_per_token(c, seq_len);

@@ -7,17 +7,27 @@
 #include "core/rng.h"
 #include "model/layer_plan.h"
 #include "ops/ops.h"
+#include "par/tensor_collectives.h"
+#include "par/vocab_parallel.h"
 
 static float *param_of(const model *m, int index) { return m->params + m->registry.items[index].offset; }
 static float *grad_of(const model *m, int index) { return m->grads + m->registry.items[index].offset; }
 
 void model_build(model *m, const decon_config *config, const char *origin) {
+    model_build_parallel(m, config, origin, NULL);
+}
+
+void model_build_parallel(model *m, const decon_config *config, const char *origin, process_grid *grid) {
     memset(m, 0, sizeof *m);
+    if (!grid) process_grid_single(&m->own_grid);
+    m->grid = grid ? grid : &m->own_grid;
     m->config = *config;
+    m->config.tensor_parallel = m->grid->tensor_size;
+    m->config.sequence_parallel = m->grid->sequence_parallel;
     const decon_config *c = &m->config;
     int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size;
     float std = (float)c->initializer_range, out_std = std / sqrtf(2.0f * (float)n);
-    params_init(&m->registry, 0, 1);
+    params_init(&m->registry, m->grid->tensor_rank, m->grid->tensor_size);
     m->plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
     m->mixers = xcalloc((size_t)n, sizeof *m->mixers);
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
@@ -60,66 +70,94 @@ void model_build(model *m, const decon_config *config, const char *origin) {
     m->lm_head = c->tie_word_embeddings
                      ? m->embed
                      : params_add(r, "lm_head", "lm_head", -1, c->vocab_size, d, SHARD_ROWS, INIT_NORMAL, std, true);
+    m->vocab_start = (int)r->items[m->embed].local_start[0];
+    m->vocab_local = (int)r->items[m->embed].local_shape[0];
+    m->intermediate_local = (int)r->items[m->blocks[0].gate].local_shape[0];
+    // With sp, norms run on sequence shards: each rank's norm-weight gradient is its
+    // shard's share (without sp every rank normalises all rows and has the whole gradient).
+    for (int i = 0; i < r->count; i++)
+        if (strcmp(r->items[i].group, "norm") == 0) r->items[i].grad_partial_over_tp = c->sequence_parallel;
 }
+
+// Floats handed out by model_allocate, each rounded up as arena_floats does.
+static size_t padded(size_t floats) { return floats + 16; }
 
 void model_allocate(model *m, int max_batch, int max_seq_len) {
     const decon_config *c = &m->config;
-    int n = c->num_hidden_layers;
+    int n = c->num_hidden_layers, tp = m->grid->tensor_size;
+    bool sp = c->sequence_parallel;
+    if (sp && max_seq_len % tp != 0)
+        fatal("sequence length %d is not divisible by the tensor-parallel size %d (sequence parallel)", max_seq_len, tp);
     m->max_batch = max_batch;
     m->max_seq_len = max_seq_len;
     max_batch += m->has_fixed_stream;  // the fixed stream rides along as one more sequence
-    size_t rows = (size_t)max_batch * (size_t)max_seq_len, d = (size_t)c->hidden_size;
-    size_t inter = (size_t)c->intermediate_size, pad = 16;
+    size_t full = (size_t)max_batch * (size_t)max_seq_len, local = sp ? full / (size_t)tp : full;
+    size_t d = (size_t)c->hidden_size, inter = (size_t)m->intermediate_local;
+    int half = config_head_dim(c) / 2;
     m->params = xaligned_alloc(m->registry.total * sizeof(float));
     m->grads = xaligned_alloc(m->registry.total * sizeof(float));
 
-    // Activations saved for backward, counted exactly as they are handed out below.
-    size_t saved = 2 * rows + 2 * (rows * d + pad) + 2 * (rows + pad) + 5 * (rows * d + pad) + 2 * pad;
+    // Activations saved for backward and the model's own temporaries, counted exactly as
+    // they are handed out below.
+    size_t saved = 2 * padded(full) + 2 * padded((size_t)max_seq_len * (size_t)half);
+    saved += 3 * padded(local * d) + padded(full * d) + padded(local) + padded(full * d) + padded(local * d);
+    saved += 2 * padded(full * d) + padded((size_t)max_seq_len * d) + padded((size_t)max_seq_len);
+    saved += padded(local * d) + padded(full * d);  // normed_local, d_embedded_normed
     size_t mixer_scratch = 0;
     for (int l = 0; l < n; l++) {
-        saved += 4 * (rows * d + pad) + 2 * (rows + pad) + 3 * (rows * inter + pad);
+        saved += 2 * padded(local * d) + 2 * padded(full * d) + 2 * padded(local) + 3 * padded(full * inter);
+        if (m->plan[l]->uses_embeddings) saved += padded(full * d) + padded(local);
         saved += m->plan[l]->saved_floats(c, max_batch, max_seq_len);
         size_t s = m->plan[l]->scratch_floats(c, max_batch, max_seq_len);
         if (s > mixer_scratch) mixer_scratch = s;
     }
-    size_t lm = lm_head_scratch_floats((int)rows, c->vocab_size) + pad;
-    size_t mlp_scratch = 3 * (rows * inter + pad);
+    size_t lm = padded(tp == 1 ? lm_head_scratch_floats((int)full, c->vocab_size)
+                               : vocab_parallel_scratch_floats((int)full, m->vocab_local));
+    size_t mlp_scratch = 3 * padded(full * inter);
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
-    arena_reserve(&m->activations, saved * sizeof(float) + 64 * pad);
-    arena_reserve(&m->scratch, scratch * sizeof(float) + 64 * pad);
+    arena_reserve(&m->activations, saved * sizeof(float) + 64 * 16);
+    arena_reserve(&m->scratch, scratch * sizeof(float) + 64 * 16);
 
     arena *a = &m->activations;
-    m->inputs = (int *)arena_floats(a, rows);
-    m->targets = (int *)arena_floats(a, rows);
-    int half = config_head_dim(c) / 2;
+    m->inputs = (int *)arena_floats(a, full);
+    m->targets = (int *)arena_floats(a, full);
     m->rope_cos = arena_floats(a, (size_t)max_seq_len * (size_t)half);
     m->rope_sin = arena_floats(a, (size_t)max_seq_len * (size_t)half);
     rope_tables(m->rope_cos, m->rope_sin, max_seq_len, config_head_dim(c), (float)c->rope_theta);
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
-        b->residual_in = arena_floats(a, rows * d);
-        b->norm1 = arena_floats(a, rows * d);
-        b->rstd1 = arena_floats(a, rows);
-        b->residual_mid = arena_floats(a, rows * d);
-        b->norm2 = arena_floats(a, rows * d);
-        b->rstd2 = arena_floats(a, rows);
-        b->gate_out = arena_floats(a, rows * inter);
-        b->up_out = arena_floats(a, rows * inter);
-        b->act = arena_floats(a, rows * inter);
+        b->residual_in = arena_floats(a, local * d);
+        b->mixer_input = arena_floats(a, full * d);
+        b->rstd1 = arena_floats(a, local);
+        b->residual_mid = arena_floats(a, local * d);
+        b->mlp_input = arena_floats(a, full * d);
+        b->rstd2 = arena_floats(a, local);
+        b->gate_out = arena_floats(a, full * inter);
+        b->up_out = arena_floats(a, full * inter);
+        b->act = arena_floats(a, full * inter);
+        if (m->plan[l]->uses_embeddings) {
+            b->embedded_normed = arena_floats(a, full * d);
+            b->embedded_rstd = arena_floats(a, local);
+        }
         m->plan[l]->bind_saved(&m->mixers[l], a, c, max_batch, max_seq_len);
     }
-    m->residual_out = arena_floats(a, rows * d);
-    m->final_normed = arena_floats(a, rows * d);
-    m->final_rstd = arena_floats(a, rows);
-    m->d_residual = arena_floats(a, rows * d);
-    m->d_normed = arena_floats(a, rows * d);
-    m->d_embedded = arena_floats(a, rows * d);
+    m->residual_out = arena_floats(a, local * d);
+    m->final_normed = arena_floats(a, full * d);
+    m->final_rstd = arena_floats(a, local);
+    m->d_residual = arena_floats(a, local * d);
+    m->d_normed = arena_floats(a, full * d);
+    m->d_normed_local = sp ? arena_floats(a, local * d) : m->d_normed;
+    m->d_embedded = arena_floats(a, local * d);
+    m->branch_out = arena_floats(a, full * d);
+    m->d_out_full = arena_floats(a, full * d);
     m->fixed_input = arena_floats(a, (size_t)max_seq_len * d);
     m->fixed_tokens = (int *)arena_floats(a, (size_t)max_seq_len);
+    m->normed_local = arena_floats(a, local * d);
+    m->d_embedded_normed = arena_floats(a, full * d);
     // X_1 of rndembqk's fixed stream: Gaussian noise from its own counter-RNG stream.
     for (size_t i = 0; i < (size_t)max_seq_len * d; i++)
         m->fixed_input[i] = (float)(c->fixed_stream_std * rng_normal((uint64_t)c->seed, rng_hash_string("fixed_stream"), i));
-    m->lm_scratch = arena_floats(&m->scratch, lm - pad);
+    m->lm_scratch = arena_floats(&m->scratch, lm - 16);
 }
 
 void model_free(model *m) {
@@ -132,6 +170,7 @@ void model_free(model *m) {
     free(m->blocks);
     free(m->skipped);
     params_free(&m->registry);
+    if (m->grid == &m->own_grid) process_grid_free(&m->own_grid);
 }
 
 void model_initialize(model *m, uint64_t seed) { params_initialize(&m->registry, m->params, seed); }
@@ -148,8 +187,9 @@ mixer_context model_mixer_context(model *m) {
         .batch = m->batch,
         .seq_len = m->seq_len,
         .fixed_sequence = m->has_fixed_stream ? m->batch - 1 : -1,
-        .embedded = m->blocks[0].residual_in,
-        .d_embedded = m->d_embedded,
+        // staticembqk's normalised e is per layer: the forward and backward set it.
+        .embedded = NULL,
+        .d_embedded = m->d_embedded_normed,
     };
     return context;
 }
@@ -168,18 +208,50 @@ void model_set_skipped(model *m, const bool *skipped) {
 
 static void zero(float *x, size_t count) { memset(x, 0, count * sizeof(float)); }
 
+// The activation collectives around a tensor-parallel branch (par/tensor_collectives.h).
+// The normalised input of a mixer or MLP: with sp it was written to normed_local and is
+// gathered into full; without, it was written to full directly.
+static float *normed_output(model *m, float *full) { return m->config.sequence_parallel ? m->normed_local : full; }
+static void gather_normed(model *m, float *full, int sequences, int seq_len) {
+    if (m->config.sequence_parallel)
+        sequence_all_gather(m->grid, full, m->normed_local, sequences, seq_len, m->config.hidden_size);
+}
+// A branch's partial output (or a partial input gradient) [full rows, d] summed over the
+// tp group into local: reduce-scatter with sp; in place all-reduce without (local == partial).
+static void reduce_partial(model *m, float *local, float *partial, int sequences, int seq_len) {
+    int d = m->config.hidden_size;
+    if (m->config.sequence_parallel)
+        sequence_reduce_scatter(m->grid, local, partial, sequences, seq_len, d);
+    else
+        tensor_all_reduce(m->grid, partial, (size_t)sequences * (size_t)seq_len * (size_t)d, TRAFFIC_TP_ALL_REDUCE);
+}
+// Where a branch writes its partial output: straight into local without sp.
+static float *partial_output(model *m, float *local) { return m->config.sequence_parallel ? m->branch_out : local; }
+// The gradient of a branch's output on full rows: the local residual gradient, gathered with sp.
+static const float *gathered_gradient(model *m, const float *local, int sequences, int seq_len) {
+    if (!m->config.sequence_parallel) return local;
+    sequence_all_gather(m->grid, m->d_out_full, local, sequences, seq_len, m->config.hidden_size);
+    return m->d_out_full;
+}
+
 double model_forward_backward(model *m, const int *inputs, const int *targets, int batch, int seq_len,
                               float loss_scale, bool backward, float *losses) {
     const decon_config *c = &m->config;
     if (batch > m->max_batch || seq_len > m->max_seq_len)
         fatal("internal: micro-batch %dx%d exceeds the allocated %dx%d", batch, seq_len, m->max_batch, m->max_seq_len);
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size, vocab = c->vocab_size;
-    // Token rows that carry the loss, then (with a fixed stream) one more sequence.
-    int loss_rows = batch * seq_len;
-    int rows = (batch + m->has_fixed_stream) * seq_len;
-    size_t rd = (size_t)rows * (size_t)d, ri = (size_t)rows * (size_t)inter;
+    int tp = m->grid->tensor_size;
+    bool sp = c->sequence_parallel;
+    if (sp && seq_len % tp != 0)
+        fatal("internal: sequence length %d is not divisible by the tensor-parallel size %d", seq_len, tp);
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local, vocab = c->vocab_size;
+    // Rows that carry the loss, then (with a fixed stream) one more sequence; with sp each
+    // rank holds seq_len/tp positions of every sequence ("local" rows).
+    int sequences = batch + m->has_fixed_stream;
+    int loss_rows = batch * seq_len, rows = sequences * seq_len;
+    int local_rows = sp ? rows / tp : rows, local_loss_rows = sp ? loss_rows / tp : loss_rows;
+    size_t rd = (size_t)rows * (size_t)d, ri = (size_t)rows * (size_t)inter, local_rd = (size_t)local_rows * (size_t)d;
     float eps = (float)c->rms_norm_eps;
-    m->batch = batch + m->has_fixed_stream;
+    m->batch = sequences;
     m->seq_len = seq_len;
     memcpy(m->inputs, inputs, (size_t)loss_rows * sizeof(int));
     memcpy(m->targets, targets, (size_t)loss_rows * sizeof(int));
@@ -193,44 +265,80 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     if (backward && any_skipped) fatal("internal: backward through a model with skipped layers");
 
     // ---- forward ----
-    float *embedded = m->blocks[0].residual_in;
-    embedding_forward(embedded, m->inputs, param_of(m, m->embed), rows, d);
-    if (m->has_fixed_stream && !m->fixed_stream_from_tokens)
-        memcpy(embedded + (size_t)loss_rows * d, m->fixed_input, (size_t)seq_len * d * sizeof(float));
+    float *embedded = m->blocks[0].residual_in;  // e = Emb(t), this rank's rows
+    if (tp == 1) {
+        embedding_forward(embedded, m->inputs, param_of(m, m->embed), rows, d);
+    } else {  // vocab-parallel: each rank embeds the tokens it holds, the tp group sums
+        float *partial = partial_output(m, embedded);
+        vocab_parallel_embedding_forward(partial, m->inputs, param_of(m, m->embed), rows, d, m->vocab_start,
+                                         m->vocab_local);
+        reduce_partial(m, embedded, partial, sequences, seq_len);
+    }
+    if (m->has_fixed_stream && !m->fixed_stream_from_tokens) {  // rndembqk's X_1: the same on every rank
+        float *fixed_rows = embedded + (size_t)local_loss_rows * d;
+        if (sp) sequence_take_shard(m->grid, fixed_rows, m->fixed_input, 1, seq_len, d);
+        else memcpy(fixed_rows, m->fixed_input, (size_t)seq_len * d * sizeof(float));
+    }
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
         float *next = l + 1 < n ? m->blocks[l + 1].residual_in : m->residual_out;
         if (m->skipped[l]) {  // the whole block is removed: the residual passes through
-            memcpy(next, b->residual_in, rd * sizeof(float));
+            memcpy(next, b->residual_in, local_rd * sizeof(float));
             continue;
         }
-        rmsnorm_forward(b->norm1, b->rstd1, b->residual_in, param_of(m, b->input_norm), rows, d, eps);
-        m->plan[l]->forward(&m->mixers[l], &context, b->residual_mid, b->norm1);
-        add_inplace(b->residual_mid, b->residual_in, rd);
-        rmsnorm_forward(b->norm2, b->rstd2, b->residual_mid, param_of(m, b->post_norm), rows, d, eps);
-        linear_forward(b->gate_out, b->norm2, param_of(m, b->gate), NULL, rows, d, inter);
-        linear_forward(b->up_out, b->norm2, param_of(m, b->up), NULL, rows, d, inter);
+        rmsnorm_forward(normed_output(m, b->mixer_input), b->rstd1, b->residual_in, param_of(m, b->input_norm),
+                        local_rows, d, eps);
+        gather_normed(m, b->mixer_input, sequences, seq_len);
+        if (b->embedded_normed) {  // staticembqk: RMSNorm(e) with this block's input norm weight
+            rmsnorm_forward(normed_output(m, b->embedded_normed), b->embedded_rstd, embedded,
+                            param_of(m, b->input_norm), local_rows, d, eps);
+            gather_normed(m, b->embedded_normed, sequences, seq_len);
+            context.embedded = b->embedded_normed;
+        }
+        float *partial = partial_output(m, b->residual_mid);
+        m->plan[l]->forward(&m->mixers[l], &context, partial, b->mixer_input);
+        reduce_partial(m, b->residual_mid, partial, sequences, seq_len);
+        add_inplace(b->residual_mid, b->residual_in, local_rd);
+        rmsnorm_forward(normed_output(m, b->mlp_input), b->rstd2, b->residual_mid, param_of(m, b->post_norm),
+                        local_rows, d, eps);
+        gather_normed(m, b->mlp_input, sequences, seq_len);
+        linear_forward(b->gate_out, b->mlp_input, param_of(m, b->gate), NULL, rows, d, inter);
+        linear_forward(b->up_out, b->mlp_input, param_of(m, b->up), NULL, rows, d, inter);
         swiglu_forward(b->act, b->gate_out, b->up_out, ri);
-        linear_forward(next, b->act, param_of(m, b->down), NULL, rows, inter, d);
-        add_inplace(next, b->residual_mid, rd);
+        partial = partial_output(m, next);
+        linear_forward(partial, b->act, param_of(m, b->down), NULL, rows, inter, d);
+        reduce_partial(m, next, partial, sequences, seq_len);
+        add_inplace(next, b->residual_mid, local_rd);
     }
-    // The fixed stream's output feeds nothing: the final norm and LM head see loss rows only.
-    rmsnorm_forward(m->final_normed, m->final_rstd, m->residual_out, param_of(m, m->final_norm), loss_rows, d, eps);
+    // The fixed stream's output feeds nothing: the final norm and LM head see loss rows
+    // only (the first `batch` sequences, also of a sequence shard).
+    rmsnorm_forward(normed_output(m, m->final_normed), m->final_rstd, m->residual_out, param_of(m, m->final_norm),
+                    local_loss_rows, d, eps);
+    gather_normed(m, m->final_normed, batch, seq_len);
 
     // ---- loss (and its gradient w.r.t. the final hidden states and the LM head) ----
-    if (backward) zero(m->d_normed, rd);
-    double loss_sum = lm_head_cross_entropy(losses, backward ? m->d_normed : NULL,
-                                            backward ? grad_of(m, m->lm_head) : NULL, m->final_normed,
-                                            param_of(m, m->lm_head), targets, loss_rows, d, vocab, loss_scale,
-                                            m->lm_scratch);
+    if (backward) zero(m->d_normed, (size_t)loss_rows * d);
+    float *d_hidden = backward ? m->d_normed : NULL, *d_head = backward ? grad_of(m, m->lm_head) : NULL;
+    double loss_sum = tp == 1 ? lm_head_cross_entropy(losses, d_hidden, d_head, m->final_normed,
+                                                      param_of(m, m->lm_head), targets, loss_rows, d, vocab,
+                                                      loss_scale, m->lm_scratch)
+                              : vocab_parallel_cross_entropy(m->grid, losses, d_hidden, d_head, m->final_normed,
+                                                             param_of(m, m->lm_head), targets, loss_rows, d,
+                                                             m->vocab_start, m->vocab_local, loss_scale,
+                                                             m->lm_scratch);
     if (!backward) return loss_sum;
 
     // ---- backward, mirroring the forward line by line ----
-    float *d_res = m->d_residual, *d_norm = m->d_normed;
-    zero(d_res, rd);
-    if (m->uses_embeddings) zero(m->d_embedded, rd);
-    rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_norm, m->residual_out, param_of(m, m->final_norm),
-                     m->final_rstd, loss_rows, d);
+    float *d_res = m->d_residual, *d_norm = m->d_normed, *d_norm_local = m->d_normed_local;
+    reduce_partial(m, d_norm_local, d_norm, batch, seq_len);  // the vocab shards' shares of dL/dh
+    zero(d_res, local_rd);
+    if (m->uses_embeddings) zero(m->d_embedded, local_rd);
+    rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_norm_local, m->residual_out, param_of(m, m->final_norm),
+                     m->final_rstd, local_loss_rows, d);
+    if (m->reducer) {
+        grad_reducer_tensor_ready(m->reducer, m->final_norm);
+        if (m->lm_head != m->embed) grad_reducer_tensor_ready(m->reducer, m->lm_head);
+    }
     for (int l = n - 1; l >= 0; l--) {
         block_state *b = &m->blocks[l];
         size_t mark = arena_mark(&m->scratch);
@@ -241,24 +349,45 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
         zero(d_gate, ri);
         zero(d_up, ri);
         // d_res holds d(block output) = d(residual_mid) through the skip connection.
-        linear_backward(d_act, grad_of(m, b->down), NULL, d_res, b->act, param_of(m, b->down), rows, inter, d);
+        const float *d_out = gathered_gradient(m, d_res, sequences, seq_len);
+        linear_backward(d_act, grad_of(m, b->down), NULL, d_out, b->act, param_of(m, b->down), rows, inter, d);
         swiglu_backward(d_gate, d_up, d_act, b->gate_out, b->up_out, ri);
         zero(d_norm, rd);
-        linear_backward(d_norm, grad_of(m, b->gate), NULL, d_gate, b->norm2, param_of(m, b->gate), rows, d, inter);
-        linear_backward(d_norm, grad_of(m, b->up), NULL, d_up, b->norm2, param_of(m, b->up), rows, d, inter);
+        linear_backward(d_norm, grad_of(m, b->gate), NULL, d_gate, b->mlp_input, param_of(m, b->gate), rows, d, inter);
+        linear_backward(d_norm, grad_of(m, b->up), NULL, d_up, b->mlp_input, param_of(m, b->up), rows, d, inter);
         arena_release(&m->scratch, mark);
-        rmsnorm_backward(d_res, grad_of(m, b->post_norm), d_norm, b->residual_mid, param_of(m, b->post_norm),
-                         b->rstd2, rows, d);
+        reduce_partial(m, d_norm_local, d_norm, sequences, seq_len);
+        rmsnorm_backward(d_res, grad_of(m, b->post_norm), d_norm_local, b->residual_mid, param_of(m, b->post_norm),
+                         b->rstd2, local_rows, d);
         // d_res now holds d(residual_mid) = d(residual_in) through the skip connection.
+        d_out = gathered_gradient(m, d_res, sequences, seq_len);
         zero(d_norm, rd);
-        m->plan[l]->backward(&m->mixers[l], &context, d_norm, d_res, b->norm1);
-        rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_norm, b->residual_in, param_of(m, b->input_norm),
-                         b->rstd1, rows, d);
+        if (b->embedded_normed) {
+            context.embedded = b->embedded_normed;
+            zero(m->d_embedded_normed, rd);
+        }
+        m->plan[l]->backward(&m->mixers[l], &context, d_norm, d_out, b->mixer_input);
+        reduce_partial(m, d_norm_local, d_norm, sequences, seq_len);
+        rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_norm_local, b->residual_in, param_of(m, b->input_norm),
+                         b->rstd1, local_rows, d);
+        if (b->embedded_normed) {  // the mixer's share of dL/d RMSNorm(e), then through that norm to e
+            float *d_e_local = sp ? d_norm_local : m->d_embedded_normed;
+            reduce_partial(m, d_e_local, m->d_embedded_normed, sequences, seq_len);
+            rmsnorm_backward(m->d_embedded, grad_of(m, b->input_norm), d_e_local, embedded,
+                             param_of(m, b->input_norm), b->embedded_rstd, local_rows, d);
+        }
+        if (m->reducer) grad_reducer_layer_ready(m->reducer, l);
     }
-    if (m->uses_embeddings) add_inplace(d_res, m->d_embedded, rd);
+    if (m->uses_embeddings) add_inplace(d_res, m->d_embedded, local_rd);
     // rndembqk's X_1 is fixed noise: its rows send nothing to the embedding table.
     int embedded_rows = m->has_fixed_stream && !m->fixed_stream_from_tokens ? loss_rows : rows;
-    embedding_backward(grad_of(m, m->embed), d_res, m->inputs, embedded_rows, d);
+    if (tp == 1) {
+        embedding_backward(grad_of(m, m->embed), d_res, m->inputs, embedded_rows, d);
+    } else {
+        const float *d_embedding = gathered_gradient(m, d_res, sequences, seq_len);
+        vocab_parallel_embedding_backward(grad_of(m, m->embed), d_embedding, m->inputs, embedded_rows, d,
+                                          m->vocab_start, m->vocab_local);
+    }
     return loss_sum;
 }
 

@@ -3,6 +3,14 @@
 // final RMSNorm and an LM head (tied to the embedding or not), softmax cross entropy.
 // One parameter buffer, one gradient buffer (same layout, from the registry), one
 // activation arena sized for the largest micro-batch, nothing allocated per step.
+//
+// Tensor parallelism (DESIGN.md 7) over the process grid's tp group: heads, the MLP
+// width and the vocabulary are split; every mixer and MLP sees the full normalised rows
+// and returns a partial output that the tp group sums (all-reduce), or, with sequence
+// parallelism, the residual stream between blocks is this rank's sequence shard: the
+// normalised input is all-gathered before the mixer and the MLP and their partial
+// outputs reduce-scattered (par/tensor_collectives.h). "local" rows below are the
+// shard (= all rows without sp), "full" rows every position of the micro-batch.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -11,20 +19,34 @@
 #include "core/config.h"
 #include "core/params.h"
 #include "mixers/mixer.h"
+#include "par/grad_reduce.h"
+#include "par/process_grid.h"
 
 typedef struct {
     int input_norm, post_norm;          // RMSNorm weights
     int gate, up, down;                 // SwiGLU MLP
-    float *residual_in;                 // [rows, d] input of the block
-    float *norm1, *rstd1;               // RMSNorm before the mixer
-    float *residual_mid;                // after the mixer branch
-    float *norm2, *rstd2;               // RMSNorm before the MLP
-    float *gate_out, *up_out, *act;     // [rows, intermediate]
+    float *residual_in;                 // [local rows, d] input of the block
+    float *mixer_input, *rstd1;         // RMSNorm before the mixer: [full rows, d], [local rows]
+    float *residual_mid;                // [local rows, d] after the mixer branch
+    float *mlp_input, *rstd2;           // RMSNorm before the MLP: [full rows, d], [local rows]
+    float *gate_out, *up_out, *act;     // [full rows, local intermediate]
+    // staticembqk layers: RMSNorm(e) with this block's input norm weight ([full rows, d])
+    // and its rstd ([local rows]); NULL in the other layers.
+    float *embedded_normed, *embedded_rstd;
 } block_state;
 
+
+
 typedef struct {
-    decon_config config;
-    param_registry registry;
+    decon_config config;                // tensor_parallel/sequence_parallel = the grid's
+    param_registry registry;            // this rank's tensor-parallel shard
+    process_grid *grid;                 // not owned (own_grid for single-rank models)
+    process_grid own_grid;
+    // When set (by the trainer, for the step's last micro-batch), backward tells it which
+    // gradients are final so the data-parallel reduction overlaps the rest of backward.
+    grad_reducer *reducer;
+    int vocab_start, vocab_local;       // this rank's rows of the embedding / LM head
+    int intermediate_local;             // this rank's MLP width
     float *params, *grads;
     const mixer_kind **plan;
     mixer_layer *mixers;
@@ -43,14 +65,22 @@ typedef struct {
     bool uses_embeddings;               // some mixer reads the input embeddings
     float *d_embedded;                  // [rows, d] their gradient
     bool *skipped;                      // per layer: removed for evaluation (skip)
-    float *residual_out, *final_normed, *final_rstd;
-    float *d_residual, *d_normed;       // backward: residual-stream and normed-input gradients
+    float *residual_out, *final_normed, *final_rstd;   // [local], [full loss rows], [local]
+    float *d_residual, *d_normed;       // backward: residual-stream [local] and normed-input [full] gradients
+    float *d_normed_local;              // [local rows, d] (= d_normed without sp)
+    float *normed_local;                // [local rows, d] a norm's output before the sp gather
+    float *branch_out;                  // [full rows, d] a branch's partial output before the sp reduce-scatter
+    float *d_out_full;                  // [full rows, d] a residual gradient gathered along the sequence (sp)
+    float *d_embedded_normed;           // [full rows, d] staticembqk's gradient w.r.t. RMSNorm(e)
     float *lm_scratch;
     int batch, seq_len;                 // shape of the last forward
 } model;
 
 // Registers every tensor and builds the layer plan; fatal (naming origin) on a bad config.
+// model_build: one rank (tp = 1); model_build_parallel: this rank's shard of the grid's
+// tensor-parallel decomposition (the grid outlives the model).
 void model_build(model *m, const decon_config *config, const char *origin);
+void model_build_parallel(model *m, const decon_config *config, const char *origin, process_grid *grid);
 // Allocates parameter/gradient buffers and the activation arena for up to
 // max_batch x max_seq_len tokens.
 void model_allocate(model *m, int max_batch, int max_seq_len);
@@ -60,6 +90,9 @@ void model_initialize(model *m, uint64_t seed);
 // Forward pass and loss over batch x seq_len tokens. Returns the SUM of per-token
 // losses (targets < 0 ignored); per-token losses written to losses[] when non-NULL.
 // With backward set, also accumulates loss_scale * d(sum loss)/d(params) into m->grads.
+// Under tensor parallelism every rank of the tp group passes the same tokens and gets
+// the same loss; gradients are this rank's shard (replicated tensors' partial shares
+// flagged grad_partial_over_tp are summed by the grad_reducer).
 double model_forward_backward(model *m, const int *inputs, const int *targets, int batch, int seq_len,
                               float loss_scale, bool backward, float *losses);
 // The context the mixers see for the last forward (for recordings).

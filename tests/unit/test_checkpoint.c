@@ -1,10 +1,13 @@
 // HDF5 checkpoints: bit-exact round trips, loading at a different tensor-parallel
-// decomposition than the one that wrote, one-line failures on damaged or mismatched
-// files, a writer killed midway, and the directory helpers (find_latest, prune).
+// decomposition than the one that wrote, Adam moments sharded over data-parallel ranks
+// (ZeRO-1 ranges) written and read at any decomposition, one-line failures on damaged or
+// mismatched files and on overlapping ranges, a writer killed midway, and the directory
+// helpers (find_latest, prune).
 //
-// Run plainly (1 rank) it runs everything; the 2-rank halves of the decomposition tests
-// run as `mpirun -np 2 <self> --write-sharded|--read-sharded FILE`, and the failure cases
-// as `<self> --read FILE` in a child whose stderr comes back through a pipe. Run under
+// Run plainly (1 rank) it runs everything; the multi-rank halves of the decomposition
+// tests run as `mpirun -np N <self> --MODE FILE` (--write-sharded, --read-sharded,
+// --write-zero, --read-zero, --zero-dp3, --write-overlap), and the failure cases as
+// `<self> --read FILE` in a child whose stderr comes back through a pipe. Run under
 // `mpirun -np N` (N = 2 or 4) it checks the same properties collectively instead: every
 // rank holds shard `rank` of N, and reads at 1 rank go through MPI_COMM_SELF.
 #include <fcntl.h>
@@ -129,6 +132,111 @@ static const char *read_and_compare(const char *path, const param_registry *regi
 }
 
 // ---------------------------------------------------------------------------------------
+// Moments held as a range of the flat buffer (ZeRO-1): arrays of end - begin floats.
+
+enum { GUARD = 16 };              // floats after a range array that reads must not touch
+static const float UNTOUCHED = 12345.0f;
+
+static const param_info *find_tensor(const param_registry *registry, const char *name) {
+    int index = params_find(registry, name);
+    if (index < 0) fatal("test registry lacks %s", name);
+    return &registry->items[index];
+}
+
+// Part `part` of `parts` of the buffer in 16-float units (as ZeRO partitions it).
+static moment_range aligned_part(const param_registry *registry, int part, int parts) {
+    size_t units = registry->total / 16;
+    return (moment_range){units * (size_t)part / (size_t)parts * 16, units * (size_t)(part + 1) / (size_t)parts * 16};
+}
+
+// Cut points inside layers.0.mlp.down (column-sharded): row 2 column 3 and row 9
+// column 5 of the local slice, so runs start and end mid-row.
+static void odd_cuts(const param_registry *registry, size_t *cut1, size_t *cut2) {
+    const param_info *down = find_tensor(registry, "layers.0.mlp.down");
+    size_t width = (size_t)down->local_shape[1];
+    *cut1 = down->offset + 2 * width + 3;
+    *cut2 = down->offset + 9 * width + 5;
+}
+
+// The moments of kind 1 (m) or 2 (v) for `range`, as a rank under ZeRO-1 holds them.
+static float *filled_range(const param_registry *registry, int kind, moment_range range) {
+    float *full = filled_buffer(registry, kind);
+    float *part = xaligned_alloc((range.end - range.begin + GUARD) * sizeof(float));
+    memcpy(part, full + range.begin, (range.end - range.begin) * sizeof(float));
+    free(full);
+    return part;
+}
+
+// Writes the test checkpoint with moments held as `range` (NULL arrays when the range is
+// empty and null_when_empty, as a rank without moments may pass).
+static void write_range_checkpoint(const char *path, const param_registry *registry, moment_range range, int64_t step,
+                                   int null_when_empty, MPI_Comm comm) {
+    float *params = filled_buffer(registry, 0);
+    float *m = filled_range(registry, 1, range), *v = filled_range(registry, 2, range);
+    int pass_null = null_when_empty && range.begin == range.end;
+    train_state state = test_state(step);
+    checkpoint_write_partitioned(path, registry, params, pass_null ? NULL : m, pass_null ? NULL : v, &range, &state,
+                                 CONFIG_TEXT, comm);
+    free(params);
+    free(m);
+    free(v);
+}
+
+// Whether `moments` holds exactly the expected values of every tensor element in `range`
+// and nothing was written to the padding between tensors or past the array's end.
+static const char *range_difference(const param_registry *registry, const float *moments, moment_range range, int kind) {
+    float *expected = filled_buffer(registry, kind);
+    const char *differs = NULL;
+    size_t n = range.end - range.begin;
+    char *is_tensor = xcalloc(n + 1, 1);
+    for (int p = 0; p < registry->count && !differs; p++) {
+        const param_info *info = &registry->items[p];
+        size_t lo = info->offset > range.begin ? info->offset : range.begin;
+        size_t hi = info->offset + info->local_count < range.end ? info->offset + info->local_count : range.end;
+        if (lo >= hi) continue;
+        memset(is_tensor + (lo - range.begin), 1, hi - lo);
+        if (memcmp(moments + (lo - range.begin), expected + lo, (hi - lo) * sizeof(float)) != 0) differs = info->name;
+    }
+    for (size_t j = 0; j < n + GUARD && !differs; j++)
+        if ((j >= n || !is_tensor[j]) && moments[j] != UNTOUCHED) differs = j >= n ? "past the range" : "padding";
+    free(is_tensor);
+    free(expected);
+    return differs;
+}
+
+// Reads `path` with moments held as `range` and compares params, the range and state.
+static const char *read_range_and_compare(const char *path, const param_registry *registry, moment_range range,
+                                          int64_t step, MPI_Comm comm) {
+    static char why[256];
+    size_t n = range.end - range.begin + GUARD;
+    float *params = xaligned_alloc(registry->total * sizeof(float));
+    float *m = xaligned_alloc(n * sizeof(float)), *v = xaligned_alloc(n * sizeof(float));
+    for (size_t j = 0; j < n; j++) m[j] = v[j] = UNTOUCHED;
+    train_state state = {0}, expected = test_state(step);
+    checkpoint_read_partitioned(path, registry, params, m, v, &range, &state, comm);
+    const char *bad;
+    why[0] = '\0';
+    if ((bad = first_difference(registry, params, 0))) snprintf(why, sizeof why, "params %s differs", bad);
+    else if ((bad = range_difference(registry, m, range, 1)))
+        snprintf(why, sizeof why, "m [%zu, %zu): %s differs", range.begin, range.end, bad);
+    else if ((bad = range_difference(registry, v, range, 2)))
+        snprintf(why, sizeof why, "v [%zu, %zu): %s differs", range.begin, range.end, bad);
+    else if (!same_state(&state, &expected)) snprintf(why, sizeof why, "state differs (step %lld)", (long long)state.step);
+    free(params);
+    free(m);
+    free(v);
+    return why;
+}
+
+// A child's verdict over all its ranks: 0 when every rank found `why` empty.
+static int child_verdict(const char *why) {
+    int ok = !why[0], all_ok;
+    if (!ok) fprintf(stderr, "rank %d: %s\n", world_rank, why);
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    return all_ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------
 // Reporting: every check is collective; rank 0 prints the verdict of all ranks.
 
 static void check(const char *name, int ok, const char *format, const char *detail) {
@@ -137,6 +245,12 @@ static void check(const char *name, int ok, const char *format, const char *deta
     if (!ok && world_size > 1) fprintf(stderr, "rank %d: %s: %s\n", world_rank, name, detail ? detail : "");
     if (world_rank == 0) testing_report(all_ok, name, format, detail ? detail : "");
     else if (!all_ok) testing_failures++;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static void scratch_path(char *out, size_t size, const char *name) { snprintf(out, size, "%s/%s", scratch, name); }
@@ -230,11 +344,15 @@ static child_result run_child(const char *const *argv) {
 
 static char self_path[4096];
 
-static child_result run_mpirun(int ranks, const char *mode, const char *path) {
+// `mpirun -np ranks <self> mode path [extra]`, ended after a minute should it hang.
+static child_result run_mpirun(int ranks, const char *mode, const char *path, const char *extra) {
     char count[16];
     snprintf(count, sizeof count, "%d", ranks);
-    return run_child((const char *[]){"mpirun", "--oversubscribe", "-np", count, self_path, mode, path, NULL});
+    return run_child((const char *[]){"timeout", "60", "mpirun", "--oversubscribe", "-np", count, self_path, mode, path,
+                                      extra, NULL});
 }
+
+static int child_succeeded(const child_result *r) { return WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0; }
 
 static int count_lines(const char *text) {
     int lines = 0;
@@ -267,14 +385,55 @@ static int child_main(const char *mode, const char *path, const char *variant_na
     } else if (strcmp(mode, "--write-replicated") == 0) {  // data parallel: every rank holds everything
         build_registry(&registry, 0, 1, VARIANT_FULL);
         write_test_checkpoint(path, &registry, 300, 0, MPI_COMM_WORLD);
-    } else if (strcmp(mode, "--read-sharded") == 0) {
+    } else if (strcmp(mode, "--read-sharded") == 0) {  // tp = world, no ZeRO; variant: the step
         build_registry(&registry, world_rank, world_size, VARIANT_FULL);
-        const char *why = read_and_compare(path, &registry, 100, MPI_COMM_WORLD);
-        int ok = !why[0], all_ok;
-        if (!ok) fprintf(stderr, "rank %d: %s\n", world_rank, why);
-        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        int code = child_verdict(read_and_compare(path, &registry, variant_name ? atoll(variant_name) : 100, MPI_COMM_WORLD));
         params_free(&registry);
-        return all_ok ? 0 : 1;
+        return code;
+    } else if (strcmp(mode, "--write-zero") == 0) {  // 4 ranks: tp 2 x dp 2, ZeRO-1 moments
+        int dp_rank = world_rank / 2;
+        build_registry(&registry, world_rank % 2, 2, VARIANT_FULL);
+        char other[600];
+        write_range_checkpoint(path, &registry, aligned_part(&registry, dp_rank, 2), 400, 0, MPI_COMM_WORLD);
+        size_t cut1, cut2;
+        odd_cuts(&registry, &cut1, &cut2);
+        snprintf(other, sizeof other, "%s.odd.h5", path);  // ranges cut a column-sharded tensor mid-row
+        moment_range odd = dp_rank == 0 ? (moment_range){0, cut1} : (moment_range){cut1, registry.total};
+        write_range_checkpoint(other, &registry, odd, 401, 0, MPI_COMM_WORLD);
+        snprintf(other, sizeof other, "%s.empty.h5", path);  // dp rank 0 (with world rank 0) holds nothing
+        moment_range lopsided = dp_rank == 0 ? (moment_range){0, 0} : (moment_range){0, registry.total};
+        write_range_checkpoint(other, &registry, lopsided, 402, 1, MPI_COMM_WORLD);
+        // Read back under other ranges: a run with a partial first row, whole rows and a
+        // partial last row, and the rest of the buffer.
+        moment_range back = dp_rank == 0 ? (moment_range){cut1, cut2} : (moment_range){cut2, registry.total};
+        int code = child_verdict(read_range_and_compare(path, &registry, back, 400, MPI_COMM_WORLD));
+        params_free(&registry);
+        return code;
+    } else if (strcmp(mode, "--read-zero") == 0) {  // 2 ranks: dp 2, ZeRO-1 moments
+        build_registry(&registry, 0, 1, VARIANT_FULL);
+        size_t cut1, cut2;
+        odd_cuts(&registry, &cut1, &cut2);
+        moment_range odd = world_rank == 0 ? (moment_range){0, cut1} : (moment_range){cut1, registry.total};
+        const char *why = read_range_and_compare(path, &registry, aligned_part(&registry, world_rank, 2), 100,
+                                                 MPI_COMM_WORLD);
+        if (!why[0]) why = read_range_and_compare(path, &registry, odd, 100, MPI_COMM_WORLD);
+        int code = child_verdict(why);
+        params_free(&registry);
+        return code;
+    } else if (strcmp(mode, "--zero-dp3") == 0) {  // 3 ranks: dp 3, the middle range starts and ends mid-row
+        build_registry(&registry, 0, 1, VARIANT_FULL);
+        size_t cut1, cut2;
+        odd_cuts(&registry, &cut1, &cut2);
+        moment_range ranges[3] = {{0, cut1}, {cut1, cut2}, {cut2, registry.total}};
+        write_range_checkpoint(path, &registry, ranges[world_rank], 500, 0, MPI_COMM_WORLD);
+        int code = child_verdict(read_range_and_compare(path, &registry, ranges[world_rank], 500, MPI_COMM_WORLD));
+        params_free(&registry);
+        return code;
+    } else if (strcmp(mode, "--write-overlap") == 0) {  // 2 ranks, dp 2: ranges overlap partially (fatal)
+        build_registry(&registry, 0, 1, VARIANT_FULL);
+        size_t third = registry.total / 3;
+        moment_range range = world_rank == 0 ? (moment_range){0, 2 * third} : (moment_range){third, registry.total};
+        write_range_checkpoint(path, &registry, range, 600, 0, MPI_COMM_WORLD);
     } else if (strcmp(mode, "--read") == 0) {
         build_registry(&registry, 0, 1, variant);
         float *buffers = xaligned_alloc(3 * registry.total * sizeof(float));
@@ -372,19 +531,68 @@ static void test_decompositions(const char *good) {
     char path[512];
 
     scratch_path(path, sizeof path, "sharded.h5");
-    child_result r = run_mpirun(2, "--write-sharded", path);
+    child_result r = run_mpirun(2, "--write-sharded", path, NULL);
     int wrote = WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0;
     const char *why = wrote ? read_and_compare(path, &one, 200, MPI_COMM_WORLD) : r.output;
     check("checkpoint_written_by_2_ranks_reads_at_1", wrote && !why[0], "%s", why);
 
     scratch_path(path, sizeof path, "replicated.h5");
-    r = run_mpirun(2, "--write-replicated", path);
+    r = run_mpirun(2, "--write-replicated", path, NULL);
     wrote = WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0;
     why = wrote ? read_and_compare(path, &one, 300, MPI_COMM_WORLD) : r.output;
     check("checkpoint_written_by_2_replicated_ranks_reads_at_1", wrote && !why[0], "%s", why);
 
-    r = run_mpirun(2, "--read-sharded", good);
+    r = run_mpirun(2, "--read-sharded", good, NULL);
     check("checkpoint_written_by_1_rank_reads_at_2", WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "%s", r.output);
+    params_free(&one);
+}
+
+// ZeRO-1: moments held as ranges of the flat buffer, written and read at any decomposition.
+static void test_zero(const char *good) {
+    param_registry one;
+    build_registry(&one, 0, 1, VARIANT_FULL);
+    char path[512], other[600];
+
+    scratch_path(path, sizeof path, "zero.h5");
+    child_result r = run_mpirun(4, "--write-zero", path, NULL);
+    const char *why = child_succeeded(&r) ? read_and_compare(path, &one, 400, MPI_COMM_WORLD) : r.output;
+    check("zero_tp2_dp2_checkpoint_reads_at_1_rank", child_succeeded(&r) && !why[0], "%s", why);
+    check("zero_tp2_dp2_reads_back_under_other_ranges", child_succeeded(&r), "%s", r.output);
+    snprintf(other, sizeof other, "%s.odd.h5", path);
+    why = child_succeeded(&r) ? read_and_compare(other, &one, 401, MPI_COMM_WORLD) : "not written";
+    check("zero_ranges_cutting_rows_read_at_1_rank", !why[0], "%s", why);
+    snprintf(other, sizeof other, "%s.empty.h5", path);
+    why = child_succeeded(&r) ? read_and_compare(other, &one, 402, MPI_COMM_WORLD) : "not written";
+    check("zero_with_an_empty_range_on_rank_0_reads_at_1_rank", !why[0], "%s", why);
+
+    r = run_mpirun(2, "--read-sharded", path, "400");  // tp 2, no ZeRO
+    check("zero_checkpoint_reads_at_tp2_without_zero", child_succeeded(&r), "%s", r.output);
+
+    r = run_mpirun(2, "--read-zero", good, NULL);
+    check("checkpoint_written_by_1_rank_reads_at_dp2_zero", child_succeeded(&r), "%s", r.output);
+
+    scratch_path(path, sizeof path, "zero_dp3.h5");
+    r = run_mpirun(3, "--zero-dp3", path, NULL);
+    why = child_succeeded(&r) ? read_and_compare(path, &one, 500, MPI_COMM_WORLD) : r.output;
+    check("zero_dp3_roundtrip_and_reads_at_1_rank", child_succeeded(&r) && !why[0], "%s", why);
+
+    // Partially overlapping ranges: one line from the whole job, a failed exit, no hang
+    // (timeout ends the child after a minute), and no file.
+    scratch_path(path, sizeof path, "overlap.h5");
+    snprintf(other, sizeof other, "%s.tmp", path);
+    double start = now();
+    r = run_child((const char *[]){"timeout", "60", "mpirun", "--quiet", "--oversubscribe", "-np", "2", self_path,
+                                   "--write-overlap", path, NULL});
+    double seconds = now() - start;
+    char detail[8400] = "";
+    if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) == 0 || WEXITSTATUS(r.status) == 124)
+        snprintf(detail, sizeof detail, "child status %d after %.1f s (want a failed exit); stderr: %s", r.status,
+                 seconds, r.output);
+    else if (count_lines(r.output) != 1 || !strstr(r.output, "overlapping Adam moment ranges") || !strstr(r.output, path))
+        snprintf(detail, sizeof detail, "expected one line naming the file and the overlap, got: %s", r.output);
+    else if (access(path, F_OK) == 0 || access(other, F_OK) == 0)
+        snprintf(detail, sizeof detail, "a file was created");
+    check("zero_overlapping_ranges_fail_with_one_line", !detail[0], "%s", detail);
     params_free(&one);
 }
 
@@ -444,12 +652,6 @@ static void test_damaged_files(const char *good) {
     scratch_path(path, sizeof path, "no_such_dir/step_00000001.h5");
     expect_fatal("write_to_missing_directory_is_fatal", "--write-sharded", path, NULL,
                  (const char *[]){path, "cannot create checkpoint", "directory exists", NULL});
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 // A writer killed while writing leaves the previous checkpoint under the final name.
@@ -630,6 +832,7 @@ int main(int argc, char **argv) {
         scratch_path(good, sizeof good, "good.h5");
         test_roundtrip(good);
         test_decompositions(good);
+        test_zero(good);
         test_damaged_files(good);
         test_killed_writer(good);
     } else {

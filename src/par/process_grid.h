@@ -1,0 +1,32 @@
+// The process grid (DESIGN.md 7): world = dp x tp ranks. Tensor-parallel groups are
+// consecutive world ranks (tp innermost, as Megatron places them on one node's fast
+// links); rank w is tp rank w % tp of data-parallel replica w / tp. Every collective of
+// the model and the trainer goes through the communicators here and is counted in
+// `traffic` (bytes each rank sends per kind, par/traffic.h).
+#pragma once
+#include <mpi.h>
+#include <stdbool.h>
+
+#include "core/config.h"
+#include "par/traffic.h"
+
+typedef struct {
+    MPI_Comm world, tensor, data;       // tensor: this rank's tp group; data: its dp group
+    int world_rank, world_size;
+    int tensor_rank, tensor_size;       // tp
+    int data_rank, data_size;           // dp
+    bool sequence_parallel;             // activations between blocks sharded along the sequence
+    traffic_counter traffic;
+    float *staging;                     // sequence-parallel permutation buffer, grown on first use
+    size_t staging_floats;
+} process_grid;
+
+// Splits `world` by config->tensor_parallel (dp = world size / tp) with
+// config->sequence_parallel; fatal (one line naming origin and key) when the world size,
+// the heads, the KV heads, the vocabulary or (with sp) the sequence length do not divide.
+void process_grid_create(process_grid *grid, MPI_Comm world, const decon_config *config, const char *origin);
+// The grid of one rank on its own (tp = dp = 1), for single-rank tools and references.
+void process_grid_single(process_grid *grid);
+void process_grid_free(process_grid *grid);
+// "dp 2 x tp 2 (sp)" for logs.
+void process_grid_describe(const process_grid *grid, char *out, size_t size);

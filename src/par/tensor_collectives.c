@@ -1,0 +1,76 @@
+#include "par/tensor_collectives.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+
+static float *staging(process_grid *grid, size_t floats) {
+    if (floats > grid->staging_floats) {  // grows on the first step only: shapes are fixed
+        free(grid->staging);
+        grid->staging = xaligned_alloc(floats * sizeof(float));
+        grid->staging_floats = floats;
+    }
+    return grid->staging;
+}
+
+void tensor_all_reduce(process_grid *grid, float *x, size_t count, traffic_kind kind) {
+    if (grid->tensor_size == 1) return;
+    MPI_Allreduce(MPI_IN_PLACE, x, (int)count, MPI_FLOAT, MPI_SUM, grid->tensor);
+    traffic_add(&grid->traffic, kind, traffic_all_reduce_bytes((double)count * sizeof(float), grid->tensor_size));
+}
+
+// MPI's gather/scatter work on rank-major blocks [tp][batch][seq/tp][width]; the model's
+// layout is [batch][seq][width]. These move one layout to the other.
+static void rank_major_from_full(float *blocks, const float *full, int tp, int batch, int seq_len, int width) {
+    size_t piece = (size_t)(seq_len / tp) * (size_t)width;
+    for (int r = 0; r < tp; r++)
+        for (int b = 0; b < batch; b++)
+            memcpy(blocks + ((size_t)r * batch + b) * piece, full + (size_t)b * seq_len * width + r * piece,
+                   piece * sizeof(float));
+}
+
+static void full_from_rank_major(float *full, const float *blocks, int tp, int batch, int seq_len, int width) {
+    size_t piece = (size_t)(seq_len / tp) * (size_t)width;
+    for (int r = 0; r < tp; r++)
+        for (int b = 0; b < batch; b++)
+            memcpy(full + (size_t)b * seq_len * width + r * piece, blocks + ((size_t)r * batch + b) * piece,
+                   piece * sizeof(float));
+}
+
+void sequence_all_gather(process_grid *grid, float *full, const float *shard, int batch, int seq_len, int width) {
+    int tp = grid->tensor_size;
+    size_t shard_floats = (size_t)batch * (size_t)(seq_len / tp) * (size_t)width;
+    if (tp == 1) {
+        memcpy(full, shard, shard_floats * sizeof(float));
+        return;
+    }
+    float *blocks = staging(grid, shard_floats * (size_t)tp);
+    MPI_Allgather(shard, (int)shard_floats, MPI_FLOAT, blocks, (int)shard_floats, MPI_FLOAT, grid->tensor);
+    full_from_rank_major(full, blocks, tp, batch, seq_len, width);
+    traffic_add(&grid->traffic, TRAFFIC_TP_ALL_GATHER,
+                traffic_all_gather_bytes((double)shard_floats * tp * sizeof(float), tp));
+}
+
+void sequence_reduce_scatter(process_grid *grid, float *shard, const float *full, int batch, int seq_len,
+                             int width) {
+    int tp = grid->tensor_size;
+    size_t shard_floats = (size_t)batch * (size_t)(seq_len / tp) * (size_t)width;
+    if (tp == 1) {
+        memcpy(shard, full, shard_floats * sizeof(float));
+        return;
+    }
+    float *blocks = staging(grid, shard_floats * (size_t)tp);
+    rank_major_from_full(blocks, full, tp, batch, seq_len, width);
+    MPI_Reduce_scatter_block(blocks, shard, (int)shard_floats, MPI_FLOAT, MPI_SUM, grid->tensor);
+    traffic_add(&grid->traffic, TRAFFIC_TP_REDUCE_SCATTER,
+                traffic_reduce_scatter_bytes((double)shard_floats * tp * sizeof(float), tp));
+}
+
+void sequence_take_shard(const process_grid *grid, float *shard, const float *full, int batch, int seq_len,
+                         int width) {
+    int tp = grid->tensor_size, r = grid->tensor_rank;
+    size_t piece = (size_t)(seq_len / tp) * (size_t)width;
+    for (int b = 0; b < batch; b++)
+        memcpy(shard + (size_t)b * piece, full + (size_t)b * seq_len * width + r * piece, piece * sizeof(float));
+}

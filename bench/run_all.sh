@@ -14,6 +14,8 @@ echo "== training throughput (random tokens, full steps incl. AdamW)"
 build/bench/bench_train input/models/tiny.ini --steps 5
 build/bench/bench_train input/models/70m.ini --set train.sequence_length=512 --set train.micro_batch_size=8 \
     --set train.global_batch_size=8 --steps 3
+echo "== parallel training (mpirun; traffic per step and rank against the formula)"
+bash bench/parallel.sh
 [ -x build/bench/bench_checkpoint ] && { echo "== checkpoints"; build/bench/bench_checkpoint; }
 if [ -x build/bench/bench_svd ]; then
     echo "== attention SVD (decon-analyze --svd: ScaLAPACK pdgesvd of one 2048 x 2048 head, 1 thread per rank;"

@@ -1,5 +1,6 @@
 // decon-train: pre-train a decoder-only language model.
-//   decon-train <config.ini> [--set section.key=value]... [--run-dir DIR] [--resume]
+//   [mpirun -np N] decon-train <config.ini> [--set section.key=value]... [--run-dir DIR] [--resume]
+//                                         [--tp T] [--sp] [--zero 1]
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,10 +13,16 @@ static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(co
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: decon-train <config.ini> [--set section.key=value]... [--run-dir DIR] [--resume]\n"
+            "usage: [mpirun -np N] decon-train <config.ini> [--set section.key=value]... [--run-dir DIR] [--resume]\n"
+            "                                 [--tp T] [--sp] [--zero 1]\n"
             "  --set      override one config key (repeatable), e.g. --set train.max_steps=200\n"
             "  --run-dir  where checkpoints, metrics.jsonl and config.ini go (= --set io.run_dir=DIR)\n"
-            "  --resume   continue from the newest valid checkpoint in <run_dir>/ckpt\n");
+            "  --resume   continue from the newest valid checkpoint in <run_dir>/ckpt (written at any\n"
+            "             tp/dp/sp/zero decomposition)\n"
+            "  --tp T     tensor-parallel ranks; the N ranks form N/T data-parallel replicas\n"
+            "             (= --set parallel.tensor_parallel=T)\n"
+            "  --sp       sequence parallelism inside the tp group (= --set parallel.sequence_parallel=1)\n"
+            "  --zero 1   shard the Adam moments over the data-parallel replicas (= --set parallel.zero_stage=1)\n");
 }
 
 int main(int argc, char **argv) {
@@ -24,8 +31,8 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     log_set_rank(rank, world);
+    // One rank's fatal error (bad input it alone sees) ends every rank at once, never a hang.
     if (world > 1) fatal_set_exit_hook(abort_all_ranks);
-    if (world > 1) fatal("this build trains on one rank; run without mpirun -np %d (parallel training is planned)", world);
 
     trainer_options options = {0};
     config_defaults(&options.config);
@@ -36,8 +43,10 @@ int main(int argc, char **argv) {
             MPI_Finalize();
             return 0;
         }
-        if (strcmp(argv[i], "--resume") == 0) options.resume = true;
-        else if (strcmp(argv[i], "--set") == 0 || strcmp(argv[i], "--run-dir") == 0) {
+        if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--sp") == 0) {
+            options.resume |= strcmp(argv[i], "--resume") == 0;
+        } else if (strcmp(argv[i], "--set") == 0 || strcmp(argv[i], "--run-dir") == 0 ||
+                   strcmp(argv[i], "--tp") == 0 || strcmp(argv[i], "--zero") == 0) {
             if (i + 1 >= argc) fatal("%s needs a value; see decon-train --help", argv[i]);
             i++;
         } else if (argv[i][0] == '-') fatal("unknown option %s; see decon-train --help", argv[i]);
@@ -52,10 +61,16 @@ int main(int argc, char **argv) {
     config_load(&options.config, config_path);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--set") == 0) config_set(&options.config, argv[++i], "--set");
-        else if (strcmp(argv[i], "--run-dir") == 0) {
-            char assignment[CONFIG_STRING_MAX + 16];
-            snprintf(assignment, sizeof assignment, "io.run_dir=%s", argv[++i]);
-            config_set(&options.config, assignment, "--run-dir");
+        else if (strcmp(argv[i], "--run-dir") == 0 || strcmp(argv[i], "--tp") == 0 || strcmp(argv[i], "--zero") == 0) {
+            const char *key = strcmp(argv[i], "--run-dir") == 0 ? "io.run_dir"
+                              : strcmp(argv[i], "--tp") == 0    ? "parallel.tensor_parallel"
+                                                                : "parallel.zero_stage";
+            char assignment[CONFIG_STRING_MAX + 64];
+            snprintf(assignment, sizeof assignment, "%s=%s", key, argv[i + 1]);
+            config_set(&options.config, assignment, argv[i]);
+            i++;
+        } else if (strcmp(argv[i], "--sp") == 0) {
+            config_set(&options.config, "parallel.sequence_parallel=1", "--sp");
         }
     }
     config_validate(&options.config, config_path);

@@ -402,6 +402,17 @@ double model_training_flops_per_token(const model *m, int seq_len) {
 
 size_t model_activation_bytes(const model *m) { return m->activations.capacity + m->scratch.capacity; }
 
+double model_tensor_parallel_traffic_bytes(const model *m, int batch, int seq_len, bool blocks_only) {
+    const decon_config *c = &m->config;
+    double t = m->grid->tensor_size, sh = (double)seq_len * c->hidden_size * sizeof(float);
+    double sequences = batch + m->has_fixed_stream;
+    int static_layers = 0;
+    for (int l = 0; l < c->num_hidden_layers; l++) static_layers += m->plan[l]->uses_embeddings;
+    double units = 8.0 * c->num_hidden_layers * sequences;
+    if (!blocks_only) units += (2.0 + 2.0 * static_layers) * sequences + 2.0 * batch;
+    return (t - 1.0) / t * sh * units;
+}
+
 void model_print_summary(const model *m) {
     const decon_config *c = &m->config;
     int n = c->num_hidden_layers;

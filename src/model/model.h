@@ -108,5 +108,13 @@ void model_set_skipped(model *m, const bool *skipped);
 // counting the LM head and attention scores as DESIGN.md / docs/design.md describe.
 double model_training_flops_per_token(const model *m, int seq_len);
 size_t model_activation_bytes(const model *m);
+// Bytes one rank sends in the tensor-parallel activation collectives (all-reduce, or sp's
+// all-gather + reduce-scatter) for one forward+backward of batch x seq_len, ring volumes:
+// (t-1)/t * s*h*4 bytes * [(8n + 2 + 2k)(b+f) + 2b], n layers (8 = two branches, each
+// one all-reduce forward and one backward, or with sp gather + scatter each way), the
+// embedding's 2, k staticembqk layers' 2 for their normalised e, and the LM head's 2 on
+// the b loss sequences; f = 1 with a fixed stream. blocks_only: Megatron's per-layer
+// 8(t-1)/t*s*b*h alone (n layers, b+f sequences). 0 on one rank.
+double model_tensor_parallel_traffic_bytes(const model *m, int batch, int seq_len, bool blocks_only);
 // Prints the plan and the parameter count per component and per layer.
 void model_print_summary(const model *m);

@@ -14,6 +14,9 @@
 #include "io/metrics_log.h"
 #include "model/model.h"
 #include "ops/ops.h"
+#include "par/grad_reduce.h"
+#include "par/process_grid.h"
+#include "par/zero.h"
 #include "train/evaluate.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
@@ -36,7 +39,7 @@ static void prepare_directory(const char *path) {
     if (mkdir(partial, 0755) != 0 && errno != EEXIST)
         fatal("cannot create run directory %s (%s); set [io] run_dir to a writable place", path, strerror(errno));
     char probe[CONFIG_STRING_MAX + 64];
-    snprintf(probe, sizeof probe, "%s/.write_probe", path);
+    snprintf(probe, sizeof probe, "%s/.write_probe.%d", path, log_rank());  // one per rank: they run at once
     FILE *f = fopen(probe, "w");
     if (!f || fputs("ok\n", f) < 0 || fclose(f) != 0)
         fatal("run directory %s is not writable (%s); set [io] run_dir to a writable place", path, strerror(errno));
@@ -67,7 +70,8 @@ static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, m
     snprintf(name, sizeof name, "step_%08lld.h5", (long long)state->step);
     snprintf(path, sizeof path, "%s/%s", checkpoint_dir, name);
     double t0 = wall_seconds();
-    checkpoint_write(path, &m->registry, m->params, optimizer->m, optimizer->v, state, config_text, MPI_COMM_WORLD);
+    checkpoint_write_partitioned(path, &m->registry, m->params, optimizer->m, optimizer->v, &optimizer->range, state,
+                                 config_text, MPI_COMM_WORLD);
     if (log_rank() == 0) point_latest(checkpoint_dir, name);
     checkpoint_prune(checkpoint_dir, c->keep_checkpoints, MPI_COMM_WORLD);
     double seconds = wall_seconds() - t0;
@@ -87,10 +91,38 @@ static void record_attention(attention_recorder *recorder, model *m, int64_t ste
                       "bytes", (double)result.bytes, NULL);
 }
 
+// Prints the bytes each rank sent per collective kind in one step, next to the analytic
+// volumes (DESIGN.md 7; docs/design.md "Traffic accounting").
+static void print_traffic(const process_grid *grid, const model *m, int micro_batch, int seq_len, int accumulation,
+                          metrics_log *metrics, int64_t step) {
+    const traffic_counter *t = &grid->traffic;
+    double activations = t->bytes[TRAFFIC_TP_ALL_REDUCE] + t->bytes[TRAFFIC_TP_ALL_GATHER] +
+                         t->bytes[TRAFFIC_TP_REDUCE_SCATTER];
+    double expected = accumulation * model_tensor_parallel_traffic_bytes(m, micro_batch, seq_len, false);
+    double megatron = accumulation * model_tensor_parallel_traffic_bytes(m, micro_batch, seq_len, true);
+    info("traffic per step and rank (step %lld):", (long long)step);
+    for (int k = 0; k < TRAFFIC_KINDS; k++)
+        if (t->calls[k]) info("  %-18s %10.3f MB in %5ld calls", traffic_kind_name((traffic_kind)k), t->bytes[k] * 1e-6, t->calls[k]);
+    if (grid->tensor_size > 1)
+        info("  tp activations %.3f MB; formula %.3f MB (blocks alone, Megatron's 8(t-1)/t*s*b*h per layer: %.3f MB)",
+             activations * 1e-6, expected * 1e-6, megatron * 1e-6);
+    if (grid->data_size > 1)
+        info("  dp all-reduce formula 2(p-1)/p * %.3f MB of gradients = %.3f MB", (double)m->registry.total * 4e-6,
+             traffic_all_reduce_bytes((double)m->registry.total * 4.0, grid->data_size) * 1e-6);
+    metrics_log_write(metrics, "traffic", "step", (double)step, "tp_all_reduce_bytes", t->bytes[TRAFFIC_TP_ALL_REDUCE],
+                      "tp_all_gather_bytes", t->bytes[TRAFFIC_TP_ALL_GATHER], "tp_reduce_scatter_bytes",
+                      t->bytes[TRAFFIC_TP_REDUCE_SCATTER], "tp_loss_bytes", t->bytes[TRAFFIC_TP_LOSS],
+                      "tp_gradient_bytes", t->bytes[TRAFFIC_TP_GRADIENTS], "dp_all_reduce_bytes",
+                      t->bytes[TRAFFIC_DP_ALL_REDUCE], "dp_all_gather_bytes", t->bytes[TRAFFIC_DP_ALL_GATHER],
+                      "tp_activation_formula_bytes", expected, NULL);
+}
+
 int trainer_run(const trainer_options *options) {
     const decon_config *c = &options->config;
     int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     ops_set_threads(threads);
+    process_grid grid;
+    process_grid_create(&grid, MPI_COMM_WORLD, c, options->origin);
 
     prepare_directory(c->run_dir);
     char checkpoint_dir[CONFIG_STRING_MAX + 16];
@@ -98,10 +130,16 @@ int trainer_run(const trainer_options *options) {
     prepare_directory(checkpoint_dir);
 
     model m;
-    model_build(&m, c, options->origin);
+    model_build_parallel(&m, c, options->origin, &grid);
     model_allocate(&m, c->micro_batch_size, c->sequence_length);
+    // ZeRO-1: this rank's Adam moments cover its dp partition of the flat buffer only.
+    moment_range *partitions = xcalloc((size_t)grid.data_size, sizeof *partitions);
+    zero_partition_all(&m.registry, grid.data_size, partitions);
     adamw_state optimizer;
-    optimizer_allocate(&optimizer, &m.registry);
+    if (c->zero_stage == 1) optimizer_allocate_range(&optimizer, &m.registry, partitions[grid.data_rank]);
+    else optimizer_allocate(&optimizer, &m.registry);
+    grad_reducer reducer;
+    grad_reducer_init(&reducer, &m.registry, m.grads, grid.data, grid.tensor, c->bucket_megabytes, &grid.traffic);
 
     data_loader train_data, validation_data;
     data_loader_open(&train_data, c->train, c->sequence_length, (uint64_t)c->seed, c->vocab_size);
@@ -140,7 +178,8 @@ int trainer_run(const trainer_options *options) {
             fatal("%s: cannot resume: the checkpoint's model differs from %s in key '%s'; use a new [io] run_dir or "
                   "the original config", latest, options->origin, differing);
         free(stored_text);
-        checkpoint_read(latest, &m.registry, m.params, optimizer.m, optimizer.v, &state, MPI_COMM_WORLD);
+        checkpoint_read_partitioned(latest, &m.registry, m.params, optimizer.m, optimizer.v, &optimizer.range, &state,
+                                    MPI_COMM_WORLD);
         data_position position = {state.data_epoch, state.data_index};
         data_loader_seek(&train_data, position);
         info("resumed from %s at step %lld (%lld tokens seen)", latest, (long long)state.step,
@@ -156,13 +195,18 @@ int trainer_run(const trainer_options *options) {
     if (log_rank() == 0) write_text_file(path, config_text);
     model_print_summary(&m);
 
-    int accumulation = c->global_batch_size / c->micro_batch_size;
+    // Each dp replica takes global_batch / dp sequences of every step's global batch.
+    int accumulation = c->global_batch_size / grid.data_size / c->micro_batch_size;
     size_t rows = (size_t)c->micro_batch_size * (size_t)c->sequence_length;
     double tokens_per_step = (double)c->global_batch_size * (double)c->sequence_length;
     double flops_per_token = model_training_flops_per_token(&m, c->sequence_length);
-    double peak_gflops = measure_sgemm_peak_gflops();
-    info("train: %d steps x %d sequences x %d tokens (micro-batch %d, %d accumulation steps), %d threads",
-         c->max_steps, c->global_batch_size, c->sequence_length, c->micro_batch_size, accumulation, threads);
+    // MFU against every rank's own sgemm peak (ranks share the machine's cores).
+    double peak_gflops = measure_sgemm_peak_gflops() * grid.world_size;
+    char layout[128];
+    process_grid_describe(&grid, layout, sizeof layout);
+    info("train: %d steps x %d sequences x %d tokens (micro-batch %d, %d accumulation steps per replica), %s%s, "
+         "%d threads per rank", c->max_steps, c->global_batch_size, c->sequence_length, c->micro_batch_size,
+         accumulation, layout, c->zero_stage ? ", ZeRO-1" : "", threads);
     info("memory: params %.1f MB, grads+Adam %.1f MB, activations %.1f MB; sgemm peak %.1f GFLOP/s (OpenBLAS %s)",
          (double)m.registry.total * 4e-6, 3.0 * (double)m.registry.total * 4e-6, (double)model_activation_bytes(&m) * 1e-6,
          peak_gflops, ops_blas_core_name());
@@ -178,22 +222,31 @@ int trainer_run(const trainer_options *options) {
     int exit_code = 0;
     if (recording && state.step == 0) record_attention(&recorder, &m, 0, config_text, &metrics);  // at initialisation
 
+    int64_t first_step = state.step;
     while (state.step < c->max_steps) {
         double t0 = wall_seconds();
+        traffic_reset(&grid.traffic);
         memset(m.grads, 0, m.registry.total * sizeof(float));
         double loss_sum = 0.0;
         for (int micro = 0; micro < accumulation; micro++) {
-            data_loader_next(&train_data, inputs, targets, c->micro_batch_size, 0, 1);
+            // The dp reduction overlaps the backward of the step's last micro-batch.
+            bool last_micro = micro == accumulation - 1;
+            if (last_micro) grad_reducer_begin(&reducer);
+            m.reducer = last_micro ? &reducer : NULL;
+            data_loader_next(&train_data, inputs, targets, c->micro_batch_size, grid.data_rank, grid.data_size);
             loss_sum += model_forward_backward(&m, inputs, targets, c->micro_batch_size, c->sequence_length,
                                                (float)(1.0 / tokens_per_step), true, NULL);
         }
+        grad_reducer_finish(&reducer);
+        MPI_Allreduce(MPI_IN_PLACE, &loss_sum, 1, MPI_DOUBLE, MPI_SUM, grid.data);
         double loss = loss_sum / tokens_per_step;
         if (!isfinite(loss))
             fatal("loss became %g at step %lld; lower [train] learning_rate or raise warmup_steps (checkpoints in %s "
                   "are intact)", loss, (long long)state.step + 1, checkpoint_dir);
-        double grad_norm = gradient_global_norm(m.grads, m.registry.total);
+        double grad_norm = grad_reducer_global_norm(&reducer);
         double lr = schedule_learning_rate(c, state.step);
         optimizer_step(&optimizer, &m.registry, m.params, m.grads, c, lr, grad_norm, state.step + 1);
+        if (c->zero_stage == 1) zero_all_gather_params(m.params, partitions, grid.data, &grid.traffic);
         state.step++;
         state.tokens_seen += (int64_t)tokens_per_step;
         state.data_epoch = train_data.position.epoch;
@@ -210,8 +263,16 @@ int trainer_run(const trainer_options *options) {
                               grad_norm, "tokens", (double)state.tokens_seen, "tokens_per_s", tokens_per_second,
                               "mfu", mfu, "step_time_s", seconds, NULL);
         }
+        if (state.step == first_step + 1 && grid.world_size > 1) {
+            progress_end_line(&meter);
+            print_traffic(&grid, &m, c->micro_batch_size, c->sequence_length, accumulation, &metrics, state.step);
+        }
         bool last = state.step == c->max_steps;
-        bool stopping = signals_stop_requested();
+        // A signal may reach one rank only (kill -TERM of one process): every rank stops.
+        int stop_flag = signals_stop_requested(), signal_number = signals_received();
+        MPI_Allreduce(MPI_IN_PLACE, &stop_flag, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, &signal_number, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        bool stopping = stop_flag != 0;
         if (have_validation && (last || (c->eval_every > 0 && state.step % c->eval_every == 0))) {
             validation_loss = evaluate_loss(&m, &validation_data, c->eval_batches, c->micro_batch_size,
                                             c->sequence_length);
@@ -232,9 +293,9 @@ int trainer_run(const trainer_options *options) {
             save_checkpoint(checkpoint_dir, c, &m, &optimizer, &state, config_text);
         }
         if (stopping) {
-            info("stopped by signal %d after step %lld; continue with --resume", signals_received(),
+            info("stopped by signal %d after step %lld; continue with --resume", signal_number,
                  (long long)state.step);
-            exit_code = 128 + signals_received();
+            exit_code = 128 + signal_number;
             break;
         }
     }
@@ -251,6 +312,9 @@ int trainer_run(const trainer_options *options) {
     if (have_validation) data_loader_close(&validation_data);
     if (recording) recorder_free(&recorder);
     optimizer_free(&optimizer);
+    grad_reducer_free(&reducer);
+    free(partitions);
     model_free(&m);
+    process_grid_free(&grid);
     return exit_code;
 }

@@ -33,6 +33,7 @@
 #include "model/model.h"
 #include "par/grad_reduce.h"
 #include "par/process_grid.h"
+#include "par/traffic.h"
 #include "par/zero.h"
 #include "testing.h"
 #include "train/optimizer.h"
@@ -108,6 +109,7 @@ typedef struct {
     double loss, gradients, norm;       // worst relative errors
     double parameters;                  // ||p - p_reference|| / ||p_reference - p_initial||, whole model
     double worst_tensor;                // the worst tensor's ||p - p_reference|| / ||p_reference - p_initial||
+    double traffic;                     // |counted - formula| / formula of step 0's tp activation and dp bytes
     char worst_gradient[PARAM_NAME_MAX], worst_parameter[PARAM_NAME_MAX];
 } case_errors;
 
@@ -147,6 +149,7 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     int inputs[GLOBAL_BATCH * SEQ_LEN], targets[GLOBAL_BATCH * SEQ_LEN];
     int per_rank = GLOBAL_BATCH / dp;
     for (int step = 0; step < steps; step++) {
+        traffic_reset(&grid->traffic);
         batch_tokens(inputs, targets, step);
         int valid = 0;
         for (int i = 0; i < GLOBAL_BATCH * SEQ_LEN; i++) valid += targets[i] >= 0;
@@ -169,6 +172,14 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
         double reference_norm = gradient_global_norm(reference.grads, reference.registry.total);
         double norm = grad_reducer_global_norm(&reducer);
         if (step == 0) {
+            const traffic_counter *t = &grid->traffic;
+            double counted = t->bytes[TRAFFIC_TP_ALL_REDUCE] + t->bytes[TRAFFIC_TP_ALL_GATHER] +
+                             t->bytes[TRAFFIC_TP_REDUCE_SCATTER];
+            double formula = (per_rank / micro) * model_tensor_parallel_traffic_bytes(&parallel, micro, SEQ_LEN, false);
+            double dp_formula = traffic_all_reduce_bytes((double)parallel.registry.total * sizeof(float), dp);
+            errors.traffic = fabs(counted - formula) / fmax(formula, 1.0) +
+                             fabs(t->bytes[TRAFFIC_DP_ALL_REDUCE] - dp_formula) / fmax(dp_formula, 1.0);
+            if (tp > 1 && formula <= 0.0) errors.traffic = 1.0;  // the formula must see the tp traffic
             errors.loss = fabs(loss - reference_loss) / fabs(reference_loss);
             errors.norm = fabs(norm - reference_norm) / reference_norm;
             worst_gradient(&parallel, &reference, &errors.gradients, errors.worst_gradient);
@@ -206,8 +217,10 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     free(expected);
     MPI_Allreduce(MPI_IN_PLACE, sums, 1, MPI_DOUBLE, MPI_SUM, grid->tensor);
     errors.parameters = sqrt(sums[0]) / fmax(sqrt(sums[1]), 1e-30);
-    double worst[5] = {errors.loss, errors.gradients, errors.norm, errors.parameters, errors.worst_tensor};
-    MPI_Allreduce(MPI_IN_PLACE, worst, 5, MPI_DOUBLE, MPI_MAX, grid->world);
+    double worst[6] = {errors.loss, errors.gradients, errors.norm, errors.parameters, errors.worst_tensor,
+                       errors.traffic};
+    MPI_Allreduce(MPI_IN_PLACE, worst, 6, MPI_DOUBLE, MPI_MAX, grid->world);
+    errors.traffic = worst[5];
     errors.loss = worst[0];
     errors.gradients = worst[1];
     errors.norm = worst[2];
@@ -240,6 +253,8 @@ static int child_main(int tp, bool sp, int steps, const char *label) {
             printf("# %s: loss %.1e, gradient %.1e (worst %s), norm %.1e; after %d steps parameters %.1e "
                    "(worst tensor %s %.1e)\n", name, e.loss, e.gradients, e.worst_gradient, e.norm, steps,
                    e.parameters, e.worst_parameter, e.worst_tensor);
+            snprintf(name, sizeof name, "%s %s %s: traffic equals the formula", label, VARIANTS[v], LAYOUTS[l]);
+            testing_report(e.traffic < 1e-12, name, "relative difference %.2e", e.traffic);
             snprintf(name, sizeof name, "%s %s %s: parameters after %d AdamW steps", label, VARIANTS[v], LAYOUTS[l],
                      steps);
             testing_report(e.parameters < 1e-3, name, "parameters %.2e", e.parameters);

@@ -1,13 +1,17 @@
 // Checkpoint throughput: writes and reads a checkpoint of about --mb megabytes (params +
-// Adam m + v, a transformer-shaped registry) and prints MB/s. Under mpirun -np N every
-// rank holds tensor-parallel shard `rank` of N, as in a tp=N run.
+// Adam m + v, a transformer-shaped registry) and prints one line of MB/s. Under mpirun
+// -np N the ranks form tp x dp = N (--tp, default N): rank r holds tensor-parallel shard
+// r % tp; with --zero the Adam moments are split over the dp ranks of each shard
+// (ZeRO-1, 16-float-aligned ranges), else the lowest dp rank writes each shard.
 //
-//   build/bench/bench_checkpoint [--mb 200] [--dir /tmp] [--reps 3]
-//   mpirun -np 4 build/bench/bench_checkpoint --mb 600
+//   build/bench/bench_checkpoint [--mb 200] [--dir /tmp] [--reps 3] [--tp N] [--zero]
+//   mpirun -np 4 build/bench/bench_checkpoint --tp 2 --zero
 //
 // Write time includes everything checkpoint_write does (flush, fsync, rename). Reads are
-// timed twice: after dropping the file from the page cache (posix_fadvise; what a resume
-// after a restart sees), and again with the file cached. Best of --reps repetitions.
+// timed twice: cold, after dropping the page cache (echo 3 > /proc/sys/vm/drop_caches
+// when allowed, else posix_fadvise DONTNEED on the file: what a resume after a restart
+// sees), and again with the file cached. Best of --reps repetitions; MB = 1e6 bytes of
+// logical float32 data (params + m + v).
 #include <fcntl.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -44,12 +48,21 @@ static void build_model(param_registry *registry, int rank, int ranks, int layer
     params_add(registry, "final_norm.weight", "norm", -1, D, 0, SHARD_NONE, INIT_ONES, 0, false);
 }
 
-static void drop_from_page_cache(const char *path) {
+// Drops the page cache (the whole cache when allowed, else the file's pages); returns
+// how, for the report.
+static const char *drop_from_page_cache(const char *path) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return;
+    if (fd < 0) return "not dropped";
     fdatasync(fd);
+    sync();
+    const char *how = "fadvise DONTNEED";
+    FILE *drop = fopen("/proc/sys/vm/drop_caches", "w");
+    if (drop) {
+        if (fputs("3\n", drop) >= 0 && fclose(drop) == 0) how = "drop_caches";
+    }
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
+    return how;
 }
 
 int main(int argc, char **argv) {
@@ -60,13 +73,18 @@ int main(int argc, char **argv) {
     log_set_rank(rank, ranks);
     double target_mb = 200;
     const char *dir = "/tmp";
-    int reps = 3;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--mb") == 0) target_mb = atof(argv[i + 1]);
-        else if (strcmp(argv[i], "--dir") == 0) dir = argv[i + 1];
-        else if (strcmp(argv[i], "--reps") == 0) reps = atoi(argv[i + 1]);
-        else fatal("unknown option %s (use --mb, --dir, --reps)", argv[i]);
+    int reps = 3, tp = ranks, zero = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--zero") == 0) zero = 1;
+        else if (i + 1 == argc) fatal("option %s needs a value", argv[i]);
+        else if (strcmp(argv[i], "--mb") == 0) target_mb = atof(argv[++i]);
+        else if (strcmp(argv[i], "--dir") == 0) dir = argv[++i];
+        else if (strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--tp") == 0) tp = atoi(argv[++i]);
+        else fatal("unknown option %s (use --mb, --dir, --reps, --tp, --zero)", argv[i]);
     }
+    if (tp < 1 || ranks % tp != 0) fatal("--tp %d does not divide the %d ranks", tp, ranks);
+    int dp = ranks / tp, dp_rank = rank / tp;
 
     // Layers so that params + m + v come to about target_mb.
     param_registry probe;
@@ -79,16 +97,21 @@ int main(int argc, char **argv) {
     int layers = (int)((target_mb * 1e6 / 12.0 - (one_layer - per_layer)) / per_layer + 0.5);
     if (layers < 1) layers = 1;
     param_registry registry;
-    build_model(&registry, rank, ranks, layers);
+    build_model(&registry, rank % tp, tp, layers);
     double mb = 12.0 * (double)params_total_logical(&registry) / 1e6;
+    // ZeRO-1: this dp rank's share of the buffer in 16-float units.
+    size_t units = registry.total / 16;
+    moment_range range = {0, registry.total};
+    if (zero) range = (moment_range){units * (size_t)dp_rank / (size_t)dp * 16, units * (size_t)(dp_rank + 1) / (size_t)dp * 16};
+    size_t held = range.end - range.begin;
 
     float *params = xaligned_alloc(registry.total * sizeof(float));
-    float *m = xaligned_alloc(registry.total * sizeof(float));
-    float *v = xaligned_alloc(registry.total * sizeof(float));
+    float *m = xaligned_alloc(held * sizeof(float));
+    float *v = xaligned_alloc(held * sizeof(float));
     params_initialize(&registry, params, 1);
-    for (size_t i = 0; i < registry.total; i++) {
-        m[i] = 1e-3f * params[i];
-        v[i] = params[i] * params[i];
+    for (size_t i = 0; i < held; i++) {
+        m[i] = 1e-3f * params[range.begin + i];
+        v[i] = params[range.begin + i] * params[range.begin + i];
     }
     train_state state = {.step = 1000, .tokens_seen = 1000000, .seed = 1, .learning_rate = 4e-4, .loss = 3.0};
     char path[4096];
@@ -96,19 +119,20 @@ int main(int argc, char **argv) {
     MPI_Bcast(path, sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD);
 
     double best_write = 1e30, best_cold = 1e30, best_warm = 1e30;
+    const char *dropped = "not dropped";
     for (int r = 0; r < reps; r++) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
-        checkpoint_write(path, &registry, params, m, v, &state, "[bench]\n", MPI_COMM_WORLD);
+        checkpoint_write_partitioned(path, &registry, params, m, v, &range, &state, "[bench]\n", MPI_COMM_WORLD);
         MPI_Barrier(MPI_COMM_WORLD);
         double t1 = MPI_Wtime();
-        if (rank == 0) drop_from_page_cache(path);
+        if (rank == 0) dropped = drop_from_page_cache(path);
         MPI_Barrier(MPI_COMM_WORLD);
         double t2 = MPI_Wtime();
-        checkpoint_read(path, &registry, params, m, v, &state, MPI_COMM_WORLD);
+        checkpoint_read_partitioned(path, &registry, params, m, v, &range, &state, MPI_COMM_WORLD);
         MPI_Barrier(MPI_COMM_WORLD);
         double t3 = MPI_Wtime();
-        checkpoint_read(path, &registry, params, m, v, &state, MPI_COMM_WORLD);
+        checkpoint_read_partitioned(path, &registry, params, m, v, &range, &state, MPI_COMM_WORLD);
         MPI_Barrier(MPI_COMM_WORLD);
         double t4 = MPI_Wtime();
         if (t1 - t0 < best_write) best_write = t1 - t0;
@@ -116,12 +140,11 @@ int main(int argc, char **argv) {
         if (t4 - t3 < best_warm) best_warm = t4 - t3;
     }
     if (rank == 0) {
-        const char *unit = ranks == 1 ? "rank" : "ranks";
-        printf("checkpoint: %d layers, %lld parameters, %d tensors x 3, file %s\n", layers,
-               (long long)params_total_logical(&registry), registry.count, path);
-        printf("checkpoint write: %.1f MB/s (%.0f MB, %d %s)\n", mb / best_write, mb, ranks, unit);
-        printf("checkpoint read: %.1f MB/s (%.0f MB, %d %s, page cache dropped)\n", mb / best_cold, mb, ranks, unit);
-        printf("checkpoint read: %.1f MB/s (%.0f MB, %d %s, page cache warm)\n", mb / best_warm, mb, ranks, unit);
+        char layout[64];
+        snprintf(layout, sizeof layout, "tp %d x dp %d%s", tp, dp, zero && dp > 1 ? ", ZeRO-1" : "");
+        printf("checkpoint np %d (%s): write %.0f MB/s, read %.0f MB/s cold (%s), %.0f MB/s warm "
+               "[%.0f MB, %d tensors x 3, best of %d, %s]\n", ranks, layout, mb / best_write, mb / best_cold, dropped,
+               mb / best_warm, mb, registry.count, reps, dir);
         unlink(path);
     }
     free(params);

@@ -16,7 +16,24 @@ build/bench/bench_train input/models/70m.ini --set train.sequence_length=512 --s
     --set train.global_batch_size=8 --steps 3
 echo "== parallel training (mpirun; traffic per step and rank against the formula)"
 bash bench/parallel.sh
-[ -x build/bench/bench_checkpoint ] && { echo "== checkpoints"; build/bench/bench_checkpoint; }
+if [ -x build/bench/bench_checkpoint ]; then
+    # Checkpoint MB/s next to what the disk does for plain sequential I/O (dd, same
+    # directory). Cold reads drop the page cache first (drop_caches needs root; the bench
+    # falls back to dropping its file's pages with posix_fadvise).
+    dir=${CHECKPOINT_BENCH_DIR:-/tmp}
+    echo "== checkpoints (params + Adam m + v of a ~200 MB model in $dir; ranks beyond $(nproc) cores are oversubscribed)"
+    mb_per_s() { awk '/copied/ { printf "%.0f MB/s", $1 / $(NF - 3) / 1e6 }'; }
+    dd_write=$(dd if=/dev/zero of="$dir/dd.tmp" bs=1M count=256 conv=fdatasync 2>&1 | mb_per_s)
+    sync
+    cache=warm
+    (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null && cache=cold
+    dd_read=$(dd if="$dir/dd.tmp" of=/dev/null bs=1M 2>&1 | mb_per_s)
+    rm -f "$dir/dd.tmp"
+    echo "dd 256 MiB: write ${dd_write:-?} (conv=fdatasync), read ${dd_read:-?} ($cache page cache)"
+    build/bench/bench_checkpoint --dir "$dir" --reps 5
+    mpirun --oversubscribe -np 2 build/bench/bench_checkpoint --dir "$dir" --reps 5 --tp 2
+    mpirun --oversubscribe -np 4 build/bench/bench_checkpoint --dir "$dir" --reps 5 --tp 2 --zero
+fi
 if [ -x build/bench/bench_svd ]; then
     echo "== attention SVD (decon-analyze --svd: ScaLAPACK pdgesvd of one 2048 x 2048 head, 1 thread per rank;"
     echo "   ranks beyond $(nproc) cores are oversubscribed)"

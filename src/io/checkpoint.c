@@ -211,7 +211,7 @@ typedef struct {
     uint64_t *all;          // FIELD_COUNT values per rank of comm
     bool lowest_of_shard;   // no lower rank holds this rank's tensor-parallel shard
     bool in_root_shard;     // holds rank 0's shard: writes the SHARD_NONE tensors
-    bool read_m, read_v;    // some rank passes m (v): every rank takes part in their I/O
+    bool any_m, any_v;      // some rank passes m (v): every rank takes part in their I/O
 } decomposition;
 
 static uint64_t field(const decomposition *d, int rank, int which) { return d->all[(size_t)rank * FIELD_COUNT + which]; }
@@ -261,8 +261,8 @@ static decomposition gather_decomposition(const param_registry *registry, const 
                             (unsigned long long)field(&d, r, FIELD_BEGIN), (unsigned long long)field(&d, r, FIELD_END),
                             (unsigned long long)field(&d, r, FIELD_TOTAL));
         if (r < d.rank && field(&d, r, FIELD_SHARD) == (uint64_t)registry->shard_rank) d.lowest_of_shard = false;
-        d.read_m = d.read_m || field(&d, r, FIELD_HAS_M);
-        d.read_v = d.read_v || field(&d, r, FIELD_HAS_V);
+        d.any_m = d.any_m || field(&d, r, FIELD_HAS_M);
+        d.any_v = d.any_v || field(&d, r, FIELD_HAS_V);
     }
     for (int s = 0; writing && s < registry->shard_count; s++) {
         bool held = false;
@@ -275,7 +275,7 @@ static decomposition gather_decomposition(const param_registry *registry, const 
     // needs no array).
     for (int r = 0; r < d.size; r++) {
         bool holds = field(&d, r, FIELD_END) > field(&d, r, FIELD_BEGIN);
-        if (holds && ((d.read_m && !field(&d, r, FIELD_HAS_M)) || (d.read_v && !field(&d, r, FIELD_HAS_V))))
+        if (holds && ((d.any_m && !field(&d, r, FIELD_HAS_M)) || (d.any_v && !field(&d, r, FIELD_HAS_V))))
             fatal_from_root(comm, "%s: rank %d passes no Adam moments for its range [%llu, %llu) while other ranks pass "
                             "theirs: pass m and v on every rank or on none", what, r,
                             (unsigned long long)field(&d, r, FIELD_BEGIN), (unsigned long long)field(&d, r, FIELD_END));
@@ -391,7 +391,7 @@ static void select_run(hid_t file_space, const param_info *info, size_t first, s
         add_block(file_space, &op, row0 + first_row, col0 + first_col, 1, width - first_col);
         whole_from++;
     }
-    if (last_end < width && 0) whole_to--;
+    if (last_end < width) whole_to--;
     if (whole_to > whole_from) add_block(file_space, &op, row0 + whole_from, col0, whole_to - whole_from, width);
     if (last_end < width) add_block(file_space, &op, row0 + last_row, col0, 1, last_end);
 }
@@ -537,7 +537,7 @@ void checkpoint_write_partitioned(const char *path, const param_registry *regist
     // Both moments or neither: a rank passing only one saves none.
     bool has_moments = adam_m && adam_v;
     decomposition d = gather_decomposition(registry, &held, has_moments, has_moments, true, what, comm);
-    bool with_optimizer = d.read_m;
+    bool with_optimizer = d.any_m;
     bool partitioned = with_optimizer && moments_partitioned(&d, what, comm);
     int rank = d.rank, size = d.size;
     bool is_root = rank == 0;
@@ -748,8 +748,8 @@ void checkpoint_read_partitioned(const char *path, const param_registry *registr
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     if (state) read_state(file, state, path);
     read_tensors(file, "params", registry, params, (moment_range){0, registry->total}, dxpl, path);
-    if (d.read_m) read_tensors(file, "optim/m", registry, adam_m, held, dxpl, path);
-    if (d.read_v) read_tensors(file, "optim/v", registry, adam_v, held, dxpl, path);
+    if (d.any_m) read_tensors(file, "optim/m", registry, adam_m, held, dxpl, path);
+    if (d.any_v) read_tensors(file, "optim/v", registry, adam_v, held, dxpl, path);
     H5Pclose(dxpl);
     H5Fclose(file);
     free(d.all);

@@ -92,6 +92,31 @@ check parallel_zero_checkpoint_is_hdf5 $? "h5ls cannot read the ZeRO-1 checkpoin
 "$ROOT/bin/decon-eval" "$WORK/zero_step8.h5" --ppl "$WORK/val.bin" --ctx 32 >"$WORK/eval.log" 2>&1
 check parallel_zero_checkpoint_evaluates_on_one_rank $? "$(tail -n 2 "$WORK/eval.log")"
 
+# Recordings: the attention matrices recorded at tp=2 + sp (each rank writes its heads)
+# equal those recorded on one rank, for a standard and an rndembqk (fixed stream) layer.
+REC=(--set train.max_steps=2 --set io.record_every=2 --set io.record_sequences=2 --set train.eval_every=0
+     --set attention.variant=rndembqk --set attention.layout=hybrid:even)
+"$TRAIN" "$WORK/base.ini" "${REC[@]}" --run-dir "$WORK/rec1" >"$WORK/rec1.log" 2>&1 &&
+    "${MPIRUN[@]}" -np 2 "$TRAIN" "$WORK/base.ini" "${REC[@]}" --tp 2 --sp --run-dir "$WORK/rec2" >"$WORK/rec2.log" 2>&1
+check parallel_recording_runs $? "$(tail -n 2 "$WORK/rec1.log" "$WORK/rec2.log")"
+$PYTHON - "$WORK/rec1/attn.h5" "$WORK/rec2/attn.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+worst, compared = 0.0, 0
+for step in a:
+    if not step.startswith("step_"):
+        continue
+    for layer in a[step]:
+        if layer.startswith("layer_") and "attn" in a[step][layer]:
+            x, y = a[step][layer]["attn"][...], b[step][layer]["attn"][...]
+            assert x.shape == y.shape, (x.shape, y.shape)
+            worst = max(worst, float(np.max(np.abs(x - y))))
+            compared += 1
+print(f"# recordings tp=2+sp vs one rank: {compared} layer-steps, largest difference {worst:.1e}")
+sys.exit(0 if compared >= 4 and worst < 1e-5 else 1)
+PY
+check parallel_recording_equals_single_rank $? "recorded attention differs between tp=2+sp and one rank"
+
 # Bad input seen by one rank only: rank 1 is given a shard that does not exist.
 start=$(date +%s)
 "${MPIRUN[@]}" -np 2 bash -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then shard="$0.missing"; else shard="$0"; fi

@@ -115,8 +115,8 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
                                : vocab_parallel_scratch_floats((int)full, m->vocab_local));
     size_t mlp_scratch = 3 * padded(full * inter);
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
-    arena_reserve(&m->activations, saved * sizeof(float) + 64 * 16);
-    arena_reserve(&m->scratch, scratch * sizeof(float) + 64 * 16);
+    arena_reserve(&m->activations, saved * sizeof(float) + (size_t)64 * 16);
+    arena_reserve(&m->scratch, scratch * sizeof(float) + (size_t)64 * 16);
 
     arena *a = &m->activations;
     m->inputs = (int *)arena_floats(a, full);

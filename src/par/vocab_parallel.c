@@ -48,7 +48,7 @@ double vocab_parallel_cross_entropy(process_grid *grid, float *losses, float *d_
     int chunk = (int)(lm_head_scratch_floats(rows, vocab_local) / (size_t)vocab_local);
     if (chunk > MAX_CHUNK) chunk = MAX_CHUNK;
     float row_max[MAX_CHUNK];
-    double sums[2 * MAX_CHUNK];  // [sum of exp(z - max), target logit] per row
+    double sums[MAX_CHUNK][2];  // [sum of exp(z - max), target logit] per row
     double total = 0.0;
     int tp = grid->tensor_size;
     for (int r0 = 0; r0 < rows; r0 += chunk) {
@@ -74,15 +74,15 @@ double vocab_parallel_cross_entropy(process_grid *grid, float *losses, float *d_
             float *z = scratch + (size_t)i * vocab_local;
             int local_target = targets[r0 + i] - vocab_start;
             bool holds_target = targets[r0 + i] >= 0 && local_target >= 0 && local_target < vocab_local;
-            sums[2 * i + 1] = holds_target ? (double)z[local_target] : 0.0;
+            sums[i][1] = holds_target ? (double)z[local_target] : 0.0;
             double sum = 0.0;
             for (int j = 0; j < vocab_local; j++) {
                 z[j] = expf(z[j] - row_max[i]);
                 sum += z[j];
             }
-            sums[2 * i] = sum;
+            sums[i][0] = sum;
         }
-        MPI_Allreduce(MPI_IN_PLACE, sums, 2 * n, MPI_DOUBLE, MPI_SUM, grid->tensor);
+        MPI_Allreduce(MPI_IN_PLACE, &sums[0][0], 2 * n, MPI_DOUBLE, MPI_SUM, grid->tensor);
         traffic_add(&grid->traffic, TRAFFIC_TP_LOSS,
                     traffic_all_reduce_bytes((double)n * (sizeof(float) + 2 * sizeof(double)), tp));
         double chunk_loss = 0.0;
@@ -92,9 +92,9 @@ double vocab_parallel_cross_entropy(process_grid *grid, float *losses, float *d_
             int target = targets[r0 + i], local_target = target - vocab_start;
             double loss = 0.0;
             if (target >= 0) {
-                loss = (double)row_max[i] + log(sums[2 * i]) - sums[2 * i + 1];
+                loss = (double)row_max[i] + log(sums[i][0]) - sums[i][1];
                 if (want_gradient) {
-                    float factor = (float)(loss_scale / sums[2 * i]);
+                    float factor = (float)(loss_scale / sums[i][0]);
                     for (int j = 0; j < vocab_local; j++) z[j] *= factor;
                     if (local_target >= 0 && local_target < vocab_local) z[local_target] -= loss_scale;
                 }

@@ -118,7 +118,7 @@ static void run_shard(shard_run *run, const mixer_kind *kind, const char *varian
     params_initialize(&run->registry, run->params, SEED);
     give_biases_values(&run->registry, run->params);
 
-    size_t pad = 64 * 16;
+    size_t pad = (size_t)64 * 16;
     arena_reserve(&run->activations, (kind->saved_floats(c, in->batch, in->seq_len) + pad) * sizeof(float));
     arena_reserve(&run->scratch, (kind->scratch_floats(c, in->batch, in->seq_len) + pad) * sizeof(float));
     kind->bind_saved(&run->layer, &run->activations, c, in->batch, in->seq_len);

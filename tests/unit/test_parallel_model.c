@@ -175,7 +175,8 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
             const traffic_counter *t = &grid->traffic;
             double counted = t->bytes[TRAFFIC_TP_ALL_REDUCE] + t->bytes[TRAFFIC_TP_ALL_GATHER] +
                              t->bytes[TRAFFIC_TP_REDUCE_SCATTER];
-            double formula = (per_rank / micro) * model_tensor_parallel_traffic_bytes(&parallel, micro, SEQ_LEN, false);
+            int micro_batches = per_rank / micro;
+            double formula = micro_batches * model_tensor_parallel_traffic_bytes(&parallel, micro, SEQ_LEN, false);
             double dp_formula = traffic_all_reduce_bytes((double)parallel.registry.total * sizeof(float), dp);
             errors.traffic = fabs(counted - formula) / fmax(formula, 1.0) +
                              fabs(t->bytes[TRAFFIC_DP_ALL_REDUCE] - dp_formula) / fmax(dp_formula, 1.0);

@@ -129,35 +129,36 @@ check parallel_bad_shard_on_one_rank_ends_all $? "status $status after ${elapsed
 grep -q "error (rank 1).*train.bin.missing" "$WORK/bad.log"
 check parallel_bad_shard_message_names_rank $? "$(grep -m1 error "$WORK/bad.log")"
 
-# A rank killed mid-run (SIGKILL: no chance to say anything) ends the others.
+# A long tp=2 run in the background; returns once it has logged a step, with its mpirun
+# pid in mpirun_pid and the pid of its last rank in last_rank_pid.
 LONG=(--set train.max_steps=100000 --set io.checkpoint_every=0 --set train.eval_every=0)
-"${MPIRUN[@]}" -np 2 "$TRAIN" "$WORK/base.ini" "${LONG[@]}" --tp 2 --run-dir "$WORK/killed" >"$WORK/killed.log" 2>&1 &
-mpirun_pid=$!
-for _ in $(seq 1 300); do
-    grep -q '"kind":"train"' "$WORK/killed/metrics.jsonl" 2>/dev/null && break
-    sleep 0.1
-done
-victim=$(pgrep -f "decon-train .*$WORK/killed" | tail -n 1)
+start_long_run() {
+    "${MPIRUN[@]}" -np 2 "$TRAIN" "$WORK/base.ini" "${LONG[@]}" --tp 2 --run-dir "$WORK/$1" >"$WORK/$1.log" 2>&1 &
+    mpirun_pid=$!
+    for _ in $(seq 1 300); do
+        grep -q '"kind":"train"' "$WORK/$1/metrics.jsonl" 2>/dev/null && break
+        sleep 0.1
+    done
+    last_rank_pid=$(pgrep -f "decon-train .*$WORK/$1" | tail -n 1)
+}
+
+# A rank killed mid-run (SIGKILL: no chance to say anything) ends the others.
+start_long_run killed
 start=$(date +%s)
-kill -9 "$victim"
+kill -9 "$last_rank_pid"
 wait $mpirun_pid
 status=$?
 elapsed=$(($(date +%s) - start))
-[ -n "$victim" ] && [ $status -ne 0 ] && [ $status -ne 124 ] && [ $elapsed -lt 30 ]
-check parallel_killed_rank_ends_all $? "status $status after ${elapsed}s (victim pid '$victim')"
+[ -n "$last_rank_pid" ] && [ $status -ne 0 ] && [ $status -ne 124 ] && [ $elapsed -lt 30 ]
+check parallel_killed_rank_ends_all $? "status $status after ${elapsed}s (victim pid '$last_rank_pid')"
 grep -qi "rank [0-9]" "$WORK/killed.log"
 check parallel_killed_rank_named $? "$(tail -n 5 "$WORK/killed.log")"
 pgrep -f "decon-train .*$WORK/killed" >/dev/null
 check parallel_killed_no_rank_left $((1 - $?)) "ranks still running"
 
 # SIGTERM to one rank only: every rank stops after the step, writes one checkpoint, exits 143.
-"${MPIRUN[@]}" -np 2 "$TRAIN" "$WORK/base.ini" "${LONG[@]}" --tp 2 --run-dir "$WORK/term" >"$WORK/term.log" 2>&1 &
-mpirun_pid=$!
-for _ in $(seq 1 300); do
-    grep -q '"kind":"train"' "$WORK/term/metrics.jsonl" 2>/dev/null && break
-    sleep 0.1
-done
-kill -TERM "$(pgrep -f "decon-train .*$WORK/term" | tail -n 1)"
+start_long_run term
+kill -TERM "$last_rank_pid"
 wait $mpirun_pid
 status=$?
 [ $status -eq 143 ] && ls "$WORK"/term/ckpt/step_*.h5 >/dev/null 2>&1

@@ -34,6 +34,7 @@ run() {  # NAME RANKS ARGS...
 }
 echo "70m shape (d=512, 6 layers, 8 heads, vocab 8192), 8 x 256 tokens per step, 1 thread per rank"
 run single 1
+grep -o "sgemm peak .*" "$WORK/single.log" | sed 's/^/  (np=1, 1 thread: /; s/$/)/'
 run single_2thr 1 --set train.threads=2
 run tp2 2 --tp 2
 run tp2_sp 2 --tp 2 --sp

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../child_process.h"
 #include "../testing.h"
 #include "core/config.h"
 #include "core/errors.h"
@@ -31,12 +32,9 @@
 #include "model/model.h"
 #include "train/recorder.h"
 
-extern char **environ;
-
 enum { L = 40, SEQUENCES = 3, MAX_BATCH = 2, VOCAB = 64, HEADS = 4 };
 
 static char scratch[256], shard_path[512];
-static char **launch_environment;
 static char self_path[4096];
 
 static void set(decon_config *c, const char *assignment) { config_set(c, assignment, "test"); }
@@ -576,29 +574,6 @@ static bool synthetic_reads_back(const char *path, int64_t *hist_total) {
     return ok;
 }
 
-static pid_t spawn_mpirun(const char *path) {
-    int count = 0;
-    while (launch_environment[count]) count++;
-    const char **env = xmalloc((size_t)(count + 3) * sizeof *env);
-    int n = 0;
-    for (int i = 0; i < count; i++)
-        if (strncmp(launch_environment[i], "OMPI_ALLOW_RUN_AS_ROOT", 22) != 0) env[n++] = launch_environment[i];
-    env[n++] = "OMPI_ALLOW_RUN_AS_ROOT=1";
-    env[n++] = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1";
-    env[n] = NULL;
-    const char *argv[] = {"mpirun", "--oversubscribe", "-np", "2", self_path, "--two-ranks", path, NULL};
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) dup2(null, STDOUT_FILENO);
-        execvpe(argv[0], (char *const *)argv, (char *const *)env);
-        _exit(127);
-    }
-    free(env);
-    return pid;
-}
-
 static void test_two_ranks(void) {
     char one[600], two[600];
     snprintf(one, sizeof one, "%s/synthetic_1rank.h5", scratch);
@@ -607,10 +582,10 @@ static void test_two_ranks(void) {
     int64_t total_one = 0, total_two = 0;
     bool ok_one = synthetic_reads_back(one, &total_one);
     testing_report(ok_one, "synthetic_one_rank_reads_back", "values differ");
-    int status = -1;
-    pid_t pid = spawn_mpirun(two);
-    if (pid > 0) waitpid(pid, &status, 0);
-    bool ran = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    // Its stdout is captured only to be dropped.
+    child_result r = child_run(
+        (const char *[]){"mpirun", "--oversubscribe", "-np", "2", self_path, "--two-ranks", two, NULL}, CHILD_STDOUT);
+    bool ran = WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0;
     bool ok_two = ran && synthetic_reads_back(two, &total_two);
     testing_report(ok_two && total_two == total_one && total_one == (int64_t)SEQUENCES * HEADS * L * (L + 1) / 2,
                    "two_ranks_write_their_heads_hyperslabs", "%s; histogram totals %lld vs %lld",
@@ -618,10 +593,7 @@ static void test_two_ranks(void) {
 }
 
 int main(int argc, char **argv) {
-    int environment_size = 0;
-    while (environ[environment_size]) environment_size++;
-    launch_environment = xmalloc((size_t)(environment_size + 1) * sizeof *launch_environment);
-    for (int i = 0; i <= environment_size; i++) launch_environment[i] = environ[i] ? xstrdup(environ[i]) : NULL;
+    child_keep_environment();  // before MPI_Init adds to it
     MPI_Init(&argc, &argv);
     if (argc == 3 && strcmp(argv[1], "--two-ranks") == 0) {
         int rank, size;

@@ -23,15 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_process.h"
 #include "core/errors.h"
 #include "core/params.h"
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "testing.h"
 
-extern char **environ;
-
-static char **launch_environment;  // the environment before MPI_Init, for child programs
 static char scratch[256];
 static int world_rank, world_size;
 
@@ -288,59 +286,7 @@ static void write_garbage(const char *path, size_t bytes) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Child programs: this binary, exec'd with the environment it started with (not the one
-// MPI_Init added to), plus the variables that let Open MPI run as root.
-
-typedef struct {
-    int status;
-    char output[8192];
-} child_result;
-
-static pid_t spawn(const char *const *argv, int *output_fd) {
-    int count = 0;
-    while (launch_environment[count]) count++;
-    const char **env = xmalloc((size_t)(count + 3) * sizeof *env);
-    int n = 0;
-    for (int i = 0; i < count; i++)
-        if (strncmp(launch_environment[i], "OMPI_ALLOW_RUN_AS_ROOT", 22) != 0) env[n++] = launch_environment[i];
-    env[n++] = "OMPI_ALLOW_RUN_AS_ROOT=1";
-    env[n++] = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1";
-    env[n] = NULL;
-    int fds[2];
-    if (output_fd && pipe(fds) != 0) fatal("pipe failed");
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) fatal("fork failed");
-    if (pid == 0) {
-        if (output_fd) {
-            close(fds[0]);
-            dup2(fds[1], STDERR_FILENO);
-            close(fds[1]);
-        }
-        execvpe(argv[0], (char *const *)argv, (char *const *)env);
-        _exit(127);
-    }
-    free(env);
-    if (output_fd) {
-        close(fds[1]);
-        *output_fd = fds[0];
-    }
-    return pid;
-}
-
-// Runs a child to completion; its stderr comes back in output.
-static child_result run_child(const char *const *argv) {
-    child_result result = {0};
-    int fd;
-    pid_t pid = spawn(argv, &fd);
-    size_t used = 0;
-    ssize_t n;
-    while ((n = read(fd, result.output + used, sizeof result.output - 1 - used)) > 0) used += (size_t)n;
-    close(fd);
-    result.output[used] = '\0';
-    waitpid(pid, &result.status, 0);
-    return result;
-}
+// Child programs (tests/child_process.h): this binary, its stderr captured.
 
 static char self_path[4096];
 
@@ -348,8 +294,9 @@ static char self_path[4096];
 static child_result run_mpirun(int ranks, const char *mode, const char *path, const char *extra) {
     char count[16];
     snprintf(count, sizeof count, "%d", ranks);
-    return run_child((const char *[]){"timeout", "60", "mpirun", "--oversubscribe", "-np", count, self_path, mode, path,
-                                      extra, NULL});
+    return child_run((const char *[]){"timeout", "60", "mpirun", "--oversubscribe", "-np", count, self_path, mode, path,
+                                      extra, NULL},
+                     CHILD_STDERR);
 }
 
 static int child_succeeded(const child_result *r) { return WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0; }
@@ -363,8 +310,8 @@ static int count_lines(const char *text) {
 // `<self> mode path [variant]` must fail with exactly one line containing every needle.
 static void expect_fatal(const char *name, const char *mode, const char *path, const char *variant,
                          const char *const *needles) {
-    child_result r = run_child((const char *[]){self_path, mode, path, variant, NULL});
-    char why[8400] = "";
+    child_result r = child_run((const char *[]){self_path, mode, path, variant, NULL}, CHILD_STDERR);
+    char why[sizeof r.output + 256] = "";  // room for all of r.output
     size_t length = strlen(r.output);
     if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) == 0)
         snprintf(why, sizeof why, "child did not fail (status %d); stderr: %s", r.status, r.output);
@@ -582,10 +529,11 @@ static void test_zero(const char *good) {
     scratch_path(path, sizeof path, "overlap.h5");
     snprintf(other, sizeof other, "%s.tmp", path);
     double start = now();
-    r = run_child((const char *[]){"timeout", "60", "mpirun", "--quiet", "--oversubscribe", "-np", "2", self_path,
-                                   "--write-overlap", path, NULL});
+    r = child_run((const char *[]){"timeout", "60", "mpirun", "--quiet", "--oversubscribe", "-np", "2", self_path,
+                                   "--write-overlap", path, NULL},
+                  CHILD_STDERR);
     double seconds = now() - start;
-    char detail[8400] = "";
+    char detail[sizeof r.output + 256] = "";
     if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) == 0 || WEXITSTATUS(r.status) == 124)
         snprintf(detail, sizeof detail, "child status %d after %.1f s (want a failed exit); stderr: %s", r.status,
                  seconds, r.output);
@@ -661,7 +609,7 @@ static void test_killed_writer(const char *good) {
     scratch_path(path, sizeof path, "step_00000100.h5");
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     copy_file(good, path, -1);
-    pid_t pid = spawn((const char *[]){self_path, "--write-big", path, NULL}, NULL);
+    pid_t pid = child_spawn((const char *[]){self_path, "--write-big", path, NULL}, 0, NULL);
     double start = now();
     long tmp_bytes = -1;
     int exited = 0, status = 0;
@@ -803,10 +751,7 @@ static void test_parallel(void) {
 }
 
 int main(int argc, char **argv) {
-    int environment_size = 0;
-    while (environ[environment_size]) environment_size++;
-    launch_environment = xmalloc((size_t)(environment_size + 1) * sizeof *launch_environment);
-    for (int i = 0; i <= environment_size; i++) launch_environment[i] = environ[i] ? xstrdup(environ[i]) : NULL;
+    child_keep_environment();  // before MPI_Init adds to it
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child_process.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/params.h"
@@ -33,9 +34,6 @@
 #include "testing.h"
 #include "train/optimizer.h"
 
-extern char **environ;
-
-static char **launch_environment;  // the environment before MPI_Init, for mpirun children
 static char self_path[4096];
 static int world_rank, world_size;
 static int passes;                 // testing.h counts only failures
@@ -518,53 +516,20 @@ static int child_main(void) {
 // ---------------------------------------------------------------------------------------
 // Parent: launching the children.
 
-// Runs `timeout 120 mpirun --oversubscribe -np ranks <self> --child` and returns its exit
-// status; its stdout and stderr come back in output.
-static int run_mpirun(int ranks, char *output, size_t size) {
+// Runs `timeout 120 mpirun --oversubscribe -np ranks <self> --child`, capturing its
+// stdout and stderr.
+static child_result run_mpirun(int ranks) {
     char count[16];
     snprintf(count, sizeof count, "%d", ranks);
-    const char *argv[] = {"timeout", "-k", "5", "120", "mpirun", "--oversubscribe", "-np", count, self_path, "--child",
-                          NULL};
-    int n = 0;
-    while (launch_environment[n]) n++;
-    const char **env = xmalloc((size_t)(n + 3) * sizeof *env);
-    int used = 0;
-    for (int i = 0; i < n; i++)
-        if (strncmp(launch_environment[i], "OMPI_ALLOW_RUN_AS_ROOT", 22) != 0) env[used++] = launch_environment[i];
-    env[used++] = "OMPI_ALLOW_RUN_AS_ROOT=1";
-    env[used++] = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1";
-    env[used] = NULL;
-    int fds[2];
-    if (pipe(fds) != 0) fatal("pipe failed");
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) fatal("fork failed");
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], STDOUT_FILENO);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[1]);
-        execvpe(argv[0], (char *const *)argv, (char *const *)env);
-        _exit(127);
-    }
-    free(env);
-    close(fds[1]);
-    size_t length = 0;
-    ssize_t got;
-    char discard[4096];
-    while ((got = read(fds[0], length + 1 < size ? output + length : discard,
-                       length + 1 < size ? size - 1 - length : sizeof discard)) > 0)
-        if (length + 1 < size) length += (size_t)got;
-    close(fds[0]);
-    output[length] = '\0';
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return status;
+    return child_run((const char *[]){"timeout", "-k", "5", "120", "mpirun", "--oversubscribe", "-np", count, self_path,
+                                      "--child", NULL},
+                     CHILD_STDOUT | CHILD_STDERR);
 }
 
 static void test_children(int ranks, int expected_lines) {
-    static char output[1 << 16];
-    int status = run_mpirun(ranks, output, sizeof output);
+    child_result result = run_mpirun(ranks);
+    char *output = result.output;
+    int status = result.status;
     int child_passes = 0, child_failures = 0;
     for (char *line = strtok(output, "\n"); line; line = strtok(NULL, "\n")) {
         if (strncmp(line, "PASS ", 5) == 0) {
@@ -591,10 +556,7 @@ static void test_children(int ranks, int expected_lines) {
 }
 
 int main(int argc, char **argv) {
-    int environment_size = 0;
-    while (environ[environment_size]) environment_size++;
-    launch_environment = xmalloc((size_t)(environment_size + 1) * sizeof *launch_environment);
-    for (int i = 0; i <= environment_size; i++) launch_environment[i] = environ[i] ? xstrdup(environ[i]) : NULL;
+    child_keep_environment();  // before MPI_Init adds to it
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);

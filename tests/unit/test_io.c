@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child_process.h"
 #include "core/errors.h"
 #include "core/rng.h"
 #include "io/data_loader.h"
@@ -32,35 +33,10 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 // Running a failing case in a child: fork, then exec this program in --child mode (a
 // fresh process: forking alone would inherit an OpenMP runtime that cannot run there).
 
-typedef struct {
-    int status;          // waitpid status
-    char err[4096];      // everything the child wrote to stderr
-} child_result;
-
 static child_result run_child(const char *const *args) {
-    child_result result = {0};
-    const char *argv[8] = {"test_io", "--child"};
+    const char *argv[8] = {"/proc/self/exe", "--child"};
     for (int i = 0; args[i] && i < 5; i++) argv[2 + i] = args[i];
-    int fds[2];
-    if (pipe(fds) != 0) fatal("pipe failed");
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) fatal("fork failed");
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[1]);
-        execv("/proc/self/exe", (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t n;
-    while ((n = read(fds[0], result.err + used, sizeof result.err - 1 - used)) > 0) used += (size_t)n;
-    close(fds[0]);
-    result.err[used] = '\0';
-    waitpid(pid, &result.status, 0);
-    return result;
+    return child_run(argv, CHILD_STDERR);
 }
 
 static int count_lines(const char *text) {
@@ -73,18 +49,18 @@ static int count_lines(const char *text) {
 static void expect_fatal(const char *name, const char *const *args, const char *const *needles) {
     child_result r = run_child(args);
     if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) == 0) {
-        testing_report(0, name, "child did not exit with an error (status %d); stderr: %s", r.status, r.err);
+        testing_report(0, name, "child did not exit with an error (status %d); stderr: %s", r.status, r.output);
         return;
     }
-    size_t length = strlen(r.err);
-    if (count_lines(r.err) != 1 || length == 0 || r.err[length - 1] != '\n') {
-        testing_report(0, name, "expected exactly one line on stderr, got: %s", r.err);
+    size_t length = strlen(r.output);
+    if (count_lines(r.output) != 1 || length == 0 || r.output[length - 1] != '\n') {
+        testing_report(0, name, "expected exactly one line on stderr, got: %s", r.output);
         return;
     }
     for (const char *const *needle = needles; *needle; needle++) {
-        if (!strstr(r.err, *needle)) {
-            r.err[length - 1] = '\0';
-            testing_report(0, name, "message lacks \"%s\": %s", *needle, r.err);
+        if (!strstr(r.output, *needle)) {
+            r.output[length - 1] = '\0';
+            testing_report(0, name, "message lacks \"%s\": %s", *needle, r.output);
             return;
         }
     }

@@ -13,7 +13,7 @@ WORK=$(mktemp -d /tmp/decon-bench-parallel.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 ARGS=(input/models/70m.ini --set train.sequence_length=256 --set train.micro_batch_size=4
       --set train.global_batch_size=8 --set train.max_steps=5 --set train.eval_every=0 --set train.threads=1
-      --set io.checkpoint_every=0 --set data.validation= --set train.warmup_steps=1)
+      --set io.checkpoint_every=0 --set io.log_every=1 --set data.validation= --set train.warmup_steps=1)
 median_step() {  # median step time of steps 2.. (step 1 pays first-touch and buffer growth)
     python3 - "$1" <<'PY'
 import json, statistics, sys
@@ -21,10 +21,10 @@ times = [r["step_time_s"] for r in map(json.loads, open(sys.argv[1])) if r.get("
 print(f"{statistics.median(times):.3f}")
 PY
 }
-run() {  # NAME RANKS ARGS...
+run() {  # NAME RANKS ARGS... (MPIRUN_OPTIONS: extra mpirun options)
     local name=$1 ranks=$2
     shift 2
-    mpirun --oversubscribe -np "$ranks" bin/decon-train "${ARGS[@]}" "$@" --run-dir "$WORK/$name" >"$WORK/$name.log" 2>&1 \
+    mpirun --oversubscribe ${MPIRUN_OPTIONS:-} -np "$ranks" bin/decon-train "${ARGS[@]}" "$@" --run-dir "$WORK/$name" >"$WORK/$name.log" 2>&1 \
         || { echo "  $name failed: $(tail -n 2 "$WORK/$name.log")"; return; }
     local seconds
     seconds=$(median_step "$WORK/$name/metrics.jsonl")
@@ -35,7 +35,8 @@ run() {  # NAME RANKS ARGS...
 echo "70m shape (d=512, 6 layers, 8 heads, vocab 8192), 8 x 256 tokens per step, 1 thread per rank"
 run single 1
 grep -o "sgemm peak .*" "$WORK/single.log" | sed 's/^/  (np=1, 1 thread: /; s/$/)/'
-run single_2thr 1 --set train.threads=2
+# Open MPI binds a rank to one core when np <= 2: a 2-thread rank needs --bind-to none.
+MPIRUN_OPTIONS="--bind-to none" run single_2thr 1 --set train.threads=2
 run tp2 2 --tp 2
 run tp2_sp 2 --tp 2 --sp
 run dp2 2

@@ -56,7 +56,6 @@ static measurement run_one(const mixer_kind *kind, const decon_config *c, int ba
     memset(&layer, 0, sizeof layer);
     layer.kind = kind;
     layer.layer = 0;
-    layer.input_norm = params_add(&registry, "layers.0.input_layernorm", "norm", 0, d, 0, SHARD_NONE, INIT_ONES, 0, false);
     kind->register_params(&layer, &registry, c);
     float *params = xaligned_alloc(registry.total * sizeof(float));
     float *grads = xaligned_alloc(registry.total * sizeof(float));

@@ -51,7 +51,6 @@ struct mixer_kind;
 typedef struct {
     const struct mixer_kind *kind;
     int layer;                          // 0-based
-    int input_norm;                     // registry index of the block's input RMSNorm weight
     int params[MIXER_MAX_PARAMS];       // registry indices, meaning private to the mixer
     float *saved[MIXER_MAX_SAVED];      // bound once from the activation arena
 } mixer_layer;

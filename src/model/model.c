@@ -55,7 +55,6 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
         b->input_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
         m->mixers[l].kind = m->plan[l];
         m->mixers[l].layer = l;
-        m->mixers[l].input_norm = b->input_norm;
         m->plan[l]->register_params(&m->mixers[l], r, c);
         snprintf(name, sizeof name, "layers.%d.post_attention_layernorm", l);
         b->post_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);

@@ -111,7 +111,6 @@ static void run_shard(shard_run *run, const mixer_kind *kind, const char *varian
     params_init(&run->registry, rank, tp);
     run->layer.kind = kind;
     run->layer.layer = 0;
-    run->layer.input_norm = -1;  // no mixer reads it
     kind->register_params(&run->layer, &run->registry, c);
     run->params = zero_floats(run->registry.total);
     run->grads = zero_floats(run->registry.total);

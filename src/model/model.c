@@ -264,15 +264,12 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     if (backward && any_skipped) fatal("internal: backward through a model with skipped layers");
 
     // ---- forward ----
-    float *embedded = m->blocks[0].residual_in;  // e = Emb(t), this rank's rows
-    if (tp == 1) {
-        embedding_forward(embedded, m->inputs, param_of(m, m->embed), rows, d);
-    } else {  // vocab-parallel: each rank embeds the tokens it holds, the tp group sums
-        float *partial = partial_output(m, embedded);
-        vocab_parallel_embedding_forward(partial, m->inputs, param_of(m, m->embed), rows, d, m->vocab_start,
-                                         m->vocab_local);
-        reduce_partial(m, embedded, partial, sequences, seq_len);
-    }
+    // e = Emb(t), this rank's rows: each rank embeds the tokens of its vocabulary rows and
+    // the tp group sums (nothing to sum on one rank).
+    float *embedded = m->blocks[0].residual_in;
+    float *partial = partial_output(m, embedded);
+    embedding_forward(partial, m->inputs, param_of(m, m->embed), rows, d, m->vocab_start, m->vocab_local);
+    reduce_partial(m, embedded, partial, sequences, seq_len);
     if (m->has_fixed_stream && !m->fixed_stream_from_tokens) {  // rndembqk's X_1: the same on every rank
         float *fixed_rows = embedded + (size_t)local_loss_rows * d;
         if (sp) sequence_take_shard(m->grid, fixed_rows, m->fixed_input, 1, seq_len, d);
@@ -380,13 +377,8 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     if (m->uses_embeddings) add_inplace(d_res, m->d_embedded, local_rd);
     // rndembqk's X_1 is fixed noise: its rows send nothing to the embedding table.
     int embedded_rows = m->has_fixed_stream && !m->fixed_stream_from_tokens ? loss_rows : rows;
-    if (tp == 1) {
-        embedding_backward(grad_of(m, m->embed), d_res, m->inputs, embedded_rows, d);
-    } else {
-        const float *d_embedding = gathered_gradient(m, d_res, sequences, seq_len);
-        vocab_parallel_embedding_backward(grad_of(m, m->embed), d_embedding, m->inputs, embedded_rows, d,
-                                          m->vocab_start, m->vocab_local);
-    }
+    embedding_backward(grad_of(m, m->embed), gathered_gradient(m, d_res, sequences, seq_len), m->inputs,
+                       embedded_rows, d, m->vocab_start, m->vocab_local);
     return loss_sum;
 }
 

@@ -32,10 +32,13 @@ void scale_inplace(float *y, float factor, size_t count);          // y *= facto
 double sum_of_squares(const float *x, size_t count);                // accumulated in double
 
 // --- embedding -------------------------------------------------------------------
-// out[rows,dim] = table[tokens[row]]
-void embedding_forward(float *out, const int *tokens, const float *table, int rows, int dim);
-// d_table[tokens[row]] += d_out[row]
-void embedding_backward(float *d_table, const float *d_out, const int *tokens, int rows, int dim);
+// Over this rank's table rows [vocab_start, vocab_start + vocab_count) (0, vocab on one
+// rank): out[rows,dim] = table_local[tokens[row] - vocab_start], zero for tokens it does
+// not hold; d_table_local[tokens[row] - vocab_start] += d_out[row] for those it holds.
+void embedding_forward(float *out, const int *tokens, const float *table_local, int rows, int dim,
+                       int vocab_start, int vocab_count);
+void embedding_backward(float *d_table_local, const float *d_out, const int *tokens, int rows, int dim,
+                        int vocab_start, int vocab_count);
 
 // --- RMSNorm -------------------------------------------------------------------
 // out = inp * rstd * weight, rstd[row] = 1 / sqrt(mean(inp[row]^2) + eps)

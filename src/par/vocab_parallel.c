@@ -1,39 +1,9 @@
 #include "par/vocab_parallel.h"
 
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "ops/ops.h"
-
-void vocab_parallel_embedding_forward(float *out, const int *tokens, const float *table_local, int rows, int dim,
-                                      int vocab_start, int vocab_local) {
-    #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        int local = tokens[r] - vocab_start;
-        if (local >= 0 && local < vocab_local)
-            memcpy(out + (size_t)r * dim, table_local + (size_t)local * dim, sizeof(float) * dim);
-        else
-            memset(out + (size_t)r * dim, 0, sizeof(float) * dim);
-    }
-}
-
-// Threads split the columns (as ops' embedding_backward): a token may repeat.
-void vocab_parallel_embedding_backward(float *d_table_local, const float *d_out, const int *tokens, int rows,
-                                       int dim, int vocab_start, int vocab_local) {
-    #pragma omp parallel
-    {
-        int threads = omp_get_num_threads(), t = omp_get_thread_num();
-        int c0 = (int)((long)dim * t / threads), c1 = (int)((long)dim * (t + 1) / threads);
-        for (int r = 0; r < rows; r++) {
-            int local = tokens[r] - vocab_start;
-            if (local < 0 || local >= vocab_local) continue;
-            float *dst = d_table_local + (size_t)local * dim;
-            const float *src = d_out + (size_t)r * dim;
-            for (int c = c0; c < c1; c++) dst[c] += src[c];
-        }
-    }
-}
 
 // The chunk is ops' (lm_head_scratch_floats sizes it for rows x vocab_local), at most
 // MAX_CHUNK rows so the per-row statistics fit on the stack.

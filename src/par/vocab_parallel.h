@@ -1,18 +1,11 @@
-// Vocab-parallel embedding and LM head (DESIGN.md 7, Megatron): tp rank r holds rows
-// [vocab_start, vocab_start + vocab_local) of the [vocab, d] table (the embedding, and
-// the LM head, tied or not). No rank ever holds a row of full logits.
+// Vocab-parallel LM head (DESIGN.md 7, Megatron): tp rank r holds rows
+// [vocab_start, vocab_start + vocab_local) of the [vocab, d] LM head (the embedding when
+// tied; its lookup is ops' embedding_forward over the same range). No rank ever holds a
+// row of full logits.
 #pragma once
 #include <stddef.h>
 
 #include "par/process_grid.h"
-
-// out[row] = table_local[token - vocab_start] when this rank holds the token, else 0:
-// the sum over the tp group is the embedding (the caller all-reduces or reduce-scatters).
-void vocab_parallel_embedding_forward(float *out, const int *tokens, const float *table_local, int rows, int dim,
-                                      int vocab_start, int vocab_local);
-// d_table_local[token - vocab_start] += d_out[row] for the tokens this rank holds.
-void vocab_parallel_embedding_backward(float *d_table_local, const float *d_out, const int *tokens, int rows,
-                                       int dim, int vocab_start, int vocab_local);
 
 // The LM head fused with softmax cross entropy over a vocabulary split across the tp
 // group; the same contract as ops' lm_head_cross_entropy (returns the sum of per-row

@@ -229,8 +229,8 @@ static void test_embedding(int rows, int vocab, int dim) {
     float *table = to_float(c.table, n_t), *r = to_float(c.r, n_out), *outf = malloc(sizeof(float) * n_out);
     double *prefill = random_doubles(n_t, 1.0);
     float *g = to_float(prefill, n_t);
-    embedding_forward(outf, c.tokens, table, rows, dim);
-    embedding_backward(g, r, c.tokens, rows, dim);
+    embedding_forward(outf, c.tokens, table, rows, dim, 0, vocab);
+    embedding_backward(g, r, c.tokens, rows, dim, 0, vocab);
     check_f(NAME("embedding %dx%d forward", rows, dim), outf, out, n_out);
     check_accumulated(NAME("embedding %dx%d d_table (repeated tokens)", rows, dim), g, prefill, d_table, n_t);
     free(c.tokens), free(c.table), free(c.r), free(out), free(d_table);

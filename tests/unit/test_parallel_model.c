@@ -35,6 +35,7 @@
 #include "par/process_grid.h"
 #include "par/traffic.h"
 #include "par/zero.h"
+#include "child_process.h"
 #include "testing.h"
 #include "train/optimizer.h"
 
@@ -113,11 +114,11 @@ typedef struct {
     char worst_gradient[PARAM_NAME_MAX], worst_parameter[PARAM_NAME_MAX];
 } case_errors;
 
-static case_errors run_case(process_grid *grid, const char *variant, const char *layout, int steps) {
+static case_errors run_case(process_grid *grid, const char *variant, const char *layout, int zero_stage, int steps) {
     int tp = grid->tensor_size, dp = grid->data_size;
     int micro = GLOBAL_BATCH / dp / 2 > 0 ? GLOBAL_BATCH / dp / 2 : 1;  // two micro-batches when possible
     decon_config c, reference_config;
-    small_config(&c, variant, layout, tp, grid->sequence_parallel, 0, micro);
+    small_config(&c, variant, layout, tp, grid->sequence_parallel, zero_stage, micro);
     small_config(&reference_config, variant, layout, 1, false, 0, GLOBAL_BATCH);
     model parallel, reference;
     model_build_parallel(&parallel, &c, "parallel", grid);
@@ -137,7 +138,7 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     grad_reducer reducer;
     grad_reducer_init(&reducer, &parallel.registry, parallel.grads, grid->data, grid->tensor, c.bucket_megabytes,
                       &grid->traffic);
-    bool zero = getenv("TEST_ZERO") != NULL;
+    bool zero = c.zero_stage == 1;
     moment_range *ranges = xcalloc((size_t)dp, sizeof *ranges);
     zero_partition_all(&parallel.registry, dp, ranges);
     adamw_state optimizer, reference_optimizer;
@@ -237,14 +238,14 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     return errors;
 }
 
-static int child_main(int tp, bool sp, int steps, const char *label) {
+static int child_main(int tp, bool sp, int zero_stage, int steps, const char *label) {
     decon_config c;
-    small_config(&c, "standard", "uniform", tp, sp, 0, 1);
+    small_config(&c, "standard", "uniform", tp, sp, zero_stage, 1);
     process_grid grid;
     process_grid_create(&grid, MPI_COMM_WORLD, &c, label);
     for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++)
         for (size_t l = 0; l < sizeof LAYOUTS / sizeof LAYOUTS[0]; l++) {
-            case_errors e = run_case(&grid, VARIANTS[v], LAYOUTS[l], steps);
+            case_errors e = run_case(&grid, VARIANTS[v], LAYOUTS[l], zero_stage, steps);
             if (grid.world_rank != 0) continue;
             char name[256];
             snprintf(name, sizeof name, "%s %s %s: loss and gradients of one step", label, VARIANTS[v], LAYOUTS[l]);
@@ -266,49 +267,52 @@ static int child_main(int tp, bool sp, int steps, const char *label) {
 
 // Runs one decomposition under mpirun and relays its output; the child's PASS/FAIL lines
 // count, and its exit status must match them.
-static void run_decomposition(const char *self, int ranks, int tp, bool sp, bool zero, int steps, const char *label) {
-    char command[8192];
-    snprintf(command, sizeof command,
-             "%s timeout 600 mpirun --oversubscribe -np %d %s --child %d %d %d '%s' 2>&1",
-             zero ? "TEST_ZERO=1" : "", ranks, self, tp, sp ? 1 : 0, steps, label);
-    FILE *pipe = popen(command, "r");
-    if (!pipe) fatal("cannot run %s", command);
-    char line[4096];
+static void run_decomposition(const char *self, int ranks, int tp, bool sp, int zero_stage, int steps,
+                              const char *label) {
+    char rank_count[16], tp_text[16], sp_text[16], zero_text[16], steps_text[16];
+    snprintf(rank_count, sizeof rank_count, "%d", ranks);
+    snprintf(tp_text, sizeof tp_text, "%d", tp);
+    snprintf(sp_text, sizeof sp_text, "%d", sp ? 1 : 0);
+    snprintf(zero_text, sizeof zero_text, "%d", zero_stage);
+    snprintf(steps_text, sizeof steps_text, "%d", steps);
+    const char *argv[] = {"timeout", "600", "mpirun", "--oversubscribe", "-np", rank_count, self, "--child", tp_text,
+                          sp_text, zero_text, steps_text, label, NULL};
+    child_result result = child_run(argv, CHILD_STDOUT | CHILD_STDERR);
+    fputs(result.output, stdout);
     int failed_lines = 0, passed_lines = 0;
-    while (fgets(line, sizeof line, pipe)) {
-        fputs(line, stdout);
+    for (const char *line = result.output; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "") {
         failed_lines += strncmp(line, "FAIL", 4) == 0;
         passed_lines += strncmp(line, "PASS", 4) == 0;
     }
-    fflush(stdout);
-    int status = pclose(pipe);
     testing_failures += failed_lines;
     char name[256];
     snprintf(name, sizeof name, "%s: mpirun -np %d finished cleanly", label, ranks);
-    testing_report(status == 0 && passed_lines > 0, name, "status %d, %d PASS lines", status, passed_lines);
+    testing_report(result.status == 0 && passed_lines > 0, name, "status %d, %d PASS lines", result.status,
+                   passed_lines);
 }
 
 int main(int argc, char **argv) {
-    if (argc == 6 && strcmp(argv[1], "--child") == 0) {
+    if (argc == 7 && strcmp(argv[1], "--child") == 0) {
         MPI_Init(&argc, &argv);
         int rank, world;
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         MPI_Comm_size(MPI_COMM_WORLD, &world);
         log_set_rank(rank, world);
-        int code = child_main(atoi(argv[2]), atoi(argv[3]) != 0, atoi(argv[4]), argv[5]);
+        int code = child_main(atoi(argv[2]), atoi(argv[3]) != 0, atoi(argv[4]), atoi(argv[5]), argv[6]);
         MPI_Finalize();
         return code;
     }
+    child_keep_environment();  // before anything MPI: children get the environment the test started with
     char self[4096];
     ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
     if (length <= 0) fatal("cannot find this test's own path");
     self[length] = '\0';
     // One AdamW step everywhere; the dp=2 x tp=2 runs (with and without ZeRO-1) take ten.
-    run_decomposition(self, 2, 2, false, false, 1, "tp=2");
-    run_decomposition(self, 2, 2, true, false, 1, "tp=2+sp");
-    run_decomposition(self, 2, 1, false, false, 1, "dp=2");
-    run_decomposition(self, 2, 1, false, true, 1, "dp=2 zero=1");
-    run_decomposition(self, 4, 2, false, false, 10, "dp=2xtp=2");
-    run_decomposition(self, 4, 2, true, true, 10, "dp=2xtp=2+sp zero=1");
+    run_decomposition(self, 2, 2, false, 0, 1, "tp=2");
+    run_decomposition(self, 2, 2, true, 0, 1, "tp=2+sp");
+    run_decomposition(self, 2, 1, false, 0, 1, "dp=2");
+    run_decomposition(self, 2, 1, false, 1, 1, "dp=2 zero=1");
+    run_decomposition(self, 4, 2, false, 0, 10, "dp=2xtp=2");
+    run_decomposition(self, 4, 2, true, 1, 10, "dp=2xtp=2+sp zero=1");
     return testing_exit_code();
 }

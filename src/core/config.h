@@ -18,7 +18,8 @@ typedef struct {
     char variant[64];
     char layout[CONFIG_STRING_MAX];
     double fixed_stream_std;    // sigma of rndembqk's Gaussian fixed stream
-    double approx_diag_eps;     // approx-diag's denominator guard
+    double approx_diag_guard;   // approx-diag's first-order guard (relative)
+    double approx_diag_eps;     // approx-diag's second-order denominator floor
     // [train]
     int sequence_length;        // tokens per sequence
     int micro_batch_size;       // sequences per forward/backward

@@ -3,18 +3,20 @@
 // (qkvo.h), so the parameter counts match by construction.
 //   Q, K, V as standard (biases, GQA), Q and K rotated by RoPE; per head, squares
 //   elementwise, sums over t <= i:
-//   o_i = mean_t v_t + [a_i.(sum k_t v_t^T)] / g(a_i.sum k_t)
+//   o_i = mean_t v_t + [a_i.(sum k_t v_t^T)] r(a_i.sum k_t)
 //                    + [b_i.(sum k_t^2 v_t^T)] / (b_i.sum k_t^2 + eps)
 //   a_i = s q_i, b_i = s^2/2 q_i^2 (the first- and second-order Taylor terms of
 //   exp(s q.k), the latter without cross terms), s = 1/sqrt(d_h)
-//   g(x) = sign(x) max(|x|, eps), sign(0) = +1; eps = [attention] approx_diag_eps (default 1e-6).
+//   r(x) = x / (x^2 + guard^2 (i+1) |a_i|^2 sum_t |k_t|^2), the smooth reciprocal;
+//   guard = [attention] approx_diag_guard (default 0.1), eps = approx_diag_eps (1e-6).
 //   O = concat_j(o_j) Wo^T
-// s and the 1/2 cancel inside each ratio; placing them on the query makes eps compare
-// with the Taylor terms of standard's own scores. RoPE: the first-order term is standard's
-// score s q.k, so q and k are rotated as in standard (the second-order denominator
-// b.sum k^2 stays >= 0 after rotation, the first-order one has either sign anyway).
-// Guards: the second-order denominator is >= 0, so + eps keeps it smooth; the first-order
-// one changes sign, so it is pushed away from 0 to +-eps (gradient 1 outside, 0 inside).
+// s and the 1/2 cancel inside each ratio. RoPE: the first-order term is standard's score
+// s q.k, so q and k are rotated as in standard.
+// Guards (docs/design.md, "approx-diag"): the first-order denominator a.sum k changes sign,
+// and any guard that keeps 1/x's sign jumps there; r instead passes smoothly through 0
+// where the sum cancels, is 1/x (to guard^2) where it does not, and is scale-free, so the
+// term is bounded by max|v| / (2 guard) and fp32 reordering cannot flip it. The
+// second-order denominator is >= 0, so + eps keeps it smooth.
 #include <math.h>
 #include <string.h>
 
@@ -55,7 +57,7 @@ static void diag_forward(mixer_layer *layer, const mixer_context *x, float *out,
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     qkvo_project_forward(layer, x, q, k, v, inp);
     diag_attention_forward(layer->saved[S_ATTN], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, scale_of(c),
-                           (float)c->approx_diag_eps);
+                           (float)c->approx_diag_guard, (float)c->approx_diag_eps);
     linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
 }
 
@@ -78,7 +80,8 @@ static void diag_backward(mixer_layer *layer, const mixer_context *x, float *d_i
     linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
                     qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
     diag_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], x->batch,
-                            x->seq_len, heads, kv_heads, dh, scale_of(c), (float)c->approx_diag_eps);
+                            x->seq_len, heads, kv_heads, dh, scale_of(c), (float)c->approx_diag_guard,
+                            (float)c->approx_diag_eps);
     qkvo_project_backward(layer, x, d_inp, d_q, d_k, d_v, inp);
     arena_release(x->scratch, mark);
 }
@@ -91,7 +94,8 @@ static void diag_attention_matrix(mixer_layer *layer, const mixer_context *x, in
     size_t offset = (size_t)sequence * (size_t)x->seq_len;
     diag_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
                                            layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads,
-                                           kv_heads, dh, scale_of(c), (float)c->approx_diag_eps);
+                                           kv_heads, dh, scale_of(c), (float)c->approx_diag_guard,
+                                           (float)c->approx_diag_eps);
 }
 
 static int64_t diag_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }

@@ -191,26 +191,28 @@ void taylor_attention_quadratic_backward(float *d_q, float *d_k, float *d_v,
 //
 // approx-diag (the study's recurrent form): u_it = scale q_i.k_t (first-order Taylor
 // term), w_it = scale^2/2 sum_m q_im^2 k_tm^2 (second-order term without cross terms),
-// out_i = mean_{t<=i} v_t + sum_t u_it v_t / g(U_i) + sum_t w_it v_t / (W_i + eps),
-// U_i = sum_{t<=i} u_it, W_i = sum_{t<=i} w_it (>= 0), g(x) = sign(x) max(|x|, eps) with
-// sign(0) = +1 (dg/dx = 1 for |x| >= eps, 0 inside). Linear form: one scan per
-// (sequence, kv head) with running sums of k, k^2, v, k v^T and k^2 v^T.
+// out_i = mean_{t<=i} v_t + sum_t u_it v_t r_i + sum_t w_it v_t / (W_i + eps),
+// U_i = sum_{t<=i} u_it, W_i = sum_{t<=i} w_it (>= 0), and the guarded reciprocal of U_i
+// r_i = U_i / (U_i^2 + guard^2 (i+1) scale^2 |q_i|^2 sum_{t<=i} |k_t|^2) (smooth; = 1/U_i
+// where the sum does not cancel). Linear form: one scan per (sequence, kv head) with
+// running sums of k, k^2, v, k v^T and k^2 v^T.
 void diag_attention_forward(float *out, const float *q, const float *k, const float *v,
                             int batch, int seq_len, int heads, int kv_heads, int head_dim,
-                            float scale, float eps);
+                            float scale, float guard, float eps);
 void diag_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
                              const float *q, const float *k, const float *v, int batch,
                              int seq_len, int heads, int kv_heads, int head_dim, float scale,
-                             float eps);
+                             float guard, float eps);
 // probs[heads, seq_len, seq_len] of ONE sequence: the weights with out_i = sum_t A_it v_t,
-// A_it = 1/(i+1) + u_it / g(U_i) + w_it / (W_i + eps) (rows sum to ~3, not 1).
+// A_it = 1/(i+1) + u_it r_i + w_it / (W_i + eps) (rows sum to ~3, not 1).
 void diag_attention_quadratic_probabilities(float *probs, const float *q, const float *k,
                                             int seq_len, int heads, int kv_heads,
-                                            int head_dim, float scale, float eps);
+                                            int head_dim, float scale, float guard, float eps);
 void diag_attention_quadratic_forward(float *out, const float *q, const float *k,
                                       const float *v, int batch, int seq_len, int heads,
-                                      int kv_heads, int head_dim, float scale, float eps);
+                                      int kv_heads, int head_dim, float scale, float guard,
+                                      float eps);
 void diag_attention_quadratic_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
                                        const float *q, const float *k, const float *v,
                                        int batch, int seq_len, int heads, int kv_heads,
-                                       int head_dim, float scale, float eps);
+                                       int head_dim, float scale, float guard, float eps);

@@ -135,8 +135,11 @@ void ref_taylor_attention_linear(double *out, const double *q, const double *k, 
 
 // ---- approx-diag -------------------------------------------------------------------
 
-double ref_diag_guard(double x, double eps) { return x >= 0.0 ? fmax(x, eps) : fmin(x, -eps); }
-static double guard_slope(double x, double eps) { return fabs(x) >= eps ? 1.0 : 0.0; }
+// The guarded first-order reciprocal r = x / (x^2 + delta2), 0 where both vanish.
+static double diag_reciprocal(double x, double delta2) {
+    double D = x * x + delta2;
+    return D > 0.0 ? x / D : 0.0;
+}
 
 static double diag_w(const double *qi, const double *kt, int dh, double scale) {
     double sum = 0.0;
@@ -144,28 +147,38 @@ static double diag_w(const double *qi, const double *kt, int dh, double scale) {
     return 0.5 * scale * scale * sum;
 }
 
+// Row i of head h: u_t, w_t (t <= i) and the sums U, W, sum_t |k_t|^2.
+static void diag_row_terms(double *u, double *w, double *U, double *W, double *k_norms, const double *qi,
+                           const double *k, int b, int i, int g, int L, int kv_heads, int dh, double scale) {
+    *U = *W = *k_norms = 0.0;
+    for (int t = 0; t <= i; t++) {
+        const double *kt = k + kv_at(b, t, g, L, kv_heads, dh);
+        u[t] = scale * dot(qi, kt, dh);
+        w[t] = diag_w(qi, kt, dh, scale);
+        *U += u[t];
+        *W += w[t];
+        *k_norms += dot(kt, kt, dh);
+    }
+}
+
 void ref_diag_attention_forward(double *out, double *probs, const double *q, const double *k, const double *v,
-                                int batch, int seq_len, int heads, int kv_heads, int dh, double scale, double eps) {
+                                int batch, int seq_len, int heads, int kv_heads, int dh, double scale, double guard,
+                                double eps) {
     int L = seq_len, group = heads / kv_heads;
     double *u = xcalloc((size_t)L, sizeof(double)), *w = xcalloc((size_t)L, sizeof(double));
     for (int b = 0; b < batch; b++)
         for (int h = 0; h < heads; h++)
             for (int i = 0; i < L; i++) {
                 const double *qi = q + q_at(b, i, h, L, heads, dh);
-                double U = 0.0, W = 0.0;
-                for (int t = 0; t <= i; t++) {
-                    const double *kt = k + kv_at(b, t, h / group, L, kv_heads, dh);
-                    u[t] = scale * dot(qi, kt, dh);
-                    w[t] = diag_w(qi, kt, dh, scale);
-                    U += u[t];
-                    W += w[t];
-                }
-                double g1 = ref_diag_guard(U, eps);
+                double U, W, k_norms;
+                diag_row_terms(u, w, &U, &W, &k_norms, qi, k, b, i, h / group, L, kv_heads, dh, scale);
+                double delta2 = guard * guard * (i + 1) * scale * scale * dot(qi, qi, dh) * k_norms;
+                double r = diag_reciprocal(U, delta2);
                 double *oi = out + q_at(b, i, h, L, heads, dh);
                 double *p = probs ? probs + (((size_t)b * heads + h) * L + i) * L : NULL;
                 memset(oi, 0, sizeof(double) * (size_t)dh);
                 for (int t = 0; t < L; t++) {
-                    double a = t <= i ? 1.0 / (i + 1) + u[t] / g1 + w[t] / (W + eps) : 0.0;
+                    double a = t <= i ? 1.0 / (i + 1) + u[t] * r + w[t] / (W + eps) : 0.0;
                     if (p) p[t] = a;
                     if (t > i) continue;
                     const double *vt = v + kv_at(b, t, h / group, L, kv_heads, dh);
@@ -176,12 +189,14 @@ void ref_diag_attention_forward(double *out, double *probs, const double *q, con
     free(w);
 }
 
-// dA_it = do_i.v_t; dv_t += A_it do_i; the first-order term T_it = u_it / g(U):
-// du_it = dA_it / g(U) - g'(U) sum_t' dA_it' u_it' / g(U)^2; the second-order one likewise
-// with W + eps; then u_it = s q_i.k_t and w_it = s^2/2 sum q^2 k^2 by the chain rule.
+// dA_it = do_i.v_t; dv_t += A_it do_i. The first-order term sum_t u_t v_t r(U, delta2),
+// D = U^2 + delta2, rho = sum_t dA_t u_t: du_t = dA_t r + rho (delta2 - U^2) / D^2 and
+// d delta2 = -rho U / D^2, with delta2 = guard^2 (i+1) s^2 |q_i|^2 sum_t |k_t|^2; the
+// second-order one: dw_t = dA_t / (W + eps) - sum_t' dA_t' w_t' / (W + eps)^2; then
+// u_t = s q_i.k_t and w_t = s^2/2 sum q^2 k^2 by the chain rule.
 void ref_diag_attention_backward(double *d_q, double *d_k, double *d_v, const double *d_out, const double *q,
                                  const double *k, const double *v, int batch, int seq_len, int heads, int kv_heads,
-                                 int dh, double scale, double eps) {
+                                 int dh, double scale, double guard, double eps) {
     int L = seq_len, group = heads / kv_heads;
     double *u = xcalloc((size_t)L, sizeof(double)), *w = xcalloc((size_t)L, sizeof(double));
     double *da = xcalloc((size_t)L, sizeof(double));
@@ -191,31 +206,30 @@ void ref_diag_attention_backward(double *d_q, double *d_k, double *d_v, const do
             for (int i = 0; i < L; i++) {
                 size_t qi_off = q_at(b, i, h, L, heads, dh);
                 const double *qi = q + qi_off, *doi = d_out + qi_off;
-                double U = 0.0, W = 0.0;
-                for (int t = 0; t <= i; t++) {
-                    const double *kt = k + kv_at(b, t, g, L, kv_heads, dh);
-                    u[t] = scale * dot(qi, kt, dh);
-                    w[t] = diag_w(qi, kt, dh, scale);
-                    U += u[t];
-                    W += w[t];
-                }
-                double g1 = ref_diag_guard(U, eps), e2 = W + eps, su = 0.0, sw = 0.0;
+                double U, W, k_norms;
+                diag_row_terms(u, w, &U, &W, &k_norms, qi, k, b, i, g, L, kv_heads, dh, scale);
+                double q_norm = scale * scale * dot(qi, qi, dh), n = guard * guard * (i + 1);
+                double delta2 = n * q_norm * k_norms, D = U * U + delta2;
+                double r = diag_reciprocal(U, delta2), e2 = W + eps, rho = 0.0, sw = 0.0;
                 for (int t = 0; t <= i; t++) {
                     size_t kv = kv_at(b, t, g, L, kv_heads, dh);
-                    double a = 1.0 / (i + 1) + u[t] / g1 + w[t] / e2;
+                    double a = 1.0 / (i + 1) + u[t] * r + w[t] / e2;
                     da[t] = dot(doi, v + kv, dh);
-                    su += da[t] * u[t];
+                    rho += da[t] * u[t];
                     sw += da[t] * w[t];
                     for (int e = 0; e < dh; e++) d_v[kv + e] += a * doi[e];
                 }
-                double dU = -su / (g1 * g1) * guard_slope(U, eps), dW = -sw / (e2 * e2);
+                double dU = D > 0.0 ? rho * (delta2 - U * U) / (D * D) : 0.0;
+                double d_delta2 = D > 0.0 ? -rho * U / (D * D) : 0.0, dW = -sw / (e2 * e2);
+                for (int e = 0; e < dh; e++) d_q[qi_off + e] += d_delta2 * n * k_norms * 2.0 * scale * scale * qi[e];
                 for (int t = 0; t <= i; t++) {
                     size_t kv = kv_at(b, t, g, L, kv_heads, dh);
                     const double *kt = k + kv;
-                    double du = da[t] / g1 + dU, dw = da[t] / e2 + dW;
+                    double du = da[t] * r + dU, dw = da[t] / e2 + dW;
                     for (int e = 0; e < dh; e++) {
                         d_q[qi_off + e] += scale * du * kt[e] + scale * scale * dw * qi[e] * kt[e] * kt[e];
-                        d_k[kv + e] += scale * du * qi[e] + scale * scale * dw * kt[e] * qi[e] * qi[e];
+                        d_k[kv + e] += scale * du * qi[e] + scale * scale * dw * kt[e] * qi[e] * qi[e] +
+                                       d_delta2 * n * q_norm * 2.0 * kt[e];
                     }
                 }
             }
@@ -227,7 +241,7 @@ void ref_diag_attention_backward(double *d_q, double *d_k, double *d_v, const do
 
 // The study's recurrence: running sums of v, k, k^2, k v^T, k^2 v^T; each query reads them.
 void ref_diag_attention_linear(double *out, const double *q, const double *k, const double *v, int batch,
-                               int seq_len, int heads, int kv_heads, int dh, double scale, double eps) {
+                               int seq_len, int heads, int kv_heads, int dh, double scale, double guard, double eps) {
     int L = seq_len, group = heads / kv_heads;
     size_t dd = (size_t)dh * dh;
     double *P = xcalloc(dd, sizeof(double)), *R = xcalloc(dd, sizeof(double));
@@ -254,12 +268,14 @@ void ref_diag_attention_linear(double *out, const double *q, const double *k, co
                     }
                 }
                 const double *qi = q + q_at(b, i, h, L, heads, dh);
-                double den1 = 0.0, den2 = 0.0;
+                double den1 = 0.0, den2 = 0.0, a_norm2 = 0.0, c_sum = 0.0;
                 for (int m = 0; m < dh; m++) {
                     den1 += scale * qi[m] * K[m];
                     den2 += 0.5 * scale * scale * qi[m] * qi[m] * C[m];
+                    a_norm2 += scale * scale * qi[m] * qi[m];
+                    c_sum += C[m];
                 }
-                double g1 = ref_diag_guard(den1, eps), e2 = den2 + eps;
+                double r1 = diag_reciprocal(den1, guard * guard * (i + 1) * a_norm2 * c_sum), e2 = den2 + eps;
                 double *oi = out + q_at(b, i, h, L, heads, dh);
                 for (int e = 0; e < dh; e++) {
                     double n1 = 0.0, n2 = 0.0;
@@ -267,7 +283,7 @@ void ref_diag_attention_linear(double *out, const double *q, const double *k, co
                         n1 += scale * qi[m] * P[(size_t)m * dh + e];
                         n2 += 0.5 * scale * scale * qi[m] * qi[m] * R[(size_t)m * dh + e];
                     }
-                    oi[e] = V[e] / (i + 1) + n1 / g1 + n2 / e2;
+                    oi[e] = V[e] / (i + 1) + n1 * r1 + n2 / e2;
                 }
             }
         }

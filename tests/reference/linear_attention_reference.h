@@ -18,13 +18,14 @@ void ref_taylor_attention_backward(double *d_q, double *d_k, double *d_v, const 
 void ref_taylor_attention_linear(double *out, const double *q, const double *k, const double *v, int batch,
                                  int seq_len, int heads, int kv_heads, int dh, double scale);
 
-// approx-diag: A_it = 1/(i+1) + u_it / g(sum u) + w_it / (sum w + eps), u_it = s q_i.k_t,
-// w_it = s^2/2 sum_m q_im^2 k_tm^2, g(x) = sign(x) max(|x|, eps) with sign(0) = +1.
-double ref_diag_guard(double x, double eps);
+// approx-diag: A_it = 1/(i+1) + u_it r_i + w_it / (sum w + eps), u_it = s q_i.k_t,
+// w_it = s^2/2 sum_m q_im^2 k_tm^2, r_i = U / (U^2 + guard^2 (i+1) s^2 |q_i|^2 sum_t |k_t|^2)
+// with U = sum_t u_it (0 where the denominator is 0).
 void ref_diag_attention_forward(double *out, double *probs, const double *q, const double *k, const double *v,
-                                int batch, int seq_len, int heads, int kv_heads, int dh, double scale, double eps);
+                                int batch, int seq_len, int heads, int kv_heads, int dh, double scale, double guard,
+                                double eps);
 void ref_diag_attention_backward(double *d_q, double *d_k, double *d_v, const double *d_out, const double *q,
                                  const double *k, const double *v, int batch, int seq_len, int heads, int kv_heads,
-                                 int dh, double scale, double eps);
+                                 int dh, double scale, double guard, double eps);
 void ref_diag_attention_linear(double *out, const double *q, const double *k, const double *v, int batch,
-                               int seq_len, int heads, int kv_heads, int dh, double scale, double eps);
+                               int seq_len, int heads, int kv_heads, int dh, double scale, double guard, double eps);

@@ -892,7 +892,8 @@ static void static_qk_backward(ref_context *x, int layer, double *d_inp, const d
 // ---- mixers `approx`, `approx-diag`: standard's tensors, linear-time attention ops ----
 // Q, K, V projected and rotated as in standard; the attention is the double quadratic
 // reference of linear_attention_reference.h (approx: Taylor softmax; approx-diag: the
-// study's three-term form with eps = [attention] approx_diag_eps, as the mixer).
+// study's three-term form with [attention] approx_diag_guard and approx_diag_eps, as the
+// mixer).
 
 // Projections and RoPE into s (probs unused), then the attention into s->attn.
 static void linear_mixer_run(ref_context *x, int layer, const double *inp, standard_state *s, bool diag) {
@@ -924,7 +925,8 @@ static void linear_mixer_run(ref_context *x, int layer, const double *inp, stand
     ref_rope(s->k, B, T, KV, dh, c->rope_theta, 1.0);
     double scale = 1.0 / sqrt((double)dh);
     if (diag)
-        ref_diag_attention_forward(s->attn, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale, x->config->approx_diag_eps);
+        ref_diag_attention_forward(s->attn, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale, c->approx_diag_guard,
+                                   c->approx_diag_eps);
     else
         ref_taylor_attention_forward(s->attn, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale);
 }
@@ -948,7 +950,7 @@ static void linear_mixer_backward(ref_context *x, int layer, double *d_inp, cons
     ref_linear_backward(d_attn, s.wo.g, NULL, d_out, s.attn, s.wo.w, rows, H * dh, d);
     if (diag)
         ref_diag_attention_backward(d_q, d_k, d_v, d_attn, s.q, s.k, s.v, B, T, H, KV, dh, scale,
-                                    x->config->approx_diag_eps);
+                                    x->config->approx_diag_guard, x->config->approx_diag_eps);
     else
         ref_taylor_attention_backward(d_q, d_k, d_v, d_attn, s.q, s.k, s.v, B, T, H, KV, dh, scale);
     ref_rope(d_q, B, T, H, dh, x->config->rope_theta, -1.0);

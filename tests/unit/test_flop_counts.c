@@ -110,8 +110,8 @@ static void check_shape_b(void) {
     //     32 + 32 + 1 multiply-adds each;
     //   read-out phi(q)^T S for the 150 - 64 = 86 tokens after the first chunk, per head;
     //   state update phi(K)^T [V 1] of the first two chunks (2 x 64 tokens), per KV head.
-    const double F = 1 + 32 + 32 * 33 / 2;
-    double within = 3 * (64 * 65 / 2 + 64 * 65 / 2 + 22 * 23 / 2) * 2.0 * (32 + 32 + 1);
+    const double F = 1 + 32 + 32.0 * 33 / 2;  // 561
+    double within = 3 * (64.0 * 65 / 2 + 64.0 * 65 / 2 + 22.0 * 23 / 2) * 2.0 * (32 + 32 + 1);
     double readout = 3 * 86 * 2.0 * F * (32 + 1), update = 3 * 2 * 64 * 2.0 * F * (32 + 1);
     check_mixer("approx", &SHAPE_B, B_QKVO + (within + readout + update) / 150);  // 243673.08
     check_mixer("approx-diag", &SHAPE_B, B_QKVO + 3 * 2 * 2.0 * 32 * 32 + 3 * 2 * 2.0 * (32 * 32 + 32));  // 98688

@@ -249,7 +249,7 @@ static double max_abs_diff(const float *a, const float *b, size_t count) {
 static double per_sequence_map_error(model *m, int layer, double *map_diff) {
     const decon_config *c = &m->config;
     int L = m->seq_len, sequences = m->batch, heads = c->num_attention_heads, kv = config_kv_heads(c);
-    int dh = config_head_dim(c), group = heads / kv, q_dim = heads * dh, kv_dim = kv * dh;
+    size_t dh = (size_t)config_head_dim(c), group = (size_t)(heads / kv), q_dim = heads * dh, kv_dim = kv * dh;
     const float *q = m->mixers[layer].saved[0], *k = m->mixers[layer].saved[1];
     const float *v = m->mixers[layer].saved[2], *attn = m->mixers[layer].saved[3];
     size_t map_size = (size_t)heads * L * L, rows = (size_t)sequences * L;
@@ -259,7 +259,7 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
             double *row = map + ((size_t)j * L + i) * L, max = -INFINITY, sum = 0.0;
             for (int t = 0; t <= i; t++) {
                 double dot = 0.0;
-                for (int e = 0; e < dh; e++)
+                for (size_t e = 0; e < dh; e++)
                     dot += (double)q[(size_t)i * q_dim + j * dh + e] * k[(size_t)t * kv_dim + j / group * dh + e];
                 row[t] = dot / sqrt((double)dh);
                 max = fmax(max, row[t]);
@@ -276,7 +276,7 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
         for (int j = 0; j < heads; j++)
             for (int i = 0; i < L; i++)
                 for (int t = 0; t <= i; t++)
-                    for (int e = 0; e < dh; e++)
+                    for (size_t e = 0; e < dh; e++)
                         expected[((size_t)b * L + i) * q_dim + j * dh + e] +=
                             map[((size_t)j * L + i) * L + t] * v[((size_t)b * L + t) * kv_dim + j / group * dh + e];
     }

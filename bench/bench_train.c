@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
            "%.1f GFLOP/s, MFU %.1f%% of sgemm peak %.1f GFLOP/s (OpenBLAS %s), activations %.0f MB, peak RSS %.0f MB\n",
            c.variant, c.hidden_size, c.num_hidden_layers, c.sequence_length, tokens_per_step,
            (long long)params_total_logical(&m.registry), threads, tokens_per_second, tokens_per_step / best, achieved,
-           100.0 * achieved / peak, peak, ops_blas_core_name(), (double)model_activation_bytes(&m) * 1e-6,
+           100.0 * progress_mfu(tokens_per_step * steps, total, flops_per_token, peak), peak, ops_blas_core_name(), (double)model_activation_bytes(&m) * 1e-6,
            peak_resident_megabytes());
     free(inputs);
     free(targets);

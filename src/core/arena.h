@@ -1,6 +1,7 @@
-// Activation arena: one allocation sized before training starts, bump-pointer
-// sub-allocations, nothing allocated inside the step loop. A first pass with
-// `measuring` set only adds up sizes; the second pass hands out the same layout.
+// Activation arena: one allocation (arena_reserve) sized before training starts from the
+// analytic counts (the mixers' saved_floats / scratch_floats and the model's own buffers),
+// then bump-pointer sub-allocations; the arena never grows, and a request past its
+// capacity is fatal (a wrong count shows at once). `peak` records the most ever used.
 #pragma once
 #include <stddef.h>
 

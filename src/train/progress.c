@@ -41,6 +41,10 @@ void progress_print(progress_meter *meter, long step, double loss, double lr, do
     fflush(stdout);
 }
 
+double progress_mfu(double tokens, double seconds, double flops_per_token, double peak_gflops) {
+    return tokens / seconds * flops_per_token / (peak_gflops * 1e9);
+}
+
 void progress_end_line(progress_meter *meter) {
     if (meter->live && log_rank() == 0) {
         putchar('\n');

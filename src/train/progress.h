@@ -17,6 +17,9 @@ void progress_start(progress_meter *meter, long first_step, long max_steps);
 void progress_print(progress_meter *meter, long step, double loss, double lr, double grad_norm,
                     double tokens_per_second, double mfu);
 void progress_end_line(progress_meter *meter);   // finish a live line before other output
+// Model FLOPs utilisation: the training FLOP/s of `tokens` in `seconds` at flops_per_token
+// over the peak (GFLOP/s, of every rank together); a fraction, 1 = peak.
+double progress_mfu(double tokens, double seconds, double flops_per_token, double peak_gflops);
 // Best-of-10 GFLOP/s of a square OpenBLAS sgemm (n = 1024) on the current thread count.
 double measure_sgemm_peak_gflops(void);
 double peak_resident_megabytes(void);

@@ -255,7 +255,7 @@ int trainer_run(const trainer_options *options) {
         state.loss = loss;
         double seconds = wall_seconds() - t0;
         double tokens_per_second = tokens_per_step / seconds;
-        double mfu = tokens_per_second * flops_per_token / (peak_gflops * 1e9);
+        double mfu = progress_mfu(tokens_per_step, seconds, flops_per_token, peak_gflops);
 
         if (state.step % c->log_every == 0 || state.step == c->max_steps) {
             progress_print(&meter, state.step, loss, lr, grad_norm, tokens_per_second, mfu);

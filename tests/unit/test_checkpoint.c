@@ -7,9 +7,11 @@
 // Run plainly (1 rank) it runs everything; the multi-rank halves of the decomposition
 // tests run as `mpirun -np N <self> --MODE FILE` (--write-sharded, --read-sharded,
 // --write-zero, --read-zero, --zero-dp3, --write-overlap), and the failure cases as
-// `<self> --read FILE` in a child whose stderr comes back through a pipe. Run under
-// `mpirun -np N` (N = 2 or 4) it checks the same properties collectively instead: every
-// rank holds shard `rank` of N, and reads at 1 rank go through MPI_COMM_SELF.
+// `<self> --read FILE` in a child whose stderr comes back through a pipe. Last it runs
+// itself as `mpirun -np N <self> --parallel DIR` (N = 2 and 4), which checks the same
+// properties collectively (every rank holds shard `rank` of N, reads at 1 rank go through
+// MPI_COMM_SELF), and passes on the children's PASS/FAIL lines (named "... at N ranks").
+// Run under plain `mpirun -np N` it runs those collective checks alone.
 #include <fcntl.h>
 #include <ftw.h>
 #include <hdf5.h>
@@ -241,7 +243,9 @@ static void check(const char *name, int ok, const char *format, const char *deta
     int all_ok = ok;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!ok && world_size > 1) fprintf(stderr, "rank %d: %s: %s\n", world_rank, name, detail ? detail : "");
-    if (world_rank == 0) testing_report(all_ok, name, format, detail ? detail : "");
+    char full_name[256];
+    snprintf(full_name, sizeof full_name, world_size > 1 ? "%s at %d ranks" : "%s", name, world_size);
+    if (world_rank == 0) testing_report(all_ok, full_name, format, detail ? detail : "");
     else if (!all_ok) testing_failures++;
 }
 
@@ -457,18 +461,17 @@ static void test_roundtrip(const char *good) {
           ok && count == params_total_logical(&registry) && version == CHECKPOINT_FORMAT_VERSION && step == 100 && tp == 1,
           "%s", detail);
 
-    // h5dump (hdf5-tools) must show the config as text.
-    if (system("command -v h5dump >/dev/null 2>&1") == 0) {
-        char command[700], output[4096] = "";
-        snprintf(command, sizeof command, "h5dump -d /config '%s' 2>&1", good);
-        FILE *pipe = popen(command, "r");
-        size_t used = pipe ? fread(output, 1, sizeof output - 1, pipe) : 0;
-        output[used] = '\0';
-        int status = pipe ? pclose(pipe) : -1;
-        check("checkpoint_config_readable_in_h5dump", status == 0 && strstr(output, "hidden_size = 16"), "%s", output);
-    } else if (world_rank == 0) {
-        printf("(h5dump not installed: skipping the h5dump check)\n");
-    }
+    // h5dump (hdf5-tools, installed by make setup: missing is a failure) must show the
+    // config as text.
+    char command[700], output[4096] = "";
+    snprintf(command, sizeof command, "h5dump -d /config '%s' 2>&1", good);
+    FILE *pipe = popen(command, "r");
+    size_t used = pipe ? fread(output, 1, sizeof output - 1, pipe) : 0;
+    output[used] = '\0';
+    int status = pipe ? pclose(pipe) : -1;
+    char dump_detail[sizeof output + 64];
+    snprintf(dump_detail, sizeof dump_detail, "status %d: %s", status, output);
+    check("checkpoint_config_readable_in_h5dump", status == 0 && strstr(output, "hidden_size = 16"), "%s", dump_detail);
     params_free(&registry);
 }
 
@@ -750,12 +753,47 @@ static void test_parallel(void) {
     params_free(&one);
 }
 
+// `mpirun -np ranks <self> --parallel DIR`: relays the children's PASS/FAIL lines, and
+// fails when the job fails without a FAIL line or prints no PASS line at all.
+static void run_parallel_suite(int ranks) {
+    char count[16], dir[512];
+    snprintf(count, sizeof count, "%d", ranks);
+    snprintf(dir, sizeof dir, "%s/np%d", scratch, ranks);
+    if (mkdir(dir, 0755) != 0) fatal("cannot create %s", dir);
+    child_result r = child_run((const char *[]){"timeout", "120", "mpirun", "--oversubscribe", "-np", count, self_path,
+                                                "--parallel", dir, NULL},
+                               CHILD_STDOUT | CHILD_STDERR);
+    int passes = 0, failures = 0;
+    for (char *line = r.output, *end; *line; line = end + (*end != '\0')) {
+        end = line + strcspn(line, "\n");
+        int is_pass = strncmp(line, "PASS ", 5) == 0, is_fail = strncmp(line, "FAIL ", 5) == 0;
+        if (is_pass || is_fail) printf("%.*s\n", (int)(end - line), line);
+        passes += is_pass;
+        failures += is_fail;
+    }
+    testing_failures += failures;
+    char name[64];
+    snprintf(name, sizeof name, "collective_checks_ran_at_%d_ranks", ranks);
+    if (!failures)
+        testing_report(child_succeeded(&r) && passes > 0, name, "mpirun status %d, %d PASS lines; output: %s", r.status,
+                       passes, r.output);
+}
+
 int main(int argc, char **argv) {
     child_keep_environment();  // before MPI_Init adds to it
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    if (argc == 3 && strcmp(argv[1], "--parallel") == 0) {  // the collective checks, in directory argv[2]
+        log_set_rank(world_rank, world_size);
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        snprintf(scratch, sizeof scratch, "%s", argv[2]);
+        test_parallel();
+        test_directory();
+        MPI_Finalize();
+        return testing_exit_code();
+    }
     if (argc >= 3 && strncmp(argv[1], "--", 2) == 0) {
         if (world_size > 1) log_set_rank(world_rank, world_size);
         int code = child_main(argv[1], argv[2], argc > 3 ? argv[3] : NULL);
@@ -781,10 +819,13 @@ int main(int argc, char **argv) {
         test_zero(good);
         test_damaged_files(good);
         test_killed_writer(good);
+        test_directory();
+        run_parallel_suite(2);
+        run_parallel_suite(4);
     } else {
         test_parallel();
+        test_directory();
     }
-    test_directory();
 
     MPI_Barrier(MPI_COMM_WORLD);
     if (world_rank == 0) nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

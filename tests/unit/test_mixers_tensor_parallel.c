@@ -11,10 +11,11 @@
 //    tensor gets the full gradient on every shard;
 //  - shard r's attention matrix and scores are heads [r*hl, (r+1)*hl) of the full ones;
 //  - the analytic parameter count stays logical: it equals the shard registry's logical total.
+//  - the split is real: each shard holds its share of the heads (mlp: of the width) and
+//    fewer parameter floats than the whole layer, and its partial output alone is far
+//    from the full output.
 // Cases: every mixer at MHA (tp 2, 4) and GQA kv=2 (tp 2); mlp's width is 44 at MHA and
-// 33 at GQA, which splits unevenly over 2 and (an extra case) over 4. standard also at
-// MQA kv=1, which only tp=1 allows (tp must divide the kv heads), as a check of the
-// harness itself.
+// 33 at GQA, which splits unevenly over 2 and (an extra case) over 4.
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -254,6 +255,7 @@ static void report(double error, const char *label, const char *what, const char
 static void check_case(const char *variant, int kv_heads, int tp) {
     const mixer_kind *kind = mixer_find(variant);
     if (!kind) fatal("unknown mixer %s", variant);
+    if (tp < 2 || tp > MAX_TP) fatal("tp = %d: the cases split over 2..%d shards", tp, MAX_TP);
     case_inputs in = {.batch = BATCH, .seq_len = SEQ_LEN, .fixed_sequence = -1};
     if (kind->uses_fixed_stream) {  // the fixed stream rides along as the last sequence, as in the model
         in.batch = BATCH + 1;
@@ -290,11 +292,23 @@ static void check_case(const char *variant, int kv_heads, int tp) {
     if (kind->attention_scores)
         report(map_error(shards, tp, true, full.scores, in.seq_len), label,
                "each shard's attention scores are its heads of the full ones", NULL);
+    // A shard is a part: its heads, fewer parameter floats, a partial output.
+    bool split = true;
+    double nearest = INFINITY;
+    for (int r = 0; r < tp; r++) {
+        split &= config_local_heads(&shards[r].config) * tp == HEADS &&
+                 shards[r].registry.total < full.registry.total;
+        nearest = fmin(nearest, relative_error(shards[r].out, full.out, rd));
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s: each shard holds 1/%d of the heads and a partial output", label, tp);
+    testing_report(split && nearest > 0.1, name,
+                   "local heads %d of %d, %zu of %zu parameter floats; nearest partial output at relative %.3g",
+                   config_local_heads(&shards[0].config), HEADS, shards[0].registry.total, full.registry.total, nearest);
     bool counts_logical = true;
     for (int r = 0; r < tp; r++)
         counts_logical &= kind->param_count(&shards[r].config) == params_total_logical(&shards[r].registry) &&
                           kind->param_count(&shards[r].config) == kind->param_count(&full.config);
-    char name[256];
     snprintf(name, sizeof name, "%s: param_count stays logical", label);
     testing_report(counts_logical, name, "param_count %lld, registry %lld",
                    (long long)kind->param_count(&shards[0].config),
@@ -319,6 +333,5 @@ int main(void) {
         check_case(variant, 2, 2);
         if (strcmp(variant, "mlp") == 0) check_case(variant, 2, 4);  // width 33 over 4: 8, 8, 8, 9
     }
-    check_case("standard", 1, 1);  // MQA: one kv head cannot be split
     return testing_exit_code();
 }

@@ -753,8 +753,12 @@ char *checkpoint_read_config(const char *path, MPI_Comm comm) {
     hid_t file = open_checked(path, comm);
     hid_t dataset = H5Dopen2(file, "config", H5P_DEFAULT);
     hid_t type = dataset < 0 ? -1 : H5Dget_type(dataset);
-    if (type < 0 || H5Tget_class(type) != H5T_STRING)
-        fatal("checkpoint %s is damaged (/config is not a string): delete it to resume from an older one", path);
+    hid_t space = dataset < 0 ? -1 : H5Dget_space(dataset);
+    // One string: H5S_ALL below transfers every element into room for one.
+    bool one = space >= 0 && H5Sget_simple_extent_npoints(space) == 1;
+    if (space >= 0) H5Sclose(space);
+    if (type < 0 || H5Tget_class(type) != H5T_STRING || !one)
+        fatal("checkpoint %s is damaged (/config is not a single string): delete it to resume from an older one", path);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     char *text = NULL;

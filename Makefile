@@ -105,6 +105,54 @@ lint:
 	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf $(BUILD) bin $(FUZZ_BUILD)
+
+# ---- Fuzzing (libFuzzer, clang-19; docs/design.md "Fuzzing") -----------------------------
+# The library and the harnesses of tests/fuzz/ built by clang-19 with ASan + UBSan and
+# libFuzzer's coverage into build-fuzz/ (MPI through mpicc's own flags). `make fuzz` runs
+# every harness FUZZ_SECONDS seconds from its committed seeds and replays the committed
+# regression inputs; `make test` does the same for 20 s each (tests/scripts/test_fuzz.sh).
+FUZZ_CC      := clang-19
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# -Wno-pass-failed: at -O1 the vectoriser does not run, so every `omp simd` would warn.
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=c11 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP \
+                -Wno-pass-failed \
+                -Isrc -Itests -I. $(shell mpicc -showme:compile 2>/dev/null) \
+                $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I$(BLAS_INC) $(FUZZ_SAN) \
+                -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
+FUZZ_LIB      := $(FUZZ_BUILD)/libdecon.a
+FUZZ_LIB_OBJ  := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/analysis/recording.o
+FUZZ_SUPPORT  := $(FUZZ_BUILD)/tests/fuzz/fuzz_support.o
+FUZZ_TARGETS  := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS  := $(filter-out $(FUZZ_BUILD)/fuzz_support,$(FUZZ_TARGETS))
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_TARGETS)
+
+fuzz: setup
+	$(MAKE) fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_KEEP=$(FUZZ_BUILD) bash tests/scripts/test_fuzz.sh
+
+# Library code: coverage for libFuzzer, no main.
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+# The harness support is not fuzzed: no coverage feedback from its bookkeeping.
+$(FUZZ_SUPPORT): tests/fuzz/fuzz_support.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_SUPPORT) $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -fopenmp $^ $(shell mpicc -showme:link 2>/dev/null) $(LDLIBS) -o $@
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BUILD)/tests/fuzz/*.d
+# ---- end of fuzzing ------------------------------------------------------------------------
 
 -include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(BUILD)/src/bin/*.d $(BUILD)/analysis/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/errors.h"
+#include "io/hdf5_format.h"
 
 const char *const recording_logit_stat_names[RECORDING_LOGIT_STATS] = {
     "min", "max", "mean", "p1", "p50", "p99", "count_abs_gt_10", "count_abs_gt_1000"};
@@ -36,8 +37,14 @@ hid_t recording_open(const char *path, char *why, size_t size) {
         fail(why, size, "%s is not a regular file: pass an attention recording (<run_dir>/attn.h5)", path);
         return -1;
     }
+    int superblock = hdf5_superblock_version(path);
+    if (superblock >= 0 && superblock < HDF5_CHECKSUMMED_SUPERBLOCK) {  // io/hdf5_format.h: not given to HDF5
+        fail(why, size, "%s is an HDF5 file without metadata checksums, not written by decon: pass a file written "
+             "by decon (h5repack -L converts a file to the checksummed format)", path);
+        return -1;
+    }
     recording_quiet_hdf5();
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t file = superblock >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
     if (file < 0)
         fail(why, size, "%s cannot be opened as HDF5 (not HDF5, truncated or corrupt): %s", path, REDO);
     return file;

@@ -137,7 +137,8 @@ def main():
     dtype = np.float16 if args.dtype == "float16" else np.float32
     edges = score_edges()
 
-    with h5py.File(args.out, "w") as f:
+    # libver 1.8+: checksummed metadata, the format decon writes and reads (src/io/hdf5_format.h).
+    with h5py.File(args.out, "w", libver=("v108", "latest")) as f:
         f.attrs["format_version"] = np.int32(args.format_version)
         f.attrs["kind"] = "decon attention recording"
         f.attrs["writer"] = "decon"

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "io/hdf5_format.h"
 
 enum { MESSAGE_MAX = 10240, DEFLATE_LEVEL = 1 };  // messages hold two paths
 
@@ -264,6 +265,7 @@ static hid_t access_plist(MPI_Comm comm) {
 #if H5_VERSION_GE(1, 10, 7)
     H5Pset_file_locking(fapl, 1, 1);
 #endif
+    hdf5_use_checksummed_format(fapl);
     return fapl;
 }
 
@@ -384,8 +386,14 @@ static bool diagnose_existing(const char *path, char *why, size_t size) {
                  "--record) to a file name", path);
         return true;
     }
+    int superblock = hdf5_superblock_version(path);
+    if (superblock >= 0 && superblock < HDF5_CHECKSUMMED_SUPERBLOCK) {  // io/hdf5_format.h: not given to HDF5
+        snprintf(why, size, "%s exists but is an HDF5 file without metadata checksums (not written by this decon): "
+                 "move it away or set [io] record_path (decon-eval: --record) to a new file", path);
+        return true;
+    }
     hid_t fapl = access_plist(MPI_COMM_NULL);
-    hid_t file = st.st_size > 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
+    hid_t file = superblock >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
     H5Pclose(fapl);
     if (file < 0) {
         snprintf(why, size, "%s exists but is not a readable HDF5 file: move it away or set [io] record_path "

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "io/hdf5_format.h"
 
 enum { MESSAGE_MAX = 1536 };
 
@@ -70,6 +71,7 @@ static hid_t access_plist(MPI_Comm comm) {
 #if H5_VERSION_GE(1, 10, 7)
     H5Pset_file_locking(fapl, 1, 1);  // lock where the file system can, go on where it cannot
 #endif
+    hdf5_use_checksummed_format(fapl);
     return fapl;
 }
 
@@ -79,20 +81,6 @@ static const char *shard_name(shard_kind shard) {
 
 // ---------------------------------------------------------------------------------------
 // Diagnosis (serial, no MPI): the one place that tells damaged from foreign from fine.
-
-static bool has_hdf5_signature(const char *path, off_t size) {
-    static const unsigned char signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return false;
-    bool found = false;
-    // The superblock sits at 0 or, after a user block, at 512, 1024, 2048, ...
-    for (off_t at = 0; !found && at + 8 <= size; at = at ? 2 * at : 512) {
-        unsigned char head[8];
-        found = pread(fd, head, sizeof head, at) == (ssize_t)sizeof head && memcmp(head, signature, 8) == 0;
-    }
-    close(fd);
-    return found;
-}
 
 static bool read_attribute(hid_t object, const char *name, hid_t mem_type, void *value) {
     if (H5Aexists(object, name) <= 0) return false;
@@ -172,8 +160,14 @@ static bool diagnose(const char *path, char *why, size_t size) {
         snprintf(why, size, "checkpoint %s is empty (truncated?): delete it to resume from an older one", path);
         return false;
     }
-    if (!has_hdf5_signature(path, st.st_size)) {
+    int superblock = hdf5_superblock_version(path);
+    if (superblock < 0) {
         snprintf(why, size, "%s is not an HDF5 file: pass a decon checkpoint (<run>/ckpt/step_NNNNNNNN.h5)", path);
+        return false;
+    }
+    if (superblock < HDF5_CHECKSUMMED_SUPERBLOCK) {  // io/hdf5_format.h: not given to HDF5
+        snprintf(why, size, "%s is an HDF5 file without metadata checksums, not a checkpoint written by decon-train: "
+                 "pass one written by decon-train (h5repack -L converts a file to the checksummed format)", path);
         return false;
     }
     hid_t fapl = access_plist(MPI_COMM_NULL);
@@ -759,8 +753,12 @@ char *checkpoint_read_config(const char *path, MPI_Comm comm) {
     hid_t file = open_checked(path, comm);
     hid_t dataset = H5Dopen2(file, "config", H5P_DEFAULT);
     hid_t type = dataset < 0 ? -1 : H5Dget_type(dataset);
-    if (type < 0 || H5Tget_class(type) != H5T_STRING)
-        fatal("checkpoint %s is damaged (/config is not a string): delete it to resume from an older one", path);
+    hid_t space = dataset < 0 ? -1 : H5Dget_space(dataset);
+    // One string: H5S_ALL below transfers every element into room for one.
+    bool one = space >= 0 && H5Sget_simple_extent_npoints(space) == 1;
+    if (space >= 0) H5Sclose(space);
+    if (type < 0 || H5Tget_class(type) != H5T_STRING || !one)
+        fatal("checkpoint %s is damaged (/config is not a single string): delete it to resume from an older one", path);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     char *text = NULL;

@@ -12,6 +12,8 @@ packages=(
     python3 python3-numpy               # corpus recipe and test helpers
     libscalapack-openmpi-dev            # decon-analyze: distributed SVD (pdgesvd)
     python3-h5py python3-matplotlib     # analysis/plot: figures and report.md
+    clang-19 libclang-rt-19-dev         # fuzzing: libFuzzer, ASan, UBSan (tests/fuzz/)
+    libomp-19-dev llvm-19               # ... clang's OpenMP runtime, llvm-symbolizer for reports
 )
 missing=()
 for p in "${packages[@]}"; do

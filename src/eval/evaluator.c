@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@ static const char *const MODES[REPORT_MODES] = {"full", "skip"};
 static void probe_writable(const char *path) {
     char temporary[4096 + 8];
     if (strlen(path) >= 4096) fatal("--json path is too long: %.80s...", path);
+    struct stat st;  // the report is renamed onto path at the end, which a directory refuses
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        fatal("cannot write the JSON report %s: it is a directory; give a file name such as %s/eval.json", path, path);
     snprintf(temporary, sizeof temporary, "%s.tmp", path);
     FILE *f = fopen(temporary, "w");
     if (!f) fatal("cannot write the JSON report %s (%s); check that its directory exists", path, strerror(errno));

@@ -7,8 +7,8 @@
 //               [--record-tokens FILE]]
 #include <errno.h>
 #include <limits.h>
-#include <stdbool.h>
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

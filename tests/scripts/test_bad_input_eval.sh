@@ -41,6 +41,10 @@ expect_error bad_eval_json_missing_directory "cannot write the JSON report $WORK
     "$EVAL" "$CKPT" --ppl "$WORK/val.bin" --json "$WORK/nodir/eval.json"
 expect_error bad_eval_json_is_directory "cannot write the JSON report $OUT: it is a directory" \
     "$EVAL" "$CKPT" --ppl "$WORK/val.bin" --threads 1 --json "$OUT"
+expect_error bad_eval_json_is_checkpoint "--json $WORK/run/ckpt/latest.h5 is the input file" \
+    "$EVAL" "$WORK/run/ckpt/latest.h5" --ppl "$WORK/val.bin" --threads 1 --json "$WORK/run/ckpt/latest.h5"
+expect_error bad_eval_json_is_task_file "is the input file $OUT/eval.json" \
+    "$EVAL" "$CKPT" --cloze "$OUT/eval.json" --threads 1 --json "$OUT/eval.json"
 expect_error bad_eval_np2 "decon-eval runs on one rank" mpirun --oversubscribe -np 2 "$EVAL" "$CKPT" --ppl "$WORK/val.bin"
 
 # ---- checkpoints ----

@@ -166,6 +166,7 @@ bad_eval bad_eval_choice_cloze_file "no_target.jsonl:1: missing \"choices\"" "$C
 echo "not hdf5" > "$WORK/text.h5"
 bad_eval bad_eval_record_other_setup "records a different setup" "$CKPT" --record "$OUT/attn.h5" --record-sequences 3
 bad_eval bad_eval_record_foreign_file "text.h5" "$CKPT" --record "$WORK/text.h5"
+bad_eval bad_eval_record_onto_checkpoint "$CKPT exists and is not a decon attention recording" "$CKPT" --record "$CKPT"
 bad_eval bad_eval_record_missing_directory "$WORK/nodir" "$CKPT" --record "$WORK/nodir/attn.h5"
 bad_eval bad_eval_record_layers_range "layer 3 is outside 1..2" "$CKPT" --record "$WORK/new.h5" --record-layers 3
 bad_eval bad_eval_record_dtype "float64" "$CKPT" --record "$WORK/new.h5" --record-dtype float64

@@ -393,7 +393,7 @@ static void phase_weights(run_results *runs, int count, const analysis_options *
         hid_t file = -1;
         for (int l = 0; l < r->layers && !error; l++) {
             if (w->status[l] != WEIGHTS_OK || unit++ % world != rank) continue;
-            if (file < 0 && (file = recording_open(w->path, why, sizeof why)) < 0) {
+            if (file < 0 && (file = weights_open(w->path, why, sizeof why)) < 0) {
                 error = why;
                 break;
             }

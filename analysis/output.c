@@ -73,17 +73,47 @@ static FILE *open_tmp(const char *path, char *tmp, size_t tmp_size, char *why, s
     return f;
 }
 
-static bool close_rename(FILE *f, const char *tmp, const char *path, char *why, size_t size) {
+// Every output is written to <name>.tmp and staged; output_write_all renames the whole set
+// only once every file is complete, so a failure leaves the earlier outputs as they were.
+typedef struct {
+    char *tmp, *path;
+} staged_file;
+static staged_file *staged;
+static int staged_count, staged_capacity;
+
+static void stage(const char *tmp, const char *path) {
+    if (staged_count == staged_capacity) {
+        staged_capacity = staged_capacity ? 2 * staged_capacity : 16;
+        staged_file *grown = xmalloc((size_t)staged_capacity * sizeof *grown);
+        if (staged_count) memcpy(grown, staged, (size_t)staged_count * sizeof *grown);
+        free(staged);
+        staged = grown;
+    }
+    staged[staged_count++] = (staged_file){xstrdup(tmp), xstrdup(path)};
+}
+
+// Renames the staged files onto their names (publish) or removes them; empties the list.
+static bool finish_staged(bool publish, char *why, size_t size) {
+    bool ok = true;
+    for (int i = 0; i < staged_count; i++) {
+        if (publish && ok && rename(staged[i].tmp, staged[i].path) != 0)
+            ok = fail(why, size, "cannot rename %s to %s (%s)", staged[i].tmp, staged[i].path, strerror(errno));
+        if (!publish || !ok) remove(staged[i].tmp);
+        free(staged[i].tmp);
+        free(staged[i].path);
+    }
+    staged_count = 0;
+    return ok;
+}
+
+static bool close_staged(FILE *f, const char *tmp, const char *path, char *why, size_t size) {
     bool ok = !ferror(f);
     ok = (fclose(f) == 0) && ok;
     if (!ok) {
         remove(tmp);
         return fail(why, size, "writing %s failed (disk full?): free space and run again", tmp);
     }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return fail(why, size, "cannot rename %s to %s (%s)", tmp, path, strerror(errno));
-    }
+    stage(tmp, path);
     return true;
 }
 
@@ -125,7 +155,7 @@ static bool write_layers_csv(const char *out, const run_results *r, const analys
                 for (int i = 0; i < LOGIT_FIELDS; i++) fputc(',', f), csv_number(f, r->logits[at * LOGIT_FIELDS + i]);
             fputc('\n', f);
         }
-    return close_rename(f, tmp, path, why, size);
+    return close_staged(f, tmp, path, why, size);
 }
 
 static bool write_heads_csv(const char *out, const run_results *r, const analysis_options *o, char *why,
@@ -163,7 +193,7 @@ static bool write_heads_csv(const char *out, const run_results *r, const analysi
                 }
                 fputc('\n', f);
             }
-    return close_rename(f, tmp, path, why, size);
+    return close_staged(f, tmp, path, why, size);
 }
 
 // Long format: source (attn | qk | ov), step (empty for weights), layer, head, index, value.
@@ -204,7 +234,7 @@ static bool write_spectra_csv(const char *out, const run_results *r, const analy
                 }
             }
     }
-    return close_rename(f, tmp, path, why, size);
+    return close_staged(f, tmp, path, why, size);
 }
 
 // ---- JSON -------------------------------------------------------------------------------------------
@@ -374,7 +404,7 @@ static bool write_json(const char *out, const run_results *r, const normalisatio
     fputs(text, f);
     fputc('\n', f);
     free(text);
-    return close_rename(f, tmp, path, why, size);
+    return close_staged(f, tmp, path, why, size);
 }
 
 // ---- HDF5 ---------------------------------------------------------------------------------------
@@ -678,22 +708,20 @@ static bool write_h5(const char *out, const run_results *runs, int run_count, co
         remove(tmp);
         return false;
     }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return fail(why, size, "cannot rename %s to %s (%s)", tmp, path, strerror(errno));
-    }
+    stage(tmp, path);
     return true;
 }
 
 bool output_write_all(const char *out_dir, const run_results *runs, int run_count, const normalisation_table *norm,
                       const analysis_options *options, char *why, size_t size) {
-    for (int i = 0; i < run_count; i++) {
+    bool ok = true;
+    for (int i = 0; i < run_count && ok; i++) {
         const run_results *r = &runs[i];
-        if (!write_layers_csv(out_dir, r, options, why, size)) return false;
-        if ((options->metrics || options->svd || r->has_weights) && !write_heads_csv(out_dir, r, options, why, size))
-            return false;
-        if ((options->svd || r->has_weights) && !write_spectra_csv(out_dir, r, options, why, size)) return false;
-        if (!write_json(out_dir, r, norm, options, why, size)) return false;
+        ok = write_layers_csv(out_dir, r, options, why, size) &&
+             (!(options->metrics || options->svd || r->has_weights) || write_heads_csv(out_dir, r, options, why, size)) &&
+             (!(options->svd || r->has_weights) || write_spectra_csv(out_dir, r, options, why, size)) &&
+             write_json(out_dir, r, norm, options, why, size);
     }
-    return write_h5(out_dir, runs, run_count, norm, options, why, size);
+    ok = ok && write_h5(out_dir, runs, run_count, norm, options, why, size);
+    return finish_staged(ok, why, size) && ok;
 }

@@ -26,15 +26,15 @@ DECON_PRINTF(3, 4) static bool fail(char *why, size_t size, const char *format, 
 
 void recording_quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-hid_t recording_open(const char *path, char *why, size_t size) {
+hid_t recording_open_file(const char *path, const char *what, const char *redo, char *why, size_t size) {
     struct stat st;
     if (stat(path, &st) != 0) {
-        if (errno == ENOENT) fail(why, size, "%s does not exist: check the path (a run's recording is <run_dir>/attn.h5)", path);
+        if (errno == ENOENT) fail(why, size, "%s does not exist: check the path (expected %s)", path, what);
         else fail(why, size, "cannot read %s (%s): check its permissions", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fail(why, size, "%s is not a regular file: pass an attention recording (<run_dir>/attn.h5)", path);
+        fail(why, size, "%s is not a regular file: pass %s", path, what);
         return -1;
     }
     int superblock = hdf5_superblock_version(path);
@@ -45,9 +45,12 @@ hid_t recording_open(const char *path, char *why, size_t size) {
     }
     recording_quiet_hdf5();
     hid_t file = superblock >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
-    if (file < 0)
-        fail(why, size, "%s cannot be opened as HDF5 (not HDF5, truncated or corrupt): %s", path, REDO);
+    if (file < 0) fail(why, size, "%s cannot be opened as HDF5 (not HDF5, truncated or corrupt): %s", path, redo);
     return file;
+}
+
+hid_t recording_open(const char *path, char *why, size_t size) {
+    return recording_open_file(path, "an attention recording, <run_dir>/attn.h5", REDO, why, size);
 }
 
 // ---- attributes -------------------------------------------------------------------------
@@ -301,9 +304,16 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
     hid_t file = recording_open(path, why, size);
     if (file < 0) return false;
     bool ok = true;
-    if (!attribute_exists(file, "format_version"))
-        ok = fail(why, size, "%s is HDF5 but not a decon attention recording (no format_version attribute): pass the "
-                  "<run_dir>/attn.h5 that decon-train writes", path);
+    // A checkpoint has a format_version too, but no kind.
+    const char *missing = !attribute_exists(file, "format_version") ? "format_version"
+                          : !attribute_exists(file, "kind")         ? "kind"
+                                                                    : NULL;
+    if (missing && H5Lexists(file, "params", H5P_DEFAULT) > 0)
+        ok = fail(why, size, "%s is HDF5 but not a decon attention recording (a checkpoint? give checkpoints with "
+                  "--checkpoint): pass the <run_dir>/attn.h5 that decon-train writes", path);
+    else if (missing)
+        ok = fail(why, size, "%s is HDF5 but not a decon attention recording (no %s attribute): pass the "
+                  "<run_dir>/attn.h5 that decon-train writes", path, missing);
     else if (!read_scalar(file, "format_version", H5T_NATIVE_INT, &info->format_version))
         ok = fail(why, size, "%s: format_version is not a single number: %s", path, REDO);
     else if (info->format_version != RECORDING_FORMAT_VERSION)

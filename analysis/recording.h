@@ -56,6 +56,10 @@ void recording_free(recording_info *info);
 // printing is switched off by recording_quiet_hdf5().
 void recording_quiet_hdf5(void);
 hid_t recording_open(const char *path, char *why, size_t size);
+// The same for any HDF5 input: `what` says what the file should be and where one is found
+// ("a checkpoint of the recorded run (<run_dir>/ckpt/latest.h5)"), `redo` what to do when
+// it is damaged.
+hid_t recording_open_file(const char *path, const char *what, const char *redo, char *why, size_t size);
 
 // A[sequence, head] of one step and layer as L x L doubles (row-major).
 bool recording_read_attn(hid_t file, const recording_info *info, int step, int layer, int sequence, int head,

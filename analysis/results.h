@@ -76,7 +76,8 @@ static inline size_t results_head_index(const run_results *r, int step, int laye
 }
 
 // Writes <out>/<name>.layers.csv, .heads.csv, .json (and .spectra.csv with --svd or
-// --checkpoint) for every run, then <out>/analysis.h5; each file to "<file>.tmp", renamed
-// when complete. false with `why` on the first failure (earlier outputs stay intact).
+// --checkpoint) for every run, then <out>/analysis.h5; each file to "<file>.tmp", and the
+// set renamed onto the names only once every file is complete. false with `why` on the
+// first failure (the temporaries removed, every earlier output left as it was).
 bool output_write_all(const char *out_dir, const run_results *runs, int run_count, const normalisation_table *norm,
                       const analysis_options *options, char *why, size_t size);

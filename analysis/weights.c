@@ -35,16 +35,22 @@ static bool layer_exists(hid_t params, int layer) {
     return H5Lexists(params, name, H5P_DEFAULT) > 0;
 }
 
+hid_t weights_open(const char *path, char *why, size_t size) {
+    hid_t file = recording_open_file(path, "a checkpoint of the recorded run, <run_dir>/ckpt/latest.h5",
+                                     "pass an intact checkpoint of the recorded run", why, size);
+    if (file < 0) {  // the line names the file; say that it is the checkpoint
+        char inner[RECORDING_WHY];
+        snprintf(inner, sizeof inner, "%s", why);
+        fail(why, size, "checkpoint %s", inner);
+    }
+    return file;
+}
+
 bool weights_scan(weights_info *info, const char *path, const recording_info *recording, char *why, size_t size) {
     memset(info, 0, sizeof *info);
     snprintf(info->path, sizeof info->path, "%s", path);
-    hid_t file = recording_open(path, why, size);
-    if (file < 0) {
-        // recording_open words it for recordings; say checkpoint instead.
-        char inner[RECORDING_WHY];
-        snprintf(inner, sizeof inner, "%s", why);
-        return fail(why, size, "checkpoint %s", inner);
-    }
+    hid_t file = weights_open(path, why, size);
+    if (file < 0) return false;
     int version = 0;
     bool ok = true;
     hid_t attribute = H5Aexists(file, "format_version") > 0 ? H5Aopen(file, "format_version", H5P_DEFAULT) : -1;

@@ -24,6 +24,8 @@ typedef struct {
     char (*note)[160];                  // per layer: why there are no spectra
 } weights_info;
 
+// Opens a checkpoint for reading (negative, with the line in `why`, when it cannot be).
+hid_t weights_open(const char *path, char *why, size_t size);
 // Checks the checkpoint and that it matches the recording (layer count, heads).
 bool weights_scan(weights_info *info, const char *path, const recording_info *recording, char *why, size_t size);
 void weights_free(weights_info *info);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,17 @@ static void usage(void) {
             "  --record-dtype T    float32 or float16 (default: [io] record_dtype)\n"
             "  --record-tokens FILE  token shard to take the sequences from instead\n",
             EVAL_DEFAULT_BATCH_TOKENS);
+}
+
+// The options that take a value (checked before the value is required, so that a
+// misspelt last option is reported as unknown, not as lacking a value).
+static bool takes_value(const char *option) {
+    static const char *const OPTIONS[] = {"--ppl", "--ctx", "--stride", "--max-windows", "--cloze", "--choice",
+                                          "--json", "--threads", "--batch-tokens", "--record", "--record-sequences",
+                                          "--record-layers", "--record-dtype", "--record-tokens"};
+    for (size_t i = 0; i < sizeof OPTIONS / sizeof *OPTIONS; i++)
+        if (strcmp(option, OPTIONS[i]) == 0) return true;
+    return false;
 }
 
 static long parse_integer(const char *option, const char *text, long low, long high) {
@@ -88,6 +100,7 @@ int main(int argc, char **argv) {
             o.checkpoint = a;
             continue;
         }
+        if (!takes_value(a)) fatal("unknown option %s; see decon-eval --help", a);
         if (i + 1 >= argc) fatal("%s needs a value; see decon-eval --help", a);
         const char *value = argv[++i];
         if (strcmp(a, "--ppl") == 0) o.perplexity_path = value;
@@ -104,7 +117,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--record-layers") == 0) o.record_layers = value;
         else if (strcmp(a, "--record-dtype") == 0) o.record_dtype = value;
         else if (strcmp(a, "--record-tokens") == 0) o.record_tokens = value;
-        else fatal("unknown option %s; see decon-eval --help", a);
+        else fatal("internal: option %s has no handler", a);
     }
     if (!o.record_path && (o.record_sequences || o.record_layers || o.record_dtype || o.record_tokens))
         fatal("--record-sequences, --record-layers, --record-dtype and --record-tokens need --record FILE");

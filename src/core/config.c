@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/errors.h"
 
@@ -148,7 +149,11 @@ static bool parse_value(decon_config *config, const key_spec *spec, const char *
     } else {
         number = strtod(value, &stop);
     }
-    if (stop != end || errno == ERANGE || !isfinite(number)) {
+    if (stop == end && (errno == ERANGE || isinf(number))) {  // a number, just too large (or small)
+        snprintf(why, why_size, "= %.*s is out of range [%g, %g]", (int)(end - value), value, spec->min, spec->max);
+        return false;
+    }
+    if (stop != end || isnan(number)) {
         snprintf(why, why_size, "= '%.*s' is not %s", (int)(end - value), value, type_name(spec->type));
         return false;
     }
@@ -168,10 +173,17 @@ static void set_key(decon_config *config, const char *section, const char *key, 
     if (line > 0) snprintf(where, sizeof where, "%s:%d", origin, line);
     else snprintf(where, sizeof where, "%s", origin);
     if (!spec) {
+        // The sections, in table order, from the table itself: "[model], [attention], ...".
         bool known_section = false;
-        for (int i = 0; i < KEY_COUNT; i++) known_section |= strcmp(KEYS[i].section, section) == 0;
-        if (!known_section)
-            fatal("%s: unknown section [%s]; sections are [model], [attention], [train], [data], [io]", where, section);
+        char sections[256] = "";
+        size_t used = 0;
+        for (int i = 0; i < KEY_COUNT; i++) {
+            known_section |= strcmp(KEYS[i].section, section) == 0;
+            if ((i == 0 || strcmp(KEYS[i].section, KEYS[i - 1].section) != 0) && used < sizeof sections)
+                used += (size_t)snprintf(sections + used, sizeof sections - used, "%s[%s]", i ? ", " : "",
+                                         KEYS[i].section);
+        }
+        if (!known_section) fatal("%s: unknown section [%s]; sections are %s", where, section, sections);
         fatal("%s: unknown key '%s' in [%s]; see input/models/tiny.ini for the accepted keys", where, key, section);
     }
     char why[256];
@@ -204,6 +216,9 @@ static int handle_ini_pair(void *user, const char *section, const char *key, con
 void config_load(decon_config *config, const char *path) {
     FILE *file = fopen(path, "r");
     if (!file) fatal("%s: cannot open config file (%s); check the path", path, strerror(errno));
+    struct stat st;  // a directory opens, then reads as an empty file: every key would be "missing"
+    if (fstat(fileno(file), &st) != 0 || !S_ISREG(st.st_mode))
+        fatal("%s: not a config file (a directory?); pass an INI file such as input/models/tiny.ini", path);
     ini_context context = {config, path};
     int result = ini_parse_file(file, handle_ini_pair, &context);
     fclose(file);

@@ -1,7 +1,12 @@
 #include "core/errors.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
+
+// How long a rank other than 0 waits in fatal() for rank 0 to end the job (errors.h).
+enum { FATAL_GRACE_SECONDS = 5 };
 
 static void (*exit_hook)(int) = NULL;
 static int current_rank = -1;
@@ -16,12 +21,22 @@ void log_set_rank(int rank, int world_size) {
 
 int log_rank(void) { return current_rank < 0 ? 0 : current_rank; }
 
+// Sleeps FATAL_GRACE_SECONDS in all, through signals (mpirun's SIGTERM then SIGKILL end it).
+static void wait_for_rank_zero(void) {
+    struct timespec left = {FATAL_GRACE_SECONDS, 0};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+}
+
 _Noreturn void fatal(const char *format, ...) {
     char message[2048];
     va_list args;
     va_start(args, format);
     vsnprintf(message, sizeof message, format, args);
     va_end(args);
+    // An error every rank meets (a bad flag, config, shard or checkpoint) reaches rank 0
+    // within moments, and rank 0's exit hook ends the job: the line is printed once.
+    if (current_world > 1 && current_rank > 0) wait_for_rank_zero();
     if (current_world > 1)
         fprintf(stderr, "decon: error (rank %d): %s\n", current_rank, message);
     else

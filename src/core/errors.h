@@ -12,7 +12,11 @@
 #define DECON_PRINTF(a, b)
 #endif
 
-// Prints "decon: error: <message>" (prefixed with the rank when one is set) and exits.
+// Prints "decon: error: <message>" and exits 1. Under mpirun (a world of several ranks)
+// the line reads "decon: error (rank R): ..." and is printed once per job, not once per
+// rank: rank 0 prints at once and its exit hook ends every rank; any other rank first
+// waits a few seconds for that, and prints its own line only when it is still running
+// (an error that rank alone met).
 _Noreturn void fatal(const char *format, ...) DECON_PRINTF(1, 2);
 // Informational line on stdout (rank 0 only when a rank is set).
 void info(const char *format, ...) DECON_PRINTF(1, 2);

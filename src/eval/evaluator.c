@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,10 +16,27 @@
 
 static const char *const MODES[REPORT_MODES] = {"full", "skip"};
 
+// The report must not replace one of the inputs (a slip such as --json ckpt/latest.h5).
+static void refuse_input_as_report(const eval_options *o) {
+    struct stat report;
+    if (stat(o->json_path, &report) != 0) return;
+    const char *inputs[] = {o->checkpoint, o->perplexity_path, o->cloze_path, o->choice_path, o->record_path,
+                            o->record_tokens};
+    for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++) {
+        struct stat input;
+        if (inputs[i] && stat(inputs[i], &input) == 0 && input.st_dev == report.st_dev && input.st_ino == report.st_ino)
+            fatal("--json %s is the input file %s: writing the report would replace it; give the report its own "
+                  "name, e.g. eval.json", o->json_path, inputs[i]);
+    }
+}
+
 // Fails now, not after a long evaluation, when the JSON report cannot be written.
 static void probe_writable(const char *path) {
     char temporary[4096 + 8];
     if (strlen(path) >= 4096) fatal("--json path is too long: %.80s...", path);
+    struct stat st;  // the report is renamed onto path at the end, which a directory refuses
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        fatal("cannot write the JSON report %s: it is a directory; give a file name such as %s/eval.json", path, path);
     snprintf(temporary, sizeof temporary, "%s.tmp", path);
     FILE *f = fopen(temporary, "w");
     if (!f) fatal("cannot write the JSON report %s (%s); check that its directory exists", path, strerror(errno));
@@ -52,7 +70,10 @@ int evaluator_run(const eval_options *o) {
     if (!o->perplexity_path && !o->cloze_path && !o->choice_path && !o->record_path)
         fatal("nothing to evaluate: give --ppl tokens.bin, --cloze file.jsonl, --choice file.jsonl or --record "
               "attn.h5");
-    if (o->json_path) probe_writable(o->json_path);
+    if (o->json_path) {
+        refuse_input_as_report(o);
+        probe_writable(o->json_path);
+    }
 
     // The model's config first: a missing or damaged checkpoint fails before anything else.
     decon_config config;

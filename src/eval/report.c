@@ -199,6 +199,10 @@ void report_write_json(const eval_report *r, const char *path) {
     bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
     ok = (fclose(f) == 0) && ok;
     free(text);
-    if (!ok) fatal("cannot write the JSON report %s (%s); check free disk space", temporary, strerror(errno));
-    if (rename(temporary, path) != 0) fatal("cannot rename %s to %s (%s)", temporary, path, strerror(errno));
+    if (!ok || rename(temporary, path) != 0) {
+        int error = errno;
+        remove(temporary);  // no half-written report left behind
+        if (!ok) fatal("cannot write the JSON report %s (%s); check free disk space", temporary, strerror(error));
+        fatal("cannot rename %s to %s (%s)", temporary, path, strerror(error));
+    }
 }

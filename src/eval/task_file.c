@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/errors.h"
 
@@ -15,6 +16,9 @@ void task_file_open(task_file *f, const char *path, int vocab_size, int max_leng
     snprintf(f->path, sizeof f->path, "%s", path);
     f->file = fopen(path, "r");
     if (!f->file) fatal("cannot open task file %s (%s); check the path", path, strerror(errno));
+    struct stat st;  // a directory opens, then fails to read
+    if (fstat(fileno(f->file), &st) != 0 || !S_ISREG(st.st_mode))
+        fatal("task file %s is not a regular file; pass a JSON-lines file such as data/tasks/cloze.jsonl", path);
     f->vocab_size = vocab_size;
     f->max_length = max_length;
 }

@@ -42,6 +42,9 @@
 
 enum { MESSAGE_MAX = 1536 };
 
+// What diagnose() tells the user to do with a damaged checkpoint when resuming.
+#define DAMAGED_ADVICE "delete it to resume from an older one"
+
 static const char *const STATE_ATTRIBUTES[] = {"step", "tokens_seen", "data_epoch", "data_index",
                                                "seed", "learning_rate", "loss"};
 
@@ -103,7 +106,7 @@ static bool check_structure(hid_t file, const char *path, char *why, size_t size
         return false;
     }
     if (!read_attribute(file, "format_version", H5T_NATIVE_INT, &version)) {
-        snprintf(why, size, "checkpoint %s is damaged (unreadable format_version): delete it to resume from an older one",
+        snprintf(why, size, "checkpoint %s is damaged (unreadable format_version): " DAMAGED_ADVICE,
                  path);
         return false;
     }
@@ -129,7 +132,7 @@ static bool check_structure(hid_t file, const char *path, char *why, size_t size
         }
     }
     if (missing) {
-        snprintf(why, size, "checkpoint %s is incomplete (no %s%s): delete it to resume from an older one", path,
+        snprintf(why, size, "checkpoint %s is incomplete (no %s%s): " DAMAGED_ADVICE, path,
                  missing[0] == '/' ? "" : "/state attribute ", missing);
         return false;
     }
@@ -157,7 +160,7 @@ static bool diagnose(const char *path, char *why, size_t size) {
         return false;
     }
     if (st.st_size == 0) {
-        snprintf(why, size, "checkpoint %s is empty (truncated?): delete it to resume from an older one", path);
+        snprintf(why, size, "checkpoint %s is empty (truncated?): " DAMAGED_ADVICE, path);
         return false;
     }
     int superblock = hdf5_superblock_version(path);
@@ -174,7 +177,7 @@ static bool diagnose(const char *path, char *why, size_t size) {
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (file < 0) {
-        snprintf(why, size, "checkpoint %s is damaged (truncated?): delete it to resume from an older one", path);
+        snprintf(why, size, "checkpoint %s is damaged (truncated?): " DAMAGED_ADVICE, path);
         return false;
     }
     bool ok = check_structure(file, path, why, size);
@@ -847,17 +850,29 @@ char *checkpoint_find_latest(const char *dir, MPI_Comm comm) {
     quiet_hdf5();
     char *found = NULL;
     unsigned long long length = 0;
+    char message[MESSAGE_MAX] = "";
     if (comm_rank(comm) == 0) {
         int count;
         checkpoint_entry *entries = list_checkpoints(dir, &count);
-        for (int i = 0; i < count && !found; i++) {
-            char why[MESSAGE_MAX];
-            if (diagnose(entries[i].path, why, sizeof why)) found = xstrdup(entries[i].path);
-            else warn("skipping checkpoint: %s", why);
+        // The damaged files are reported once it is known whether an older one is valid.
+        char (*why)[MESSAGE_MAX] = xcalloc((size_t)count + 1, sizeof *why);
+        int valid = 0;
+        while (valid < count && !diagnose(entries[valid].path, why[valid], sizeof why[valid])) valid++;
+        if (valid < count) {
+            found = xstrdup(entries[valid].path);
+            for (int i = 0; i < valid; i++) warn("skipping checkpoint: %s", why[i]);
+        } else if (count) {  // starting from scratch would overwrite them, and they may be recoverable
+            char *advice = strstr(why[0], ": " DAMAGED_ADVICE);
+            if (advice) *advice = '\0';
+            snprintf(message, sizeof message, "cannot resume: none of the %d checkpoint%s in %s is valid (the newest: "
+                     "%.1000s); restore an intact copy, or move them away to start from scratch", count,
+                     count == 1 ? "" : "s", dir, why[0]);
         }
+        free(why);
         free_checkpoints(entries, count);
         length = found ? strlen(found) + 1 : 0;
     }
+    fatal_if_root_failed(message, comm);
     MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
     if (!length) return NULL;
     if (!found) found = xmalloc(length);

@@ -83,7 +83,9 @@ bool checkpoint_is_valid(const char *path, MPI_Comm comm);
 
 // Files are <dir>/step_<08d>.h5 (other names, *.tmp included, are ignored). Returns the
 // valid one with the highest step (malloc'd, same on every rank) or NULL when there is
-// none or dir does not exist; damaged newer files are skipped with a warning. Collective.
+// none or dir does not exist; damaged newer files are skipped with a warning. When every
+// checkpoint file there is damaged it is a fatal error (naming the newest one's damage):
+// starting from scratch would overwrite them. Collective.
 char *checkpoint_find_latest(const char *dir, MPI_Comm comm);
 // Keeps the newest `keep` valid checkpoints in dir and deletes the step_*.h5 files older
 // than them; damaged files newer than those are left for the user to inspect. keep <= 0

@@ -65,7 +65,8 @@ void token_shard_open(token_shard *shard, const char *path, int model_vocab) {
               path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) fatal("cannot stat token shard %s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) fatal("token shard %s is not a regular file", path);
+    if (!S_ISREG(st.st_mode))
+        fatal("token shard %s is not a regular file; pass a shard such as data/corpus/train.bin", path);
     size_t bytes = (size_t)st.st_size;
     if (bytes < TOKEN_SHARD_HEADER_BYTES)
         fatal("token shard %s is truncated: %zu bytes, shorter than the %d-byte header; re-run the corpus recipe",

@@ -219,29 +219,18 @@ PY
 echo "not an HDF5 file" >"$WORK/text.h5"
 "$PYTHON" "$SYNTH" "$WORK/six.h5" --plan SSSSSS >>"$WORK/damage.log" 2>&1
 
-expect_error() {  # NAME "EXPECTED TEXT" ARGS...: one error line naming the problem, rc != 0, no hang
-    local name=$1 text=$2
-    shift 2
-    timeout 60 "${MPIRUN[@]}" -np 2 "$ANALYZE" --out "$WORK/err" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
-    local rc=$?
-    local lines
-    lines=$(grep -c '^decon: error' "$WORK/$name.err")
-    if [ "$rc" -eq 124 ]; then fail "$name" "timed out (hang)"
-    elif [ "$rc" -eq 0 ]; then fail "$name" "exit status 0"
-    elif [ "$lines" -ne 1 ]; then fail "$name" "$lines error lines: $(head -c 400 "$WORK/$name.err")"
-    elif ! grep '^decon: error' "$WORK/$name.err" | grep -qF -- "$text"; then
-        fail "$name" "error line lacks '$text': $(grep '^decon: error' "$WORK/$name.err")"
-    else pass "$name"; fi
+analyze_error() {  # NAME "EXPECTED TEXT" ARGS...: expect_error (common.sh) at -np 2
+    expect_error "$1" "$2" "${MPIRUN[@]}" -np 2 "$ANALYZE" --out "$WORK/err" "${@:3}"
 }
-expect_error analyze_error_truncated "truncated.h5" "$WORK/truncated.h5" --metrics
-expect_error analyze_error_corrupt_chunk "corrupt.h5: reading /step_100/layer_1/attn failed" "$WORK/corrupt.h5" --metrics
-expect_error analyze_error_corrupt_chunk_svd "corrupt.h5: reading /step_100/layer_1/attn failed" "$WORK/corrupt.h5" --svd
-expect_error analyze_error_missing_group "no /step_100/layer_1" "$WORK/missing.h5"
-expect_error analyze_error_format_version "format_version 2" "$WORK/version.h5"
-expect_error analyze_error_not_hdf5 "text.h5 cannot be opened as HDF5" "$WORK/text.h5"
-expect_error analyze_error_missing_file "nothere.h5 does not exist" "$WORK/a.h5" "$WORK/nothere.h5"
-expect_error analyze_error_checkpoint_mismatch "has 2 layers but recording" "$WORK/six.h5" \
+analyze_error analyze_error_truncated "truncated.h5" "$WORK/truncated.h5" --metrics
+analyze_error analyze_error_corrupt_chunk "corrupt.h5: reading /step_100/layer_1/attn failed" "$WORK/corrupt.h5" --metrics
+analyze_error analyze_error_corrupt_chunk_svd "corrupt.h5: reading /step_100/layer_1/attn failed" "$WORK/corrupt.h5" --svd
+analyze_error analyze_error_missing_group "no /step_100/layer_1" "$WORK/missing.h5"
+analyze_error analyze_error_format_version "format_version 2" "$WORK/version.h5"
+analyze_error analyze_error_not_hdf5 "text.h5 cannot be opened as HDF5" "$WORK/text.h5"
+analyze_error analyze_error_missing_file "nothere.h5 does not exist" "$WORK/a.h5" "$WORK/nothere.h5"
+analyze_error analyze_error_checkpoint_mismatch "has 2 layers but recording" "$WORK/six.h5" \
     --checkpoint "$WORK/run/ckpt/latest.h5"
-expect_error analyze_error_bad_option "unknown option --frobnicate" "$WORK/a.h5" --frobnicate
+analyze_error analyze_error_bad_option "unknown option --frobnicate" "$WORK/a.h5" --frobnicate
 touch "$WORK/afile"
-expect_error analyze_error_unwritable_out "cannot create the output directory" "$WORK/a.h5" --out "$WORK/afile/sub"
+analyze_error analyze_error_unwritable_out "cannot create the output directory" "$WORK/a.h5" --out "$WORK/afile/sub"

@@ -137,35 +137,24 @@ print("ok")
 PY
 check eval_skip_hybrid_model $? "$(tail -n 3 "$WORK/check.log") $(tail -n 4 "$WORK/skip.log")"
 
-# expect_error NAME PATTERN ARGS...: exactly one error line matching PATTERN, non-zero exit.
-expect_error() {
-    local name=$1 pattern=$2; shift 2
-    "$EVAL" "$@" >"$WORK/out.log" 2>"$WORK/err.log"
-    local rc=$? lines
-    lines=$(grep -c 'decon: error' "$WORK/err.log")
-    if [ $rc -eq 0 ]; then fail "$name" "exited 0"; return; fi
-    if [ "$lines" -ne 1 ] || [ "$(wc -l < "$WORK/err.log")" -ne 1 ]; then
-        fail "$name" "expected one error line, got: $(head -c 300 "$WORK/err.log")"; return
-    fi
-    if ! grep -q -- "$pattern" "$WORK/err.log"; then fail "$name" "message lacks '$pattern': $(cat "$WORK/err.log")"; return; fi
-    pass "$name"
-}
-expect_error eval_bad_missing_checkpoint "nope.h5.*does not exist" "$WORK/nope.h5" --ppl "$WORK/val.bin"
+# Bad input (more in test_bad_input_eval.sh): expect_error in common.sh.
+eval_error() { expect_error "$1" "$2" "$EVAL" "${@:3}"; }
+eval_error eval_bad_missing_checkpoint "nope.h5 does not exist" "$WORK/nope.h5" --ppl "$WORK/val.bin"
 head -c 3000 "$(readlink -f "$CKPT")" > "$WORK/truncated.h5"
-expect_error eval_bad_corrupt_checkpoint "truncated.h5" "$WORK/truncated.h5" --ppl "$WORK/val.bin"
+eval_error eval_bad_corrupt_checkpoint "truncated.h5" "$WORK/truncated.h5" --ppl "$WORK/val.bin"
 echo "not hdf5" > "$WORK/text.h5"
-expect_error eval_bad_not_a_checkpoint "not an HDF5 file" "$WORK/text.h5" --ppl "$WORK/val.bin"
+eval_error eval_bad_not_a_checkpoint "not an HDF5 file" "$WORK/text.h5" --ppl "$WORK/val.bin"
 printf '%s\n' '{"context": [1], "target": [2]}' '{"context": [1, 2], "target": 7}' > "$WORK/bad.jsonl"
-expect_error eval_bad_jsonl_line "bad.jsonl:2: \"target\" must be an array" "$CKPT" --cloze "$WORK/bad.jsonl"
+eval_error eval_bad_jsonl_line "bad.jsonl:2: \"target\" must be an array" "$CKPT" --cloze "$WORK/bad.jsonl"
 printf '%s\n' '{"context": [1], "choices": [[2], [64]], "label": 0}' > "$WORK/bad_choice.jsonl"
-expect_error eval_bad_jsonl_token_id "bad_choice.jsonl:1: token id 64" "$CKPT" --choice "$WORK/bad_choice.jsonl"
+eval_error eval_bad_jsonl_token_id "bad_choice.jsonl:1: token id 64" "$CKPT" --choice "$WORK/bad_choice.jsonl"
 make_shard "$WORK/big_vocab.bin" 500 200 3
-expect_error eval_bad_ppl_token_out_of_vocab "big_vocab.bin" "$CKPT" --ppl "$WORK/big_vocab.bin"
-expect_error eval_bad_missing_ppl_file "missing.bin" "$CKPT" --ppl "$WORK/missing.bin"
-expect_error eval_bad_context_longer_than_file "ctx 600 needs at least 601 tokens" "$CKPT" --ppl "$WORK/val.bin" --ctx 600
-expect_error eval_bad_context_over_limit "ctx 70000 is longer than the 65536" "$CKPT" --ppl "$WORK/val.bin" --ctx 32,70000
-expect_error eval_bad_stride "stride 40 is longer than --ctx 32" "$CKPT" --ppl "$WORK/val.bin" --ctx 32 --stride 40
-expect_error eval_bad_ctx_syntax "expected an integer" "$CKPT" --ppl "$WORK/val.bin" --ctx 32,abc
-expect_error eval_bad_nothing_to_do "nothing to evaluate" "$CKPT"
-expect_error eval_bad_unknown_option "unknown option --bogus" "$CKPT" --bogus 1
+eval_error eval_bad_ppl_token_out_of_vocab "big_vocab.bin" "$CKPT" --ppl "$WORK/big_vocab.bin"
+eval_error eval_bad_missing_ppl_file "missing.bin" "$CKPT" --ppl "$WORK/missing.bin"
+eval_error eval_bad_context_longer_than_file "ctx 600 needs at least 601 tokens" "$CKPT" --ppl "$WORK/val.bin" --ctx 600
+eval_error eval_bad_context_over_limit "ctx 70000 is longer than the 65536" "$CKPT" --ppl "$WORK/val.bin" --ctx 32,70000
+eval_error eval_bad_stride "stride 40 is longer than --ctx 32" "$CKPT" --ppl "$WORK/val.bin" --ctx 32 --stride 40
+eval_error eval_bad_ctx_syntax "expected an integer" "$CKPT" --ppl "$WORK/val.bin" --ctx 32,abc
+eval_error eval_bad_nothing_to_do "nothing to evaluate" "$CKPT"
+eval_error eval_bad_unknown_option "unknown option --bogus" "$CKPT" --bogus 1
 exit 0

@@ -97,30 +97,20 @@ assert g.attrs["layer_id"] == 2 and g.attrs["scores_kind"] == b"pairwise"
 PY
 check recording_h5py_reads_float16_subset $? "$(tail -n 3 "$WORK/h5py.log")"
 
-# Bad values: one error line each, non-zero exit.
-expect_error() {
-    local name=$1 pattern=$2; shift 2
-    "$TRAIN" "$WORK/base.ini" --run-dir "$WORK/bad" "$@" >"$WORK/out.log" 2>"$WORK/err.log"
-    local rc=$?
-    local lines
-    lines=$(grep -c 'decon: error' "$WORK/err.log")
-    if [ $rc -eq 0 ]; then fail "$name" "exited 0"; return; fi
-    if [ "$lines" -ne 1 ]; then fail "$name" "expected one error line, got $lines: $(head -c 300 "$WORK/err.log")"; return; fi
-    if ! grep -q -- "$pattern" "$WORK/err.log"; then fail "$name" "message lacks '$pattern': $(cat "$WORK/err.log")"; return; fi
-    pass "$name"
-}
-expect_error recording_bad_every "record_every" --set io.record_every=-1
-expect_error recording_bad_sequences "record_sequences" --set io.record_sequences=0
-expect_error recording_bad_layers_range "layer 3 is outside 1..2" --set io.record_every=5 --set io.record_layers=1,3
-expect_error recording_bad_layers_zero "record_layers" --set io.record_layers=0
-expect_error recording_bad_layers_twice "listed twice" --set io.record_layers=2,2
-expect_error recording_bad_layers_text "record_layers" --set io.record_layers=first
-expect_error recording_bad_dtype "record_dtype" --set io.record_dtype=float64
-expect_error recording_needs_validation "needs \[data\] validation" --set io.record_every=5 --set data.validation=
-expect_error recording_too_many_sequences "record_sequences" --set io.record_every=5 --set io.record_sequences=500
+# Bad values: one error line each, non-zero exit (expect_error in common.sh).
+recording_error() { expect_error "$1" "$2" "$TRAIN" "$WORK/base.ini" --run-dir "$WORK/bad" "${@:3}"; }
+recording_error recording_bad_every "record_every" --set io.record_every=-1
+recording_error recording_bad_sequences "record_sequences" --set io.record_sequences=0
+recording_error recording_bad_layers_range "layer 3 is outside 1..2" --set io.record_every=5 --set io.record_layers=1,3
+recording_error recording_bad_layers_zero "record_layers" --set io.record_layers=0
+recording_error recording_bad_layers_twice "listed twice" --set io.record_layers=2,2
+recording_error recording_bad_layers_text "record_layers" --set io.record_layers=first
+recording_error recording_bad_dtype "record_dtype" --set io.record_dtype=float64
+recording_error recording_needs_validation "needs [data] validation" --set io.record_every=5 --set data.validation=
+recording_error recording_too_many_sequences "record_sequences" --set io.record_every=5 --set io.record_sequences=500
 echo "not hdf5" > "$WORK/not.h5"
-expect_error recording_foreign_file "not a readable HDF5 file" --set io.record_every=5 --set "io.record_path=$WORK/not.h5"
-expect_error recording_other_setup "records a different setup" --set io.record_every=5 \
+recording_error recording_foreign_file "not a readable HDF5 file" --set io.record_every=5 --set "io.record_path=$WORK/not.h5"
+recording_error recording_other_setup "records a different setup" --set io.record_every=5 \
     --set "io.record_path=$WORK/rec/attn.h5" --set io.record_sequences=2
 [ ! -e "$WORK/bad/attn.h5" ] && cmp -s <(h5dump -H "$WORK/rec/attn.h5" 2>&1) "$WORK/rec.dump"
 check recording_bad_values_leave_files_alone $? "a refused run wrote a recording or changed an existing one"

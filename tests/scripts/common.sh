@@ -109,7 +109,10 @@ expect_error() {
     elif ! guarded_state | cmp -s - "$WORK/guarded.state"; then
         fail "$name" "outputs changed: $(guarded_state | diff "$WORK/guarded.state" - | grep '^[<>]' | head -n 3)"
         guarded_state >"$WORK/guarded.state"
-    else pass "$name"; [ -n "${SHOW_ERRORS:-}" ] && echo "    $errors"; fi
+    else
+        pass "$name"
+        if [ -n "${SHOW_ERRORS:-}" ]; then echo "    $errors"; fi
+    fi
 }
 
 # make_damaged_shards GOOD DIR: damaged copies of the token shard GOOD in DIR, one per way

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "train/signals.h"
 #include "eval/evaluator.h"
 
 static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(code); }
@@ -83,6 +84,7 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     log_set_rank(rank, world);
     if (world > 1) fatal_set_exit_hook(abort_all_ranks);
+    signals_ignore_file_size_limit();  // a full quota or ulimit -f: one error line, not SIGXFSZ
     if (world > 1) fatal("decon-eval runs on one rank; run it without mpirun -np %d", world);
 
     eval_options o = {0};

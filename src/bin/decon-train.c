@@ -4,12 +4,25 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/errors.h"
+#include "train/signals.h"
 #include "train/trainer.h"
 
 static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(code); }
+// One rank: leave without exit handlers. HDF5's would close a file whose write just
+// failed, and crash doing it (measured: SIGSEGV in H5F__close_cb after EFBIG).
+static void leave_now(int code) {
+    fflush(NULL);
+    _exit(code);
+}
+// Every rank reached the same verdict (fatal_agreed): a clean exit, no abort.
+static void finalize_and_exit(int code) {
+    MPI_Finalize();
+    exit(code);
+}
 
 static void usage(void) {
     fprintf(stderr,
@@ -32,7 +45,9 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     log_set_rank(rank, world);
     // One rank's fatal error (bad input it alone sees) ends every rank at once, never a hang.
-    if (world > 1) fatal_set_exit_hook(abort_all_ranks);
+    fatal_set_exit_hook(world > 1 ? abort_all_ranks : leave_now);
+    signals_ignore_file_size_limit();  // a full quota or ulimit -f: one error line, not SIGXFSZ
+    fatal_set_agreed_exit_hook(finalize_and_exit);
 
     trainer_options options = {0};
     config_defaults(&options.config);

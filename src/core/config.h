@@ -31,6 +31,7 @@ typedef struct {
     int seed;
     int eval_every, eval_batches;
     int threads;
+    char on_nonfinite[16];      // "stop" | "skip": a step whose loss or gradient is not finite
     // [data]
     char train[CONFIG_STRING_MAX], validation[CONFIG_STRING_MAX];
     // [io]

@@ -9,10 +9,12 @@
 enum { FATAL_GRACE_SECONDS = 5 };
 
 static void (*exit_hook)(int) = NULL;
+static void (*agreed_exit_hook)(int) = NULL;
 static int current_rank = -1;
 static int current_world = 1;
 
 void fatal_set_exit_hook(void (*hook)(int code)) { exit_hook = hook; }
+void fatal_set_agreed_exit_hook(void (*hook)(int code)) { agreed_exit_hook = hook; }
 
 void log_set_rank(int rank, int world_size) {
     current_rank = rank;
@@ -44,6 +46,27 @@ _Noreturn void fatal(const char *format, ...) {
     fflush(stderr);
     fflush(stdout);
     if (exit_hook) exit_hook(1);
+    exit(1);
+}
+
+_Noreturn void fatal_exit(int code) {
+    fflush(stderr);
+    fflush(stdout);
+    if (exit_hook) exit_hook(code);
+    exit(code);
+}
+
+_Noreturn void fatal_agreed(const char *format, ...) {
+    char message[2048];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    if (!agreed_exit_hook) fatal("%s", message);
+    if (current_rank <= 0) fprintf(stderr, "decon: error: %s\n", message);
+    fflush(stderr);
+    fflush(stdout);
+    agreed_exit_hook(1);
     exit(1);
 }
 

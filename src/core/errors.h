@@ -23,6 +23,16 @@ void info(const char *format, ...) DECON_PRINTF(1, 2);
 void warn(const char *format, ...) DECON_PRINTF(1, 2);
 
 void fatal_set_exit_hook(void (*hook)(int code));  // must not return
+// Leaves as fatal() does, printing nothing: for a caller that printed the line itself.
+_Noreturn void fatal_exit(int code);
+
+// For a failure every rank has detected together (a collective verdict: each rank calls
+// it with the same message): rank 0 alone prints "decon: error: <message>" and every rank
+// leaves through the agreed-exit hook, a clean non-zero exit (MPI_Finalize) instead of
+// MPI_Abort, so the user sees one line, not one per rank plus an abort banner. Without
+// that hook it is fatal().
+_Noreturn void fatal_agreed(const char *format, ...) DECON_PRINTF(1, 2);
+void fatal_set_agreed_exit_hook(void (*hook)(int code));  // must not return
 void log_set_rank(int rank, int world_size);
 int log_rank(void);
 

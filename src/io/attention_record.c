@@ -20,6 +20,7 @@
 
 #include "core/errors.h"
 #include "io/hdf5_format.h"
+#include "io/write_failure.h"
 
 enum { MESSAGE_MAX = 10240, DEFLATE_LEVEL = 1 };  // messages hold two paths
 
@@ -250,9 +251,12 @@ struct attention_record {
 
 static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+// The working copy is deleted (write_failure_fatal); the file under the final name still
+// holds every earlier record. errno is not reported: after HDF5 calls it is stale.
 static _Noreturn void write_failed(const attention_record *r, const char *what) {
-    fatal("cannot write attention recording %s (%s): check free disk space and that the directory is writable",
-          r->tmp, what);
+    write_failure_fatal(r->comm, r->tmp, "cannot write attention recording %s (%s): the file system refused the write; "
+                        "check free disk space, quotas (ulimit -f) and that the directory is writable; %s keeps the "
+                        "earlier records", r->tmp, what, r->path);
 }
 
 static hid_t access_plist(MPI_Comm comm) {
@@ -460,7 +464,7 @@ static bool copy_file(const char *from, const char *to, char *why, size_t size) 
 
 static void fatal_if_root_failed(char *message, MPI_Comm comm) {
     MPI_Bcast(message, MESSAGE_MAX, MPI_CHAR, 0, comm);
-    if (message[0]) fatal("%s", message);
+    if (message[0]) fatal_agreed("%s", message);  // every rank has the verdict: one line
 }
 
 
@@ -596,7 +600,8 @@ void attention_record_probe(const char *path, const attention_record_info *info,
             same_setup(&k);
             H5Fclose(file);
         }
-    } else if (rank == 0) {  // no file yet: can it be created?
+    }
+    if (rank == 0 && !message[0]) {  // every record writes <path>.tmp: can it be created?
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
         int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
@@ -635,7 +640,7 @@ attention_record *attention_record_open(const char *path, const attention_record
     int exists = 0;
     if (r->rank == 0) {
         exists = diagnose_existing(path, message, sizeof message);
-        if (exists && !message[0]) copy_file(path, r->tmp, message, sizeof message);
+        if (exists && !message[0] && !copy_file(path, r->tmp, message, sizeof message)) unlink(r->tmp);
     }
     fatal_if_root_failed(message, comm);
     MPI_Bcast(&exists, 1, MPI_INT, 0, comm);
@@ -644,8 +649,8 @@ attention_record *attention_record_open(const char *path, const attention_record
     r->file = exists ? H5Fopen(r->tmp, H5F_ACC_RDWR, fapl) : H5Fcreate(r->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (r->file < 0)
-        fatal("cannot %s attention recording %s: check that the directory exists and is writable",
-              exists ? "open" : "create", r->tmp);
+        write_failure_fatal(comm, r->tmp, "cannot %s attention recording %s: check that the directory exists and is "
+                            "writable; %s keeps the earlier records", exists ? "open" : "create", r->tmp, path);
     r->dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(r->dxpl, H5FD_MPIO_COLLECTIVE);
     r->half_type = half_type();
@@ -801,6 +806,7 @@ static void publish(const char *tmp, const char *path, char *message, size_t siz
     if (fd < 0 || fsync(fd) != 0) {
         snprintf(message, size, "cannot flush attention recording %s to disk: %s", tmp, strerror(errno));
         if (fd >= 0) close(fd);
+        unlink(tmp);
         return;
     }
     close(fd);

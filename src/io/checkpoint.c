@@ -8,7 +8,8 @@
 //                     and tensor_count (int32)
 //   /optim/m/<name>, /optim/v/<name>   Adam moments, same shapes (absent when not saved)
 //   /state            attributes step, tokens_seen (int64), data_epoch, data_index,
-//                     seed (uint64), learning_rate, loss (double)
+//                     seed (uint64), learning_rate, loss (double), skipped_steps (int64,
+//                     optional: files without it read as 0)
 //   /config           the resolved config text, a fixed-length string
 //
 // Every rank writes the hyperslab of its slice (local_start, local_shape). A slice held
@@ -39,6 +40,7 @@
 
 #include "core/errors.h"
 #include "io/hdf5_format.h"
+#include "io/write_failure.h"
 
 enum { MESSAGE_MAX = 1536 };
 
@@ -59,7 +61,7 @@ static int comm_rank(MPI_Comm comm) {
 // Rank 0 filled `message` (empty when all is well); every rank ends with the same line.
 static void fatal_if_root_failed(char *message, MPI_Comm comm) {
     MPI_Bcast(message, MESSAGE_MAX, MPI_CHAR, 0, comm);
-    if (message[0]) fatal("%s", message);
+    if (message[0]) fatal_agreed("%s", message);  // every rank has the verdict: one line
 }
 
 static hid_t access_plist(MPI_Comm comm) {
@@ -407,15 +409,25 @@ static float no_data;
 // ---------------------------------------------------------------------------------------
 // Writing
 
-static _Noreturn void write_failed(const char *tmp, const char *what) {
-    fatal("cannot write checkpoint %s (%s): check free disk space and that the directory is writable", tmp, what);
+// Where a checkpoint is being written: the temporary file and the ranks writing it.
+typedef struct {
+    const char *tmp;
+    MPI_Comm comm;
+} write_target;
+
+// The partial file is deleted (write_failure_fatal), so the directory holds exactly the
+// earlier, complete checkpoints. errno is not reported: after HDF5 calls it is stale.
+static _Noreturn void write_failed(const write_target *out, const char *what) {
+    write_failure_fatal(out->comm, out->tmp, "cannot write checkpoint %s (%s): the file system refused the write; check "
+                        "free disk space, quotas (ulimit -f) and that the directory is writable; the earlier "
+                        "checkpoints are intact", out->tmp, what);
 }
 
 static void write_attribute(hid_t object, const char *name, hid_t file_type, hid_t mem_type, const void *value,
-                            const char *tmp) {
+                            const write_target *out) {
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t attribute = H5Acreate2(object, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    if (attribute < 0 || H5Awrite(attribute, mem_type, value) < 0) write_failed(tmp, name);
+    if (attribute < 0 || H5Awrite(attribute, mem_type, value) < 0) write_failed(out, name);
     H5Aclose(attribute);
     H5Sclose(space);
 }
@@ -427,15 +439,15 @@ static hid_t string_type(size_t length) {
     return type;
 }
 
-static void write_string_attribute(hid_t object, const char *name, const char *value, const char *tmp) {
+static void write_string_attribute(hid_t object, const char *name, const char *value, const write_target *out) {
     hid_t type = string_type(strlen(value));
-    write_attribute(object, name, type, type, value, tmp);
+    write_attribute(object, name, type, type, value, out);
     H5Tclose(type);
 }
 
-static hid_t create_group(hid_t parent, const char *name, const char *tmp) {
+static hid_t create_group(hid_t parent, const char *name, const write_target *out) {
     hid_t group = H5Gcreate2(parent, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (group < 0) write_failed(tmp, name);
+    if (group < 0) write_failed(out, name);
     return group;
 }
 
@@ -443,7 +455,7 @@ static hid_t create_group(hid_t parent, const char *name, const char *tmp) {
 // slice, whose first element is at `data` (nothing when first == last: another rank
 // writes it, or this rank holds none of it). Collective.
 static void write_tensor(hid_t group, const param_info *info, const float *data, size_t first, size_t last,
-                         hid_t dxpl, bool tag_shard, const char *tmp) {
+                         hid_t dxpl, bool tag_shard, const write_target *out) {
     hsize_t dims[2] = {(hsize_t)info->shape[0], (hsize_t)info->shape[1]};
     hid_t file_space = H5Screate_simple(info->ndim, dims, NULL);
     hid_t mem_space = run_memory_space(last - first);
@@ -451,11 +463,11 @@ static void write_tensor(hid_t group, const param_info *info, const float *data,
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);  // every element is written below
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     hid_t dataset = H5Dcreate2(group, info->name, H5T_IEEE_F32LE, file_space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (dataset < 0) write_failed(tmp, info->name);
-    if (tag_shard) write_string_attribute(dataset, "shard", shard_name(info->shard), tmp);
+    if (dataset < 0) write_failed(out, info->name);
+    if (tag_shard) write_string_attribute(dataset, "shard", shard_name(info->shard), out);
     select_run(file_space, info, first, last);
     if (H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, first < last ? data : &no_data) < 0)
-        write_failed(tmp, info->name);
+        write_failed(out, info->name);
     H5Dclose(dataset);
     H5Pclose(dcpl);
     H5Sclose(mem_space);
@@ -464,11 +476,11 @@ static void write_tensor(hid_t group, const param_info *info, const float *data,
 
 // Params: each slice comes whole from the lowest rank holding it (SHARD_NONE: rank 0).
 static void write_params(hid_t group, const param_registry *registry, const float *params, const decomposition *d,
-                         hid_t dxpl, const char *tmp) {
+                         hid_t dxpl, const write_target *out) {
     for (int p = 0; p < registry->count; p++) {
         const param_info *info = &registry->items[p];
         bool writes = info->shard == SHARD_NONE ? d->rank == 0 : d->lowest_of_shard;
-        write_tensor(group, info, params + info->offset, 0, writes ? info->local_count : 0, dxpl, true, tmp);
+        write_tensor(group, info, params + info->offset, 0, writes ? info->local_count : 0, dxpl, true, out);
     }
 }
 
@@ -476,7 +488,7 @@ static void write_params(hid_t group, const param_registry *registry, const floa
 // (ZeRO-1): every rank of a shard writes what its range covers; else the lowest rank of
 // the shard writes. SHARD_NONE tensors come from the ranks holding rank 0's shard.
 static void write_moments(hid_t group, const param_registry *registry, const float *moments, moment_range range,
-                          bool partitioned, const decomposition *d, hid_t dxpl, const char *tmp) {
+                          bool partitioned, const decomposition *d, hid_t dxpl, const write_target *out) {
     bool writes_shard = partitioned || d->lowest_of_shard;
     for (int p = 0; p < registry->count; p++) {
         const param_info *info = &registry->items[p];
@@ -484,7 +496,7 @@ static void write_moments(hid_t group, const param_registry *registry, const flo
         size_t first = 0, last = 0;
         if (writes) covered_run(info, range.begin, range.end, &first, &last);
         const float *data = first < last ? moments + (info->offset + first - range.begin) : NULL;
-        write_tensor(group, info, data, first, last, dxpl, false, tmp);
+        write_tensor(group, info, data, first, last, dxpl, false, out);
     }
 }
 
@@ -501,13 +513,16 @@ static void publish(const char *tmp, const char *path, char *message, size_t siz
     message[0] = '\0';
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) {
-        snprintf(message, size, "cannot flush checkpoint %s to disk: %s; check the file system", tmp, strerror(errno));
+        snprintf(message, size, "cannot flush checkpoint %s to disk: %s; check the file system (the earlier "
+                 "checkpoints are intact)", tmp, strerror(errno));
         if (fd >= 0) close(fd);
+        unlink(tmp);
         return;
     }
     close(fd);
     if (rename(tmp, path) != 0) {
         snprintf(message, size, "cannot rename checkpoint %s to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
         return;
     }
     char dir[4096];
@@ -557,61 +572,64 @@ void checkpoint_write_partitioned(const char *path, const param_registry *regist
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (file < 0)
-        fatal("cannot create checkpoint %s: check that the directory exists and is writable", tmp);
+        write_failure_fatal(comm, tmp, "cannot create checkpoint %s: check that the directory exists and is writable",
+                            tmp);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    const write_target target = {tmp, comm};
 
     int version = CHECKPOINT_FORMAT_VERSION;
-    write_attribute(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version, tmp);
-    write_string_attribute(file, "writer", "decon", tmp);
-    write_attribute(file, "tensor_parallel_size", H5T_STD_I32LE, H5T_NATIVE_INT, &registry->shard_count, tmp);
-    write_attribute(file, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, &size, tmp);
+    write_attribute(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version, &target);
+    write_string_attribute(file, "writer", "decon", &target);
+    write_attribute(file, "tensor_parallel_size", H5T_STD_I32LE, H5T_NATIVE_INT, &registry->shard_count, &target);
+    write_attribute(file, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, &size, &target);
 
-    hid_t group = create_group(file, "params", tmp);
+    hid_t group = create_group(file, "params", &target);
     int64_t parameter_count = params_total_logical(registry);
-    write_attribute(group, "parameter_count", H5T_STD_I64LE, H5T_NATIVE_INT64, &parameter_count, tmp);
-    write_attribute(group, "tensor_count", H5T_STD_I32LE, H5T_NATIVE_INT, &registry->count, tmp);
-    write_params(group, registry, params, &d, dxpl, tmp);
+    write_attribute(group, "parameter_count", H5T_STD_I64LE, H5T_NATIVE_INT64, &parameter_count, &target);
+    write_attribute(group, "tensor_count", H5T_STD_I32LE, H5T_NATIVE_INT, &registry->count, &target);
+    write_params(group, registry, params, &d, dxpl, &target);
     H5Gclose(group);
 
     if (with_optimizer) {
-        hid_t optim = create_group(file, "optim", tmp);
-        hid_t m = create_group(optim, "m", tmp);
-        write_moments(m, registry, adam_m, held, partitioned, &d, dxpl, tmp);
+        hid_t optim = create_group(file, "optim", &target);
+        hid_t m = create_group(optim, "m", &target);
+        write_moments(m, registry, adam_m, held, partitioned, &d, dxpl, &target);
         H5Gclose(m);
-        hid_t v = create_group(optim, "v", tmp);
-        write_moments(v, registry, adam_v, held, partitioned, &d, dxpl, tmp);
+        hid_t v = create_group(optim, "v", &target);
+        write_moments(v, registry, adam_v, held, partitioned, &d, dxpl, &target);
         H5Gclose(v);
         H5Gclose(optim);
     }
 
-    hid_t state_group = create_group(file, "state", tmp);
-    write_attribute(state_group, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &st.step, tmp);
-    write_attribute(state_group, "tokens_seen", H5T_STD_I64LE, H5T_NATIVE_INT64, &st.tokens_seen, tmp);
-    write_attribute(state_group, "data_epoch", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st.data_epoch, tmp);
-    write_attribute(state_group, "data_index", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st.data_index, tmp);
-    write_attribute(state_group, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st.seed, tmp);
-    write_attribute(state_group, "learning_rate", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st.learning_rate, tmp);
-    write_attribute(state_group, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st.loss, tmp);
+    hid_t state_group = create_group(file, "state", &target);
+    write_attribute(state_group, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &st.step, &target);
+    write_attribute(state_group, "tokens_seen", H5T_STD_I64LE, H5T_NATIVE_INT64, &st.tokens_seen, &target);
+    write_attribute(state_group, "data_epoch", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st.data_epoch, &target);
+    write_attribute(state_group, "data_index", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st.data_index, &target);
+    write_attribute(state_group, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st.seed, &target);
+    write_attribute(state_group, "learning_rate", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st.learning_rate, &target);
+    write_attribute(state_group, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st.loss, &target);
+    write_attribute(state_group, "skipped_steps", H5T_STD_I64LE, H5T_NATIVE_INT64, &st.skipped_steps, &target);
     H5Gclose(state_group);
 
     hid_t type = string_type((size_t)config_length);
     hid_t file_space = H5Screate(H5S_SCALAR), mem_space = H5Screate(H5S_SCALAR);
     hid_t dataset = H5Dcreate2(file, "config", type, file_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (dataset < 0) write_failed(tmp, "config");
+    if (dataset < 0) write_failed(&target, "config");
     if (!is_root) {
         H5Sselect_none(file_space);
         H5Sselect_none(mem_space);
     }
-    if (H5Dwrite(dataset, type, mem_space, file_space, dxpl, config) < 0) write_failed(tmp, "config");
+    if (H5Dwrite(dataset, type, mem_space, file_space, dxpl, config) < 0) write_failed(&target, "config");
     H5Dclose(dataset);
     H5Sclose(mem_space);
     H5Sclose(file_space);
     H5Tclose(type);
 
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) write_failed(tmp, "flush");
+    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) write_failed(&target, "flush");
     H5Pclose(dxpl);
-    if (H5Fclose(file) < 0) write_failed(tmp, "close");
+    if (H5Fclose(file) < 0) write_failed(&target, "close");
     free(config);
 
     MPI_Barrier(comm);  // every rank's data is in the file before it takes the final name
@@ -723,6 +741,9 @@ static void read_state(hid_t file, train_state *state, const char *path) {
               read_attribute(group, "seed", H5T_NATIVE_UINT64, &state->seed) &&
               read_attribute(group, "learning_rate", H5T_NATIVE_DOUBLE, &state->learning_rate) &&
               read_attribute(group, "loss", H5T_NATIVE_DOUBLE, &state->loss);
+    state->skipped_steps = 0;  // optional: written since [train] on_nonfinite
+    if (ok && H5Aexists(group, "skipped_steps") > 0)
+        ok = read_attribute(group, "skipped_steps", H5T_NATIVE_INT64, &state->skipped_steps);
     if (group >= 0) H5Gclose(group);
     if (!ok) fatal("checkpoint %s is damaged (unreadable /state): delete it to resume from an older one", path);
 }

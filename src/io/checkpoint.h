@@ -25,6 +25,8 @@ typedef struct {
     uint64_t seed;
     double learning_rate;      // the LR used by the last step (informational)
     double loss;               // last training loss (informational)
+    int64_t skipped_steps;     // steps dropped for a non-finite gradient ([train] on_nonfinite = skip);
+                               // optional in the file (absent: 0)
 } train_state;
 
 // The Adam moments a rank holds: elements [begin, end) of its buffer layout

@@ -15,11 +15,18 @@
 #include "core/errors.h"
 
 void metrics_log_open(metrics_log *log, const char *path) {
+    log->discard = false;
     snprintf(log->path, sizeof log->path, "%s", path);
     log->file = fopen(path, "a");
     if (!log->file)
         fatal("cannot open metrics log %s for appending: %s; check that the run directory exists and is writable",
               path, strerror(errno));
+}
+
+void metrics_log_discard(metrics_log *log) {
+    log->file = NULL;
+    log->discard = true;
+    log->path[0] = '\0';
 }
 
 void metrics_log_close(metrics_log *log) {
@@ -43,6 +50,7 @@ static void format_number(double value, char *text, size_t size) {
 }
 
 void metrics_log_write(metrics_log *log, const char *kind, ...) {
+    if (log->discard) return;
     if (!log->file) fatal("metrics_log_write: the log is not open");
     cJSON *object = cJSON_CreateObject();
     if (!object || !cJSON_AddStringToObject(object, "kind", kind)) fatal("out of memory building a metrics line");

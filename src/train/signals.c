@@ -16,5 +16,6 @@ void signals_install(void) {
     sigaction(SIGTERM, &action, NULL);
 }
 
-bool signals_stop_requested(void) { return received != 0; }
 int signals_received(void) { return (int)received; }
+
+void signals_ignore_file_size_limit(void) { signal(SIGXFSZ, SIG_IGN); }

@@ -4,5 +4,9 @@
 #include <stdbool.h>
 
 void signals_install(void);
-bool signals_stop_requested(void);
 int signals_received(void);   // the signal number, 0 when none
+
+// A file size limit (ulimit -f, RLIMIT_FSIZE) must fail the write (EFBIG), reported in
+// one line with the earlier outputs intact, not kill the process with SIGXFSZ and a
+// core dump in the middle of a checkpoint: ignore SIGXFSZ. Call once at start-up.
+void signals_ignore_file_size_limit(void);

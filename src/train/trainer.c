@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -18,32 +19,54 @@
 #include "par/process_grid.h"
 #include "par/zero.h"
 #include "train/evaluate.h"
+#include "train/nonfinite.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/recorder.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 
+// Ends every rank with one line when any rank failed: the first failing rank's message
+// (in rank order) is broadcast and printed once (fatal_agreed). Collective.
+static void fail_if_any_rank_failed(char *message, int size) {
+    int rank, first;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    first = message[0] ? rank : INT_MAX;
+    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first == INT_MAX) return;
+    MPI_Bcast(message, size, MPI_CHAR, first, MPI_COMM_WORLD);
+    fatal_agreed("%s", message);
+}
+
 // mkdir -p, then prove the directory is writable with a probe file, so a bad run_dir
-// fails before any work is done.
+// (read-only, full, a parent that is a file) fails before any work is done. Every rank
+// probes (on a cluster each node sees the file system for itself); one line in all.
+// Collective.
 static void prepare_directory(const char *path) {
+    char message[CONFIG_STRING_MAX + 256] = "";
     char partial[CONFIG_STRING_MAX + 32];
     snprintf(partial, sizeof partial, "%s", path);
-    for (char *p = partial + 1; *p; p++) {
+    for (char *p = partial + 1; *p && !message[0]; p++) {
         if (*p != '/') continue;
         *p = '\0';
         if (mkdir(partial, 0755) != 0 && errno != EEXIST)
-            fatal("cannot create directory %s (%s); set [io] run_dir to a writable place", partial, strerror(errno));
+            snprintf(message, sizeof message, "cannot create directory %s (%s); set [io] run_dir to a writable place",
+                     partial, strerror(errno));
         *p = '/';
     }
-    if (mkdir(partial, 0755) != 0 && errno != EEXIST)
-        fatal("cannot create run directory %s (%s); set [io] run_dir to a writable place", path, strerror(errno));
-    char probe[CONFIG_STRING_MAX + 64];
-    snprintf(probe, sizeof probe, "%s/.write_probe.%d", path, log_rank());  // one per rank: they run at once
-    FILE *f = fopen(probe, "w");
-    if (!f || fputs("ok\n", f) < 0 || fclose(f) != 0)
-        fatal("run directory %s is not writable (%s); set [io] run_dir to a writable place", path, strerror(errno));
-    unlink(probe);
+    if (!message[0] && mkdir(partial, 0755) != 0 && errno != EEXIST)
+        snprintf(message, sizeof message, "cannot create run directory %s (%s); set [io] run_dir to a writable place",
+                 path, strerror(errno));
+    if (!message[0]) {
+        char probe[CONFIG_STRING_MAX + 64];
+        snprintf(probe, sizeof probe, "%s/.write_probe.%d", path, log_rank());  // one per rank: they run at once
+        FILE *f = fopen(probe, "w");
+        if (!f || fputs("ok\n", f) < 0 || fclose(f) != 0)
+            snprintf(message, sizeof message, "run directory %s is not writable (%s); set [io] run_dir to a writable "
+                     "place", path, strerror(errno));
+        unlink(probe);
+    }
+    fail_if_any_rank_failed(message, (int)sizeof message);
 }
 
 static void write_text_file(const char *path, const char *text) {
@@ -64,11 +87,12 @@ static void point_latest(const char *checkpoint_dir, const char *file_name) {
         warn("could not update %s (%s)", link_path, strerror(errno));
 }
 
+// Writes step_XXXXXXXX.h5 (its path into `path`, PATH_MAX bytes) and points latest.h5 at it.
 static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, model *m, adamw_state *optimizer,
-                            const train_state *state, const char *config_text) {
-    char name[64], path[4096];
+                            const train_state *state, const char *config_text, char *path) {
+    char name[64];
     snprintf(name, sizeof name, "step_%08lld.h5", (long long)state->step);
-    snprintf(path, sizeof path, "%s/%s", checkpoint_dir, name);
+    snprintf(path, PATH_MAX, "%s/%s", checkpoint_dir, name);
     double t0 = wall_seconds();
     checkpoint_write_partitioned(path, &m->registry, m->params, optimizer->m, optimizer->v, &optimizer->range, state,
                                  config_text, MPI_COMM_WORLD);
@@ -84,6 +108,8 @@ static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, m
 static void record_attention(attention_recorder *recorder, model *m, int64_t step, const char *config_text,
                              metrics_log *metrics) {
     recording_result result = recorder_record(recorder, m, step, config_text, MPI_COMM_WORLD);
+    // The record ends when the slowest rank is done (loss and bytes agree on every rank).
+    MPI_Allreduce(MPI_IN_PLACE, &result.seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     info("recorded attention at step %lld: %d layers x %d sequences, loss %.4f, %s now %.1f MB (%.2f s)",
          (long long)step, result.layers, recorder->sequences, result.loss, recorder->path,
          (double)result.bytes * 1e-6, result.seconds);
@@ -91,11 +117,16 @@ static void record_attention(attention_recorder *recorder, model *m, int64_t ste
                       "bytes", (double)result.bytes, NULL);
 }
 
-// Prints the bytes each rank sent per collective kind in one step, next to the analytic
-// volumes (DESIGN.md 7; docs/design.md "Traffic accounting").
+// Prints the bytes a rank sent per collective kind in one step (the most any rank sent),
+// next to the analytic volumes (DESIGN.md 7; docs/design.md "Traffic accounting").
 static void print_traffic(const process_grid *grid, const model *m, int micro_batch, int seq_len, int accumulation,
                           metrics_log *metrics, int64_t step) {
-    const traffic_counter *t = &grid->traffic;
+    // The busiest rank's bytes per kind (ranks of a symmetric layout send the same), so
+    // the printed table and the one metrics line hold the same figures.
+    traffic_counter busiest = grid->traffic;
+    MPI_Allreduce(MPI_IN_PLACE, busiest.bytes, TRAFFIC_KINDS, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, busiest.calls, TRAFFIC_KINDS, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+    const traffic_counter *t = &busiest;
     double activations = t->bytes[TRAFFIC_TP_ALL_REDUCE] + t->bytes[TRAFFIC_TP_ALL_GATHER] +
                          t->bytes[TRAFFIC_TP_REDUCE_SCATTER];
     double expected = accumulation * model_tensor_parallel_traffic_bytes(m, micro_batch, seq_len, false);
@@ -168,6 +199,7 @@ int trainer_run(const trainer_options *options) {
     char *config_text = config_to_text(c);
     train_state state = {.seed = (uint64_t)c->seed};
     char *latest = options->resume ? checkpoint_find_latest(checkpoint_dir, MPI_COMM_WORLD) : NULL;
+    char newest_checkpoint[PATH_MAX] = "";  // resumed from or written last: what a stop leaves intact
     if (latest) {
         char *stored_text = checkpoint_read_config(latest, MPI_COMM_WORLD);
         decon_config stored;
@@ -184,6 +216,7 @@ int trainer_run(const trainer_options *options) {
         data_loader_seek(&train_data, position);
         info("resumed from %s at step %lld (%lld tokens seen)", latest, (long long)state.step,
              (long long)state.tokens_seen);
+        snprintf(newest_checkpoint, sizeof newest_checkpoint, "%s", latest);
         free(latest);
     } else {
         if (options->resume) info("no valid checkpoint in %s: starting from scratch", checkpoint_dir);
@@ -212,8 +245,10 @@ int trainer_run(const trainer_options *options) {
          peak_gflops, ops_blas_core_name());
 
     snprintf(path, sizeof path, "%s/metrics.jsonl", c->run_dir);
-    metrics_log metrics;
-    metrics_log_open(&metrics, path);
+    metrics_log metrics;  // one writer, world rank 0, so each event is one line at any number of ranks
+    if (log_rank() == 0) metrics_log_open(&metrics, path);
+    else metrics_log_discard(&metrics);
+    bool skip_nonfinite = strcmp(c->on_nonfinite, "skip") == 0;
     int *inputs = xmalloc(rows * sizeof(int)), *targets = xmalloc(rows * sizeof(int));
     signals_install();
     progress_meter meter;
@@ -240,39 +275,62 @@ int trainer_run(const trainer_options *options) {
         grad_reducer_finish(&reducer);
         MPI_Allreduce(MPI_IN_PLACE, &loss_sum, 1, MPI_DOUBLE, MPI_SUM, grid.data);
         double loss = loss_sum / tokens_per_step;
-        if (!isfinite(loss))
-            fatal("loss became %g at step %lld; lower [train] learning_rate or raise warmup_steps (checkpoints in %s "
-                  "are intact)", loss, (long long)state.step + 1, checkpoint_dir);
         double grad_norm = grad_reducer_global_norm(&reducer);
         double lr = schedule_learning_rate(c, state.step);
-        optimizer_step(&optimizer, &m.registry, m.params, m.grads, c, lr, grad_norm, state.step + 1);
-        if (c->zero_stage == 1) zero_all_gather_params(m.params, partitions, grid.data, &grid.traffic);
+        // Non-finite loss or gradient (the norm is finite exactly when every gradient is),
+        // decided over every rank so that all take the same action ([train] on_nonfinite).
+        int nonfinite = !isfinite(loss) || !isfinite(grad_norm);
+        MPI_Allreduce(MPI_IN_PLACE, &nonfinite, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (nonfinite) {
+            char what[1024];
+            nonfinite_describe(what, sizeof what, &m.registry, m.params, m.grads, loss, MPI_COMM_WORLD);
+            progress_end_line(&meter);
+            if (!skip_nonfinite)  // nothing of this step is kept: no update, no checkpoint of it
+                fatal_agreed("step %lld is not finite (%s); [train] on_nonfinite = stop: stopped before the update, "
+                             "%s%s; lower [train] learning_rate, raise warmup_steps or set train.on_nonfinite=skip",
+                             (long long)state.step + 1, what,
+                             newest_checkpoint[0] ? "the newest checkpoint is intact: " : "no checkpoint yet",
+                             newest_checkpoint);
+            state.skipped_steps++;
+            info("step %lld skipped: not finite (%s); %lld skipped so far ([train] on_nonfinite = skip)",
+                 (long long)state.step + 1, what, (long long)state.skipped_steps);
+        } else {
+            // Adam's bias correction counts the updates applied, not the skipped steps.
+            optimizer_step(&optimizer, &m.registry, m.params, m.grads, c, lr, grad_norm,
+                           state.step + 1 - state.skipped_steps);
+            if (c->zero_stage == 1) zero_all_gather_params(m.params, partitions, grid.data, &grid.traffic);
+        }
         state.step++;
         state.tokens_seen += (int64_t)tokens_per_step;
         state.data_epoch = train_data.position.epoch;
         state.data_index = train_data.position.index;
         state.learning_rate = lr;
-        state.loss = loss;
-        double seconds = wall_seconds() - t0;
+        if (!nonfinite) state.loss = loss;
+        // One reduction after the step: its time is the slowest rank's (the step ends when
+        // that rank is done), and a signal may reach one rank only (kill -TERM of one
+        // process): every rank stops.
+        double after_step[2] = {wall_seconds() - t0, (double)signals_received()};
+        MPI_Allreduce(MPI_IN_PLACE, after_step, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        double seconds = after_step[0];
+        int signal_number = (int)after_step[1];
+        bool stopping = signal_number != 0;
         double tokens_per_second = tokens_per_step / seconds;
         double mfu = progress_mfu(tokens_per_step, seconds, flops_per_token, peak_gflops);
 
-        if (state.step % c->log_every == 0 || state.step == c->max_steps) {
+        if (nonfinite) {  // each step is one line: "train", or "skipped" when it was dropped
+            metrics_log_write(&metrics, "skipped", "step", (double)state.step, "loss", loss, "grad_norm", grad_norm,
+                              "skipped_steps", (double)state.skipped_steps, NULL);
+        } else if (state.step % c->log_every == 0 || state.step == c->max_steps) {
             progress_print(&meter, state.step, loss, lr, grad_norm, tokens_per_second, mfu);
             metrics_log_write(&metrics, "train", "step", (double)state.step, "loss", loss, "lr", lr, "grad_norm",
                               grad_norm, "tokens", (double)state.tokens_seen, "tokens_per_s", tokens_per_second,
-                              "mfu", mfu, "step_time_s", seconds, NULL);
+                              "mfu", mfu, "step_time_s", seconds, "skipped_steps", (double)state.skipped_steps, NULL);
         }
         if (state.step == first_step + 1 && grid.world_size > 1) {
             progress_end_line(&meter);
             print_traffic(&grid, &m, c->micro_batch_size, c->sequence_length, accumulation, &metrics, state.step);
         }
         bool last = state.step == c->max_steps;
-        // A signal may reach one rank only (kill -TERM of one process): every rank stops.
-        int stop_flag = signals_stop_requested(), signal_number = signals_received();
-        MPI_Allreduce(MPI_IN_PLACE, &stop_flag, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        MPI_Allreduce(MPI_IN_PLACE, &signal_number, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        bool stopping = stop_flag != 0;
         if (have_validation && (last || (c->eval_every > 0 && state.step % c->eval_every == 0))) {
             validation_loss = evaluate_loss(&m, &validation_data, c->eval_batches, c->micro_batch_size,
                                             c->sequence_length);
@@ -290,7 +348,7 @@ int trainer_run(const trainer_options *options) {
         }
         if (last || stopping || (c->checkpoint_every > 0 && state.step % c->checkpoint_every == 0)) {
             progress_end_line(&meter);
-            save_checkpoint(checkpoint_dir, c, &m, &optimizer, &state, config_text);
+            save_checkpoint(checkpoint_dir, c, &m, &optimizer, &state, config_text, newest_checkpoint);
         }
         if (stopping) {
             info("stopped by signal %d after step %lld; continue with --resume", signal_number,

@@ -41,17 +41,15 @@ bad_analyze bad_analyze_checkpoint_count "--checkpoint given 1 time(s) for 2 rec
 # ---- recordings ----
 D="$WORK/damaged"
 mkdir -p "$D"
-"$PYTHON" - "$REC" "$D" <<'PY'
-import shutil, sys
+"$PYTHON" - "$REC" "$D" "$ROOT/tests/scripts" <<'PY'
+import sys
 import h5py, numpy as np
+sys.path.insert(0, sys.argv[3])
+import h5_variants
+from h5_variants import replace
 good, out = sys.argv[1], sys.argv[2] + "/"
 def variant(name, change):
-    shutil.copy(good, out + name)
-    with h5py.File(out + name, "r+") as f:
-        change(f)
-def replace(f, path, value):
-    del f[path]
-    f[path] = value
+    h5_variants.variant(good, out + name, change)
 steps = [k for k in h5py.File(good, "r") if k.startswith("step_")]
 step = steps[0]
 variant("no_tokens.h5", lambda f: f.__delitem__("tokens"))

@@ -49,17 +49,15 @@ expect_error bad_eval_np2 "decon-eval runs on one rank" mpirun --oversubscribe -
 
 # ---- checkpoints ----
 mkdir -p "$WORK/ck"
-"$PYTHON" - "$CKPT" "$WORK/ck" <<'PY'
-import shutil, sys
+"$PYTHON" - "$CKPT" "$WORK/ck" "$ROOT/tests/scripts" <<'PY'
+import sys
 import h5py, numpy as np
+sys.path.insert(0, sys.argv[3])
+import h5_variants
+from h5_variants import replace
 good, out = sys.argv[1], sys.argv[2] + "/"
 def variant(name, change):
-    shutil.copy(good, out + name)
-    with h5py.File(out + name, "r+") as f:
-        change(f)
-def replace(f, path, value):
-    del f[path]
-    f[path] = value
+    h5_variants.variant(good, out + name, change)
 config = h5py.File(good, "r")["config"][()].decode()
 variant("no_config.h5", lambda f: f.__delitem__("config"))
 variant("no_step.h5", lambda f: f["state"].attrs.__delitem__("step"))

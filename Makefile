@@ -16,12 +16,28 @@ LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(BLAS_DIR) -Wl,-rpa
 LDFLAGS := -fopenmp
 
 BUILD   := build
+BIN     := bin
+
+# ---- Sanitizers: `make test SANITIZE=1` ----------------------------------------------
+# AddressSanitizer + UndefinedBehaviorSanitizer build in its own directory (objects,
+# library, tests and programs under build-sanitize/), so it never mixes with build/ or
+# bin/. Any report ends the program (-fno-sanitize-recover=all here; halt_on_error and
+# the exit code in tests/sanitizers/options.sh, which tests/run_all.sh sources).
+ifeq ($(SANITIZE),1)
+SANITIZERS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+CFLAGS     += $(SANITIZERS) -g -O1
+LDFLAGS    += $(SANITIZERS)
+BUILD      := build-sanitize
+BIN        := $(BUILD)/bin
+endif
+# ----------------------------------------------------------------------------------------
+
 LIB_SRC := $(wildcard src/core/*.c src/ops/cpu/*.c src/mixers/*.c src/model/*.c \
                       src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
 
-PROGRAMS := $(patsubst src/bin/%.c,bin/%,$(wildcard src/bin/*.c)) bin/decon-analyze
+PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c)) $(BIN)/decon-analyze
 REF_SRC  := $(wildcard tests/reference/*.c)
 REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
@@ -45,12 +61,12 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-bin/decon-%: $(BUILD)/src/bin/decon-%.o $(LIB)
-	@mkdir -p bin
+$(BIN)/decon-%: $(BUILD)/src/bin/decon-%.o $(LIB)
+	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-bin/decon-analyze: $(BUILD)/analysis/decon-analyze.o $(ANALYSIS_OBJ) $(LIB)
-	@mkdir -p bin
+$(BIN)/decon-analyze: $(BUILD)/analysis/decon-analyze.o $(ANALYSIS_OBJ) $(LIB)
+	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $^ $(ANALYSIS_LIBS) $(LDLIBS) -o $@
 
 $(ANALYSIS_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(ANALYSIS_OBJ) $(LIB)
@@ -76,8 +92,21 @@ setup:
 corpus: setup
 	bash input/corpus/build.sh data/corpus
 
+ifeq ($(SANITIZE),1)
+# The C test programs, sanitized, and the proof that a sanitizer report fails a test
+# (tests/sanitizers/test_sanitizers.c); the shell scripts stay with the normal `make test`.
+test: $(TESTS) $(BUILD)/tests/test_sanitizers
+	bash tests/run_all.sh $(BUILD)/tests
+
+$(BUILD)/tests/test_sanitizers: $(BUILD)/tests/sanitizers/test_sanitizers.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+-include $(BUILD)/tests/sanitizers/*.d
+else
 test: all
 	bash tests/run_all.sh
+endif
 
 bench: all
 	bash bench/run_all.sh
@@ -101,11 +130,11 @@ report: bin/decon-analyze
 # clang-tidy's bugprone checks over every C file (must print no warnings).
 lint:
 	clang-tidy --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
-	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c bench/*.c) \
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/sanitizers/*.c bench/*.c) \
 	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include
 
 clean:
-	rm -rf $(BUILD) bin $(FUZZ_BUILD)
+	rm -rf build build-sanitize bin $(FUZZ_BUILD)
 
 # ---- Fuzzing (libFuzzer, clang-19; docs/design.md "Fuzzing") -----------------------------
 # The library and the harnesses of tests/fuzz/ built by clang-19 with ASan + UBSan and

@@ -8,7 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { RECORDING_FORMAT_VERSION = 1, RECORDING_LOGIT_STATS = 8, RECORDING_WHY = 1024 };
+// RECORDING_WHY holds a whole path (recording_info.path, up to 4095 bytes) and the message.
+enum { RECORDING_FORMAT_VERSION = 1, RECORDING_LOGIT_STATS = 8, RECORDING_WHY = 4096 + 1024 };
 
 // The 8 fields of logits_stats, in the order the format lists them.
 extern const char *const recording_logit_stat_names[RECORDING_LOGIT_STATS];

@@ -3,8 +3,14 @@
 # tests/corpus/test_*.sh), counts PASS/FAIL lines and prints the closing
 # "N passed, N failed". A program that crashes or exits non-zero without printing a
 # FAIL line counts as one failure.
+#   tests/run_all.sh                       build/tests/* and the scripts (`make test`)
+#   tests/run_all.sh build-sanitize/tests  only the programs there, under the sanitizer
+#                                          options (`make test SANITIZE=1`)
 set -u
 cd "$(dirname "$0")/.."
+programs=${1:-build/tests}
+# A sanitized program fails on any report (tests/sanitizers/options.sh).
+[ $# -eq 0 ] || . tests/sanitizers/options.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
@@ -32,14 +38,16 @@ run_one() {
     failed=$((failed + f))
     echo "   ($label: $((SECONDS - start)) s)"
 }
-for t in build/tests/*; do
+for t in "$programs"/*; do
     [ -f "$t" ] && [ -x "$t" ] || continue
     run_one "$(basename "$t")" "$t"
 done
-for s in tests/scripts/test_*.sh tests/corpus/test_*.sh; do
-    [ -f "$s" ] || continue
-    run_one "$(basename "$s")" bash "$s"
-done
+if [ $# -eq 0 ]; then
+    for s in tests/scripts/test_*.sh tests/corpus/test_*.sh; do
+        [ -f "$s" ] || continue
+        run_one "$(basename "$s")" bash "$s"
+    done
+fi
 rm -f "$log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

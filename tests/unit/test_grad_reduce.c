@@ -382,10 +382,11 @@ static void run_backward(grad_reducer *r, const grid *g, ready_order order, int 
 
 // Buckets must be the same on every tp rank (their tp sums have to match).
 static void describe_tp_disagreement(const grad_reducer *r, const grid *g, char *why, size_t size) {
-    int mine[2] = {r->bucket_count, 0}, low[2], high[2];
-    for (int b = 0; b < r->bucket_count; b++) mine[1] = mine[1] * 31 + r->buckets[b].first_tensor;
-    MPI_Allreduce(mine, low, 2, MPI_INT, MPI_MIN, g->tensor);
-    MPI_Allreduce(mine, high, 2, MPI_INT, MPI_MAX, g->tensor);
+    // Unsigned: the hash of the boundaries wraps (a signed int would overflow, undefined).
+    unsigned mine[2] = {(unsigned)r->bucket_count, 0}, low[2], high[2];
+    for (int b = 0; b < r->bucket_count; b++) mine[1] = mine[1] * 31u + (unsigned)r->buckets[b].first_tensor;
+    MPI_Allreduce(mine, low, 2, MPI_UNSIGNED, MPI_MIN, g->tensor);
+    MPI_Allreduce(mine, high, 2, MPI_UNSIGNED, MPI_MAX, g->tensor);
     if (!why[0] && (low[0] != high[0] || low[1] != high[1]))
         snprintf(why, size, "bucket boundaries differ across tp ranks");
 }

@@ -23,8 +23,9 @@ BIN     := bin
 # library, tests and programs under build-sanitize/), so it never mixes with build/ or
 # bin/. Any report ends the program (-fno-sanitize-recover=all here; halt_on_error and
 # the exit code in tests/sanitizers/options.sh, which tests/run_all.sh sources).
+# float-cast-overflow: GCC's `undefined` leaves out out-of-range float-to-int conversions.
 ifeq ($(SANITIZE),1)
-SANITIZERS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SANITIZERS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 CFLAGS     += $(SANITIZERS) -g -O1
 LDFLAGS    += $(SANITIZERS)
 BUILD      := build-sanitize

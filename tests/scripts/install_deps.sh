@@ -14,6 +14,7 @@ packages=(
     python3-h5py python3-matplotlib     # analysis/plot: figures and report.md
     clang-19 libclang-rt-19-dev         # fuzzing: libFuzzer, ASan, UBSan (tests/fuzz/)
     libomp-19-dev llvm-19               # ... clang's OpenMP runtime, llvm-symbolizer for reports
+    clang-tidy libomp-14-dev            # make lint: clang-tidy 14 and the omp.h it can parse
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -131,8 +131,8 @@ report: bin/decon-analyze
 # clang-tidy's bugprone checks over every C file (must print no warnings).
 lint:
 	clang-tidy --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
-	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/sanitizers/*.c bench/*.c) \
-	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/sanitizers/*.c tests/fuzz/*.c bench/*.c) \
+	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
 
 clean:
 	rm -rf build build-sanitize bin $(FUZZ_BUILD)

@@ -128,11 +128,13 @@ SVD    ?= 1
 report: bin/decon-analyze
 	bash analysis/plot/make_report.sh --out $(REPORT) --svd $(SVD) $(RUNS)
 
-# clang-tidy's bugprone checks over every C file (must print no warnings).
+# clang-tidy's bugprone checks over every C file (must print no warnings). clang-tidy-19:
+# its omp.h comes with libomp-19-dev, which clang-19's fuzz build needs too (Debian's
+# libomp-14-dev and libomp-19-dev conflict, so only one LLVM version can be installed).
 lint:
-	clang-tidy --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
+	clang-tidy-19 --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
 	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/sanitizers/*.c tests/fuzz/*.c bench/*.c) \
-	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -I/usr/lib/x86_64-linux-gnu/openmpi/include -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
+	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -isystem /usr/lib/x86_64-linux-gnu/openmpi/include -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
 
 clean:
 	rm -rf build build-sanitize bin $(FUZZ_BUILD)

@@ -264,7 +264,8 @@ static void phase_logits(run_results *runs, int count) {
             for (int l = 0; l < r->layers && !error; l++) {
                 const recording_layer *rl = &r->rec.steps[s].layers[l];
                 if (!rl->has_scores) continue;
-                if (file < 0 && (file = recording_open(r->rec.path, why, sizeof why)) < 0) {
+                if (file < 0) file = recording_open(r->rec.path, why, sizeof why);
+                if (file < 0) {
                     error = why;
                     break;
                 }
@@ -393,7 +394,8 @@ static void phase_weights(run_results *runs, int count, const analysis_options *
         hid_t file = -1;
         for (int l = 0; l < r->layers && !error; l++) {
             if (w->status[l] != WEIGHTS_OK || unit++ % world != rank) continue;
-            if (file < 0 && (file = weights_open(w->path, why, sizeof why)) < 0) {
+            if (file < 0) file = weights_open(w->path, why, sizeof why);
+            if (file < 0) {
                 error = why;
                 break;
             }
@@ -627,8 +629,8 @@ int main(int argc, char **argv) {
         r->layer_svd = nan_array(cells * SVD_FIELDS);
         r->spectra = nan_array(options.svd ? head_cells * (size_t)r->length : 0);
         r->logits = nan_array(cells * LOGIT_FIELDS);
-        r->hist_counts = xcalloc(cells, sizeof(double *));
-        r->hist_edges = xcalloc(cells, sizeof(double *));
+        r->hist_counts = (double **)xcalloc(cells, sizeof(double *));
+        r->hist_edges = (double **)xcalloc(cells, sizeof(double *));
         r->has_weights = checkpoint_count > 0;
         if (r->has_weights) {
             size_t n = (size_t)r->layers * (size_t)r->heads;
@@ -675,8 +677,8 @@ int main(int argc, char **argv) {
             free(r->hist_counts[c]);
             free(r->hist_edges[c]);
         }
-        free(r->hist_counts);
-        free(r->hist_edges);
+        free((void *)r->hist_counts);
+        free((void *)r->hist_edges);
         free(r->head_values);
         free(r->layer_values);
         free(r->svd);

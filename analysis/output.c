@@ -485,7 +485,7 @@ static void h5_strings(h5_writer *w, hid_t group, const char *name, const char *
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
     hsize_t dims[1] = {count};
-    h5_dataset(w, group, name, 1, dims, type, type, texts, description);
+    h5_dataset(w, group, name, 1, dims, type, type, (const void *)texts, description);
     H5Tclose(type);
 }
 
@@ -511,7 +511,7 @@ static void h5_run(h5_writer *w, hid_t runs, const run_results *r, const analysi
     long long *steps = xmalloc(S * sizeof(long long));
     int *has_attn = xmalloc(S * NL * sizeof(int)), *has_scores = xmalloc(S * NL * sizeof(int));
     int *is_standard = xmalloc(NL * sizeof(int));
-    const char **variants = xmalloc(NL * sizeof(char *)), **row_sums = xmalloc(S * NL * sizeof(char *));
+    const char **variants = (const char **)xmalloc(NL * sizeof(char *)), **row_sums = (const char **)xmalloc(S * NL * sizeof(char *));
     for (hsize_t s = 0; s < S; s++) {
         steps[s] = (long long)r->rec.steps[s].step;
         for (hsize_t l = 0; l < NL; l++) {
@@ -628,7 +628,7 @@ static void h5_run(h5_writer *w, hid_t runs, const run_results *r, const analysi
                          "possibly nonzero singular values, from the d_h x d_h core R1 R2^T of the QR factors; the "
                          "other d - d_h are 0; biases and RoPE are not part of the product");
             int *status = xmalloc(NL * sizeof(int));
-            const char **notes = xmalloc(NL * sizeof(char *));
+            const char **notes = (const char **)xmalloc(NL * sizeof(char *));
             for (hsize_t l = 0; l < NL; l++) {
                 status[l] = (int)wi->status[l];
                 notes[l] = wi->note[l];
@@ -647,7 +647,7 @@ static void h5_run(h5_writer *w, hid_t runs, const run_results *r, const analysi
                 h5_field(w, weights, name, 2, d_lh, r->ov_ranks, SVD_FIELDS, i, SVD_DESCRIPTIONS[i]);
             }
             free(status);
-            free(notes);
+            free((void *)notes);
             H5Gclose(weights);
         }
     }
@@ -655,8 +655,8 @@ static void h5_run(h5_writer *w, hid_t runs, const run_results *r, const analysi
     free(has_attn);
     free(has_scores);
     free(is_standard);
-    free(variants);
-    free(row_sums);
+    free((void *)variants);
+    free((void *)row_sums);
     H5Gclose(g);
 }
 
@@ -678,10 +678,10 @@ static bool write_h5(const char *out, const run_results *runs, int run_count, co
     h5_attr_int(&w, file, "svd", o->svd);
     h5_attr_int(&w, file, "logits", o->logits);
     h5_attr_double(&w, file, "tol", o->tol);
-    const char **names = xmalloc((size_t)run_count * sizeof(char *));
+    const char **names = (const char **)xmalloc((size_t)run_count * sizeof(char *));
     for (int i = 0; i < run_count; i++) names[i] = runs[i].name;
     h5_strings(&w, file, "run_names", names, (size_t)run_count, "the runs (groups under /runs), in command-line order");
-    free(names);
+    free((void *)names);
     if (o->metrics) {
         hid_t n = h5_group(&w, file, "normalisation");
         if (n >= 0) {

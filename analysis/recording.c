@@ -85,7 +85,7 @@ static bool read_text(hid_t object, const char *name, char *text, size_t size) {
                 H5Tset_size(mem_type, H5T_VARIABLE);
                 H5Tset_cset(mem_type, H5Tget_cset(type));
                 char *value = NULL;
-                ok = H5Aread(attribute, mem_type, &value) >= 0;
+                ok = H5Aread(attribute, mem_type, (void *)&value) >= 0;
                 if (ok) snprintf(text, size, "%s", value ? value : "");
                 if (ok && value) H5free_memory(value);
             } else {

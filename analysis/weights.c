@@ -61,8 +61,8 @@ bool weights_scan(weights_info *info, const char *path, const recording_info *re
         ok = fail(why, size, "checkpoint %s has format version %d but this build reads %d: use the decon version that "
                   "wrote it", path, version, CHECKPOINT_FORMAT_VERSION);
     if (attribute >= 0) H5Aclose(attribute);
-    hid_t params = -1;
-    if (ok && (H5Lexists(file, "params", H5P_DEFAULT) <= 0 || (params = H5Gopen2(file, "params", H5P_DEFAULT)) < 0))
+    hid_t params = ok && H5Lexists(file, "params", H5P_DEFAULT) > 0 ? H5Gopen2(file, "params", H5P_DEFAULT) : -1;
+    if (ok && params < 0)
         ok = fail(why, size, "checkpoint %s is incomplete (no /params): pass an intact checkpoint of the recorded run",
                   path);
     if (ok && H5Lexists(file, "state", H5P_DEFAULT) > 0) {

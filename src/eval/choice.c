@@ -14,7 +14,7 @@ static void load_example(task_file *f, const cJSON *object, choice_example *e) {
     if (!cJSON_IsArray(choices)) task_file_error(f, "\"choices\" must be an array of token-id arrays");
     e->choice_count = cJSON_GetArraySize(choices);
     if (e->choice_count < 2) task_file_error(f, "\"choices\" has %d entries; it needs at least two", e->choice_count);
-    e->choices = xcalloc((size_t)e->choice_count, sizeof *e->choices);
+    e->choices = (int **)xcalloc((size_t)e->choice_count, sizeof *e->choices);
     e->choice_lengths = xcalloc((size_t)e->choice_count, sizeof *e->choice_lengths);
     for (int i = 0; i < e->choice_count; i++) {
         char name[32];
@@ -60,7 +60,7 @@ void choice_free(choice_task *task) {
     for (int i = 0; i < task->count; i++) {
         choice_example *e = &task->examples[i];
         for (int c = 0; c < e->choice_count; c++) free(e->choices[c]);
-        free(e->choices);
+        free((void *)e->choices);
         free(e->choice_lengths);
         free(e->context);
     }

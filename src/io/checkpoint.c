@@ -791,7 +791,7 @@ char *checkpoint_read_config(const char *path, MPI_Comm comm) {
         hid_t mem_type = H5Tcopy(H5T_C_S1);
         H5Tset_size(mem_type, H5T_VARIABLE);
         char *vl = NULL;
-        status = H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, dxpl, &vl);
+        status = H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, dxpl, (void *)&vl);
         if (status >= 0) text = xstrdup(vl ? vl : "");
         if (status >= 0 && vl) H5free_memory(vl);
         H5Tclose(mem_type);

@@ -28,7 +28,7 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
     int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size;
     float std = (float)c->initializer_range, out_std = std / sqrtf(2.0f * (float)n);
     params_init(&m->registry, m->grid->tensor_rank, m->grid->tensor_size);
-    m->plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
+    m->plan = (const mixer_kind **)xcalloc((size_t)n, sizeof(const mixer_kind *));
     m->mixers = xcalloc((size_t)n, sizeof *m->mixers);
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
     m->skipped = xcalloc((size_t)n, sizeof *m->skipped);
@@ -164,7 +164,7 @@ void model_free(model *m) {
     free(m->grads);
     arena_free(&m->activations);
     arena_free(&m->scratch);
-    free(m->plan);
+    free((void *)m->plan);
     free(m->mixers);
     free(m->blocks);
     free(m->skipped);

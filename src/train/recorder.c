@@ -75,13 +75,13 @@ void recorder_init(attention_recorder *r, const decon_config *c, const char *pat
 
     // An existing file must take this setup; a new one must be creatable: fail now, not
     // at the first record.
-    const mixer_kind **plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
+    const mixer_kind **plan = (const mixer_kind **)xcalloc((size_t)n, sizeof(const mixer_kind *));
     layer_plan_build(plan, c, origin);
     char *letters = xmalloc((size_t)n + 1);
     attention_record_info info = describe(r, c, plan, letters);
     attention_record_probe(r->path, &info, comm);
     free(letters);
-    free(plan);
+    free((void *)plan);
 }
 
 void recorder_free(attention_recorder *r) {

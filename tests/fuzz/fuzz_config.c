@@ -35,9 +35,9 @@ static void apply_set(void *arg) {
 static void validate(void *arg) {
     config_input *in = arg;
     config_validate(&in->config, in->path);
-    const mixer_kind **plan = calloc((size_t)in->config.num_hidden_layers, sizeof(const mixer_kind *));
+    const mixer_kind **plan = (const mixer_kind **)calloc((size_t)in->config.num_hidden_layers, sizeof(const mixer_kind *));
     layer_plan_build(plan, &in->config, in->path);
-    free(plan);
+    free((void *)plan);
 }
 
 static void round_trip(void *arg) {

@@ -1024,7 +1024,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     int kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
     if (d % c->num_attention_heads || c->num_attention_heads % kv_heads || (d / c->num_attention_heads) % 2)
         fatal("reference: hidden_size %d, heads %d, kv heads %d do not fit", d, c->num_attention_heads, kv_heads);
-    const mixer_kind **plan = xcalloc((size_t)n, sizeof(const mixer_kind *));
+    const mixer_kind **plan = (const mixer_kind **)xcalloc((size_t)n, sizeof(const mixer_kind *));
     layer_plan_build(plan, c, "reference");
     // The fixed stream (DESIGN.md 5): one more sequence after the loss sequences, whose
     // input is fixed_input (rndembqk) or Emb(fixed_tokens) (fixedseqqk), with no loss.
@@ -1175,7 +1175,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
         free(k->act);
     }
     free(blocks);
-    free(plan);
+    free((void *)plan);
     free(x.used);
     free(mixer_out);
     free(residual_out);

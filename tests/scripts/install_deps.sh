@@ -14,7 +14,7 @@ packages=(
     python3-h5py python3-matplotlib     # analysis/plot: figures and report.md
     clang-19 libclang-rt-19-dev         # fuzzing: libFuzzer, ASan, UBSan (tests/fuzz/)
     libomp-19-dev llvm-19               # ... clang's OpenMP runtime, llvm-symbolizer for reports
-    clang-tidy libomp-14-dev            # make lint: clang-tidy 14 and the omp.h it can parse
+    clang-tidy-19                       # make lint (libomp-19-dev's omp.h; libomp-14-dev conflicts with it)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -22,10 +22,16 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
     echo "setup: all build packages present"
-    exit 0
+else
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "setup: installing ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Packages of two LLVM versions can silently replace each other (libomp-14-dev and
+# libomp-19-dev conflict): check that the fuzz build and make lint will find omp.h.
+if ! echo '#include <omp.h>' | clang-19 -fopenmp -fsyntax-only -x c - 2>/dev/null; then
+    echo "setup: clang-19 cannot find omp.h: install libomp-19-dev (and remove libomp-*-dev of other LLVM versions)" >&2
+    exit 1
+fi

@@ -24,8 +24,11 @@ if ! command -v clang-19 >/dev/null || [ ! -x "$ASAN_SYMBOLIZER_PATH" ]; then
     fail fuzz_build "clang-19 or llvm-symbolizer-19 is missing: run make setup (tests/scripts/install_deps.sh)"
     exit 1
 fi
-make -s -C "$ROOT" fuzz-build >"$WORK/build.log" 2>&1
-check fuzz_build $? "$(tail -n 5 "$WORK/build.log")"
+if ! make -s -C "$ROOT" fuzz-build >"$WORK/build.log" 2>&1; then
+    fail fuzz_build "$(grep -m 1 -E 'error' "$WORK/build.log") (run make setup: clang-19 needs libomp-19-dev's omp.h)"
+    exit 1
+fi
+pass fuzz_build
 
 # A libFuzzer log with no finding: no sanitizer report, no crash, leak or timeout.
 clean_log() { ! grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|SUMMARY: |deadly signal|Test unit written' "$1"; }

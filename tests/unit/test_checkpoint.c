@@ -119,11 +119,12 @@ static const char *read_and_compare(const char *path, const param_registry *regi
     float *v = xaligned_alloc(registry->total * sizeof(float));
     train_state state = {0}, expected = test_state(step);
     checkpoint_read(path, registry, params, m, v, &state, comm);
-    const char *bad;
+    const char *bad_params = first_difference(registry, params, 0), *bad_m = first_difference(registry, m, 1),
+               *bad_v = first_difference(registry, v, 2);
     why[0] = '\0';
-    if ((bad = first_difference(registry, params, 0))) snprintf(why, sizeof why, "params %s differs", bad);
-    else if ((bad = first_difference(registry, m, 1))) snprintf(why, sizeof why, "m %s differs", bad);
-    else if ((bad = first_difference(registry, v, 2))) snprintf(why, sizeof why, "v %s differs", bad);
+    if (bad_params) snprintf(why, sizeof why, "params %s differs", bad_params);
+    else if (bad_m) snprintf(why, sizeof why, "m %s differs", bad_m);
+    else if (bad_v) snprintf(why, sizeof why, "v %s differs", bad_v);
     else if (!same_state(&state, &expected)) snprintf(why, sizeof why, "state differs (step %lld)", (long long)state.step);
     free(params);
     free(m);
@@ -214,13 +215,12 @@ static const char *read_range_and_compare(const char *path, const param_registry
     for (size_t j = 0; j < n; j++) m[j] = v[j] = UNTOUCHED;
     train_state state = {0}, expected = test_state(step);
     checkpoint_read_partitioned(path, registry, params, m, v, &range, &state, comm);
-    const char *bad;
+    const char *bad_params = first_difference(registry, params, 0), *bad_m = range_difference(registry, m, range, 1),
+               *bad_v = range_difference(registry, v, range, 2);
     why[0] = '\0';
-    if ((bad = first_difference(registry, params, 0))) snprintf(why, sizeof why, "params %s differs", bad);
-    else if ((bad = range_difference(registry, m, range, 1)))
-        snprintf(why, sizeof why, "m [%zu, %zu): %s differs", range.begin, range.end, bad);
-    else if ((bad = range_difference(registry, v, range, 2)))
-        snprintf(why, sizeof why, "v [%zu, %zu): %s differs", range.begin, range.end, bad);
+    if (bad_params) snprintf(why, sizeof why, "params %s differs", bad_params);
+    else if (bad_m) snprintf(why, sizeof why, "m [%zu, %zu): %s differs", range.begin, range.end, bad_m);
+    else if (bad_v) snprintf(why, sizeof why, "v [%zu, %zu): %s differs", range.begin, range.end, bad_v);
     else if (!same_state(&state, &expected)) snprintf(why, sizeof why, "state differs (step %lld)", (long long)state.step);
     free(params);
     free(m);

@@ -98,14 +98,16 @@ static void write_raw(const char *path, const void *data, size_t bytes) {
     if (!f || fwrite(data, 1, bytes, f) != bytes || fclose(f) != 0) fatal("cannot write %s", path);
 }
 
+// The file's bytes plus a terminating NUL, so text files can be parsed in place.
 static unsigned char *read_raw(const char *path, size_t *bytes) {
     FILE *f = fopen(path, "rb");
     if (!f) fatal("cannot read %s", path);
     fseek(f, 0, SEEK_END);
     *bytes = (size_t)ftell(f);
     fseek(f, 0, SEEK_SET);
-    unsigned char *data = xmalloc(*bytes);
+    unsigned char *data = xmalloc(*bytes + 1);
     if (fread(data, 1, *bytes, f) != *bytes) fatal("cannot read %s", path);
+    data[*bytes] = '\0';
     fclose(f);
     return data;
 }
@@ -359,8 +361,6 @@ static void test_metrics_log(void) {
 
     size_t bytes;
     char *text = (char *)read_raw(path, &bytes);
-    text = realloc(text, bytes + 1);
-    text[bytes] = '\0';
     int lines = 0, parsed = 1;
     double values[3][4] = {{0}};
     char *save = NULL;
@@ -386,8 +386,6 @@ static void test_metrics_log(void) {
     }
     free(text);
     text = (char *)read_raw(path, &bytes);
-    text = realloc(text, bytes + 1);
-    text[bytes] = '\0';
     testing_report(lines == 3 && parsed, "metrics_lines_parse_as_json", "%d lines, parsed %d", lines, parsed);
     testing_report(values[0][0] == 1.0 && values[0][1] == 2.5 && values[0][2] == 4e-4 && values[0][3] == 1e12 &&
                        values[1][1] == 0.1 + 0.2 && values[2][0] == 2.0,

@@ -337,7 +337,7 @@ static void check_preset_counts(void) {
         if (len > 4 && strcmp(entry->d_name + len - 4, ".ini") == 0) names[n++] = xstrdup(entry->d_name);
     }
     closedir(dir);
-    qsort(names, (size_t)n, sizeof names[0], compare_names);
+    qsort((void *)names, (size_t)n, sizeof names[0], compare_names);
     for (int i = 0; i < n; i++) {
         char path[512], label[256], why[512] = "";
         snprintf(path, sizeof path, "%s/%s", dir_name, names[i]);

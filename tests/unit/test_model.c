@@ -297,10 +297,10 @@ static void plan_letters(char *out, const char *variant, const char *layout, int
     make_config(&c, 16, layers, 2, 0, 16, 8, true, true, 10000.0);
     snprintf(c.variant, sizeof c.variant, "%s", variant);
     snprintf(c.layout, sizeof c.layout, "%s", layout);
-    const mixer_kind **plan = xcalloc((size_t)layers, sizeof(const mixer_kind *));
+    const mixer_kind **plan = (const mixer_kind **)xcalloc((size_t)layers, sizeof(const mixer_kind *));
     layer_plan_build(plan, &c, "test.ini");
     layer_plan_letters(out, plan, layers);
-    free(plan);
+    free((void *)plan);
 }
 
 // Builds the plan in a forked child with stderr captured; passes when the child exits

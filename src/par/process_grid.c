@@ -12,15 +12,11 @@ static void check_divides(int value, const char *what, int tp, const char *key, 
               origin, what, value, key, tp);
 }
 
-void process_grid_create(process_grid *grid, MPI_Comm world, const decon_config *c, const char *origin) {
-    memset(grid, 0, sizeof *grid);
-    grid->world = world;
-    MPI_Comm_rank(world, &grid->world_rank);
-    MPI_Comm_size(world, &grid->world_size);
+void process_grid_validate(const decon_config *c, int world_size, const char *origin) {
     int tp = c->tensor_parallel;
-    if (grid->world_size % tp != 0)
+    if (world_size % tp != 0)
         fatal("%s: %d ranks cannot form data-parallel replicas of tensor-parallel size %d; run mpirun -np with a "
-              "multiple of %d", origin, grid->world_size, tp, tp);
+              "multiple of %d", origin, world_size, tp, tp);
     check_divides(c->num_attention_heads, "num_attention_heads", tp, "model", origin);
     check_divides(config_kv_heads(c), "num_key_value_heads", tp, "model", origin);
     check_divides(c->vocab_size, "vocab_size", tp, "model", origin);
@@ -28,18 +24,28 @@ void process_grid_create(process_grid *grid, MPI_Comm world, const decon_config 
         fatal("%s: sequence parallelism shards along the sequence across the tensor-parallel group; it needs --tp > 1",
               origin);
     if (c->sequence_parallel) check_divides(c->sequence_length, "sequence_length", tp, "train", origin);
+    int data_size = world_size / tp;
+    if (c->global_batch_size % data_size != 0)
+        fatal("%s: global_batch_size (%d, [train]) is not divisible by the %d data-parallel replicas", origin,
+              c->global_batch_size, data_size);
+    if (c->global_batch_size / data_size % c->micro_batch_size != 0)
+        fatal("%s: each of the %d data-parallel replicas gets %d sequences per step, not a multiple of "
+              "micro_batch_size (%d, [train])", origin, data_size, c->global_batch_size / data_size,
+              c->micro_batch_size);
+}
+
+void process_grid_create(process_grid *grid, MPI_Comm world, const decon_config *c, const char *origin) {
+    memset(grid, 0, sizeof *grid);
+    grid->world = world;
+    MPI_Comm_rank(world, &grid->world_rank);
+    MPI_Comm_size(world, &grid->world_size);
+    process_grid_validate(c, grid->world_size, origin);
+    int tp = c->tensor_parallel;
     grid->tensor_size = tp;
     grid->data_size = grid->world_size / tp;
     grid->tensor_rank = grid->world_rank % tp;
     grid->data_rank = grid->world_rank / tp;
     grid->sequence_parallel = c->sequence_parallel;
-    if (c->global_batch_size % grid->data_size != 0)
-        fatal("%s: global_batch_size (%d, [train]) is not divisible by the %d data-parallel replicas", origin,
-              c->global_batch_size, grid->data_size);
-    if (c->global_batch_size / grid->data_size % c->micro_batch_size != 0)
-        fatal("%s: each of the %d data-parallel replicas gets %d sequences per step, not a multiple of "
-              "micro_batch_size (%d, [train])", origin, grid->data_size, c->global_batch_size / grid->data_size,
-              c->micro_batch_size);
     MPI_Comm_split(world, grid->data_rank, grid->tensor_rank, &grid->tensor);
     MPI_Comm_split(world, grid->tensor_rank, grid->data_rank, &grid->data);
 }

@@ -21,9 +21,12 @@ typedef struct {
     size_t staging_floats;
 } process_grid;
 
+// Fatal (one line naming origin and key) when `world_size` ranks cannot run `config`: the
+// world size, the heads, the KV heads, the vocabulary or (with sp) the sequence length do
+// not divide by tp, or the batch does not split over the data-parallel replicas. No MPI.
+void process_grid_validate(const decon_config *config, int world_size, const char *origin);
 // Splits `world` by config->tensor_parallel (dp = world size / tp) with
-// config->sequence_parallel; fatal (one line naming origin and key) when the world size,
-// the heads, the KV heads, the vocabulary or (with sp) the sequence length do not divide.
+// config->sequence_parallel, after process_grid_validate.
 void process_grid_create(process_grid *grid, MPI_Comm world, const decon_config *config, const char *origin);
 // The grid of one rank on its own (tp = dp = 1), for single-rank tools and references.
 void process_grid_single(process_grid *grid);

@@ -1,5 +1,8 @@
-// SIGINT / SIGTERM (Ctrl-C, Slurm's pre-emption warning) ask the loop to stop after the
-// current step; the trainer then writes a checkpoint and exits, so no work is lost.
+// SIGINT, SIGTERM and SIGUSR1 (Ctrl-C; Slurm's cancel, pre-emption and `--signal=USR1@T`
+// time-limit warning) ask the loop to stop after the current step; the trainer then writes
+// a checkpoint and exits with 128 + the signal number (SIGUSR1: 138, which
+// jobs/train.sbatch takes as "requeue me"), so no work is lost. A run that reached
+// max_steps in that step has finished and exits 0.
 #pragma once
 #include <stdbool.h>
 

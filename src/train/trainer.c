@@ -350,7 +350,7 @@ int trainer_run(const trainer_options *options) {
             progress_end_line(&meter);
             save_checkpoint(checkpoint_dir, c, &m, &optimizer, &state, config_text, newest_checkpoint);
         }
-        if (stopping) {
+        if (stopping && !last) {
             info("stopped by signal %d after step %lld; continue with --resume", signal_number,
                  (long long)state.step);
             exit_code = 128 + signal_number;

@@ -28,9 +28,9 @@ VARIANT_COLOURS = {"standard": "#000000", "mlp": "#9467bd", "approx": "#1f77b4",
 EXTRA_COLOURS = ["#7f7f7f", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"]
 # The uniform model and the study's nine hybrid layouts (Table 4.11), then any list: layout.
 LAYOUT_DASHES = {"uniform": "solid", "hybrid:even": (0, (6, 2)), "hybrid:odd": (0, (1, 1.5)),
-                 "hybrid:top": (0, (6, 2, 1, 2)), "hybrid:middle": (0, (12, 3)), "hybrid:bottom": (0, (3, 1, 1, 1, 1, 1)),
-                 "hybrid:25%": (0, (2, 3)), "hybrid:first": (0, (8, 2, 2, 2, 2, 2)), "hybrid:last": (0, (1, 3)),
-                 "hybrid:bilateral": (0, (12, 2, 4, 2))}
+                 "hybrid:top": (0, (6, 2, 1, 2)), "hybrid:middle": (0, (12, 3)),
+                 "hybrid:bottom": (0, (3, 1, 1, 1, 1, 1)), "hybrid:25%": (0, (2, 3)),
+                 "hybrid:first": (0, (8, 2, 2, 2, 2, 2)), "hybrid:last": (0, (1, 3)), "hybrid:bilateral": (0, (12, 2, 4, 2))}
 EXTRA_DASHES = [(0, (4, 1, 4, 1, 1, 1)), (0, (2, 1)), (0, (10, 1, 1, 1, 1, 1, 1, 1)), (0, (5, 5))]
 REPEAT_MARKERS = [None, "^", "s", "D", "v", "P", "X", "*"]
 

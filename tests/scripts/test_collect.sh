@@ -25,7 +25,8 @@ train() {  # train INDEX NAME VARIANT LAYOUT [--set ...]: decon-train as jobs/tr
         --set io.checkpoint_every=4 --set attention.variant="$variant" --set attention.layout="$layout" "$@" \
         >>"$SWEEP/logs/train-$index.log" 2>&1
     local rc=$?
-    if [ $rc -eq 0 ]; then touch "$SWEEP/$name/train.done"; else echo "jobs: decon-train exited $rc" >>"$SWEEP/logs/train-$index.log"; fi
+    if [ $rc -eq 0 ]; then touch "$SWEEP/$name/train.done"
+    else echo "jobs: decon-train exited $rc" >>"$SWEEP/logs/train-$index.log"; fi
     return $rc
 }
 evaluate() {  # evaluate INDEX NAME [flags]: decon-eval --json as jobs/eval.sbatch runs it

@@ -1,5 +1,7 @@
 """The report's figures (matplotlib, Agg). Each function draws one PNG and returns its path, or
-returns None with the reason when its inputs are missing. Runs keep one colour everywhere."""
+returns None with the reason when its inputs are missing. A run is drawn the same way in every
+figure (and every report): colour = its variant, line style = its layout, and a marker only
+to tell apart runs that share both (seeds, overrides); each figure carries a key."""
 import math
 import os
 
@@ -19,9 +21,75 @@ HEAT_COLUMNS = [("entropy_norm", "ENTROPY~"), ("conc_norm", "CONC~"), ("headdiv_
                 ("locfoc_0", "LOCFOC0"), ("locfoc_1", "LOCFOC1"), ("locfoc_2", "LOCFOC2"), ("locfoc_3", "LOCFOC3")]
 
 
-def colours(runs):
-    cmap = plt.get_cmap("tab10")
-    return {run.name: cmap(i % 10) for i, run in enumerate(runs)}
+# Fixed assignments, so a variant keeps its colour from one report to the next.
+VARIANT_COLOURS = {"standard": "#000000", "mlp": "#9467bd", "approx": "#1f77b4", "approx-diag": "#17becf",
+                   "nonapx": "#2ca02c", "rndembqk": "#d62728", "fixedseqqk": "#ff7f0e", "staticembqk": "#8c564b",
+                   "mhe-add": "#e377c2", "mhe-mul": "#bcbd22"}
+EXTRA_COLOURS = ["#7f7f7f", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"]
+# The uniform model and the study's nine hybrid layouts (Table 4.11), then any list: layout.
+LAYOUT_DASHES = {"uniform": "solid", "hybrid:even": (0, (6, 2)), "hybrid:odd": (0, (1, 1.5)),
+                 "hybrid:top": (0, (6, 2, 1, 2)), "hybrid:middle": (0, (12, 3)),
+                 "hybrid:bottom": (0, (3, 1, 1, 1, 1, 1)), "hybrid:25%": (0, (2, 3)),
+                 "hybrid:first": (0, (8, 2, 2, 2, 2, 2)), "hybrid:last": (0, (1, 3)), "hybrid:bilateral": (0, (12, 2, 4, 2))}
+EXTRA_DASHES = [(0, (4, 1, 4, 1, 1, 1)), (0, (2, 1)), (0, (10, 1, 1, 1, 1, 1, 1, 1)), (0, (5, 5))]
+REPEAT_MARKERS = [None, "^", "s", "D", "v", "P", "X", "*"]
+
+
+def layout_key(layout):
+    return "hybrid:even" if layout == "hybrid" else (layout or "?")
+
+
+def styles(runs):
+    """{run name: {"color", "linestyle", "marker"}}: colour by variant, line style by layout,
+    marker by the run's place among runs sharing both (None for the first)."""
+    extra_colours, extra_dashes, seen, out = {}, {}, {}, {}
+    for r in runs:
+        variant, layout = r.variant or "?", layout_key(r.layout)
+        if variant not in VARIANT_COLOURS and variant not in extra_colours:
+            extra_colours[variant] = EXTRA_COLOURS[len(extra_colours) % len(EXTRA_COLOURS)]
+        if layout not in LAYOUT_DASHES and layout not in extra_dashes:
+            extra_dashes[layout] = EXTRA_DASHES[len(extra_dashes) % len(EXTRA_DASHES)]
+        repeat = seen.get((variant, layout), 0)
+        seen[(variant, layout)] = repeat + 1
+        out[r.name] = {"color": VARIANT_COLOURS.get(variant, extra_colours.get(variant)),
+                       "linestyle": LAYOUT_DASHES.get(layout, extra_dashes.get(layout)),
+                       "marker": REPEAT_MARKERS[repeat % len(REPEAT_MARKERS)]}
+    return out
+
+
+def line(style, **extra):
+    """Keyword arguments for plot(): the run's colour, line style and (every tenth point) marker."""
+    kwargs = {"color": style["color"], "linestyle": style["linestyle"]}
+    if style["marker"]:
+        kwargs.update(marker=style["marker"], markevery=0.1, markersize=4)
+    kwargs.update(extra)
+    return kwargs
+
+
+def key_handles(runs):
+    """Legend entries saying which colour is which variant and which line style which layout."""
+    style = styles(runs)
+    handles, variants, layouts = [], {}, {}
+    for r in runs:
+        variants.setdefault(r.variant or "?", style[r.name]["color"])
+        layouts.setdefault(layout_key(r.layout), style[r.name]["linestyle"])
+    for variant, colour in variants.items():
+        handles.append(plt.Line2D([], [], color=colour, linewidth=6, label="variant %s" % variant))
+    for layout, dash in layouts.items():
+        handles.append(plt.Line2D([], [], color="0.3", linestyle=dash, linewidth=1.6, label="layout %s" % layout))
+    return handles
+
+
+def legend_below(fig, handles, columns=3):
+    """A figure legend under the panels, outside them (savefig's tight box grows to hold it),
+    so no number of runs covers a plot."""
+    return fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(columns, len(handles)),
+                      frameon=False, fontsize=8, title="colour = variant, line style = layout", title_fontsize=8)
+
+
+def add_key(fig, runs):
+    """The key alone under the plot (for figures whose axes carry the legend of runs)."""
+    return legend_below(fig, key_handles(runs), 4)
 
 
 def label(run):
@@ -48,7 +116,7 @@ def radar(runs, steps, path):
     rows, columns = grid(layers)
     fig = plt.figure(figsize=(3.3 * columns, 3.4 * rows + 0.8))
     angles = np.linspace(0, 2 * np.pi, len(RADAR_AXES), endpoint=False)
-    colour = colours(runs)
+    style = styles(runs)
     top = 1.0
     for r in runs:
         s = r.analysis.step_index(steps[r.name])
@@ -74,8 +142,8 @@ def radar(runs, steps, path):
                 flagged.append(r.name)
             values = [radar_value(a, f, s, l) for f, _ in RADAR_AXES]
             ring = np.concatenate([values, values[:1]])
-            ax.plot(np.concatenate([angles, angles[:1]]), ring, color=colour[r.name], linewidth=1.6)
-            ax.fill(np.concatenate([angles, angles[:1]]), ring, color=colour[r.name], alpha=0.12)
+            ax.plot(np.concatenate([angles, angles[:1]]), ring, **line(style[r.name], linewidth=1.6))
+            ax.fill(np.concatenate([angles, angles[:1]]), ring, color=style[r.name]["color"], alpha=0.08)
         lines = []
         if missing:
             lines.append("no attention matrix: " + "; ".join(missing))
@@ -84,12 +152,12 @@ def radar(runs, steps, path):
         if lines:
             ax.text(0.5, -0.2, "\n".join(lines), transform=ax.transAxes, ha="center", va="top", fontsize=7,
                     color="0.35")
-    handles = [plt.Line2D([], [], color=colour[r.name], linewidth=2, label="%s, step %d" % (label(r), steps[r.name]))
-               for r in runs]
-    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    handles = [plt.Line2D([], [], **line(style[r.name], linewidth=2), label="%s, step %d" % (label(r), steps[r.name]))
+               for r in runs] + key_handles(runs)
+    legend_below(fig, handles)
     fig.suptitle("Attention indicators per layer (ENTROPY, CONC, HEADDIV min-max normalised across these runs; "
                  "SINK, LOCFOC raw)", fontsize=11)
-    fig.subplots_adjust(hspace=0.75, wspace=0.55, bottom=0.08 + 0.04 * ((len(handles) - 1) // 3 + 1) / max(rows, 1))
+    fig.subplots_adjust(hspace=0.75, wspace=0.55, bottom=0.2 / rows)   # room for the notes under the last row
     fig.savefig(path)
     plt.close(fig)
     return path, None
@@ -166,7 +234,7 @@ def logit_distributions(runs, steps, path):
     layers = max(r.analysis.layers for r in runs)
     rows, columns = grid(layers)
     fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.1 * rows + 0.9), squeeze=False)
-    colour = colours(runs)
+    style = styles(runs)
     for l in range(rows * columns):
         ax = axes[l // columns][l % columns]
         if l >= layers:
@@ -186,7 +254,8 @@ def logit_distributions(runs, steps, path):
             inner = np.isfinite(edges[:-1]) & np.isfinite(edges[1:])
             first, last = np.argmax(inner), len(inner) - np.argmax(inner[::-1])
             density = counts[first:last] / (total * np.diff(edges[first:last + 1]))
-            ax.stairs(density, edges[first:last + 1], color=colour[r.name], linewidth=1.3)
+            ax.stairs(density, edges[first:last + 1], color=style[r.name]["color"],
+                      linestyle=style[r.name]["linestyle"], linewidth=1.3)
             peak.append(float(np.max(density)))
             low.append(histogram_quantile(counts, edges, 0.001))
             high.append(histogram_quantile(counts, edges, 0.999))
@@ -208,11 +277,11 @@ def logit_distributions(runs, steps, path):
         if notes:
             ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=6.5, color="0.2",
                     bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1.5))
-    handles = [plt.Line2D([], [], color=colour[r.name], linewidth=2, label="%s, step %d" % (label(r), steps[r.name]))
-               for r in runs]
-    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    handles = [plt.Line2D([], [], **line(style[r.name], linewidth=2), label="%s, step %d" % (label(r), steps[r.name]))
+               for r in runs] + key_handles(runs)
+    legend_below(fig, handles)
     fig.suptitle("Pre-softmax score distributions per layer (central 99.8%; full range in each panel)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(handles) - 1) // 3), 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path)
     plt.close(fig)
     return path, None
@@ -223,30 +292,33 @@ def loss_curves(runs, path):
     runs = [r for r in runs if r.train or r.validation]
     if not runs:
         return None, "no run has metrics.jsonl"
-    colour = colours(runs)
+    style = styles(runs)
     fig, ax = plt.subplots(figsize=(9, 4.8))
     smoothed = False
     for r in runs:
+        st = style[r.name]
         if r.train:
             steps = np.array([x["step"] for x in r.train])
             loss = np.array([x["loss"] for x in r.train])
             window = max(1, len(loss) // 50)
             if window > 1:
                 smoothed = True
-                ax.plot(steps, loss, color=colour[r.name], alpha=0.2, linewidth=0.8)
+                ax.plot(steps, loss, color=st["color"], alpha=0.15, linewidth=0.8)
                 smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-                ax.plot(steps[window - 1:], smooth, color=colour[r.name], linewidth=1.6, label="%s: train" % label(r))
+                ax.plot(steps[window - 1:], smooth, **line(st, linewidth=1.6), label=label(r))
             else:
-                ax.plot(steps, loss, color=colour[r.name], linewidth=1.6, label="%s: train" % label(r))
+                ax.plot(steps, loss, **line(st, linewidth=1.6), label=label(r))
         if r.validation:
-            ax.plot([x["step"] for x in r.validation], [x["loss"] for x in r.validation], "o--", color=colour[r.name],
-                    markersize=4, linewidth=1, label="%s: validation" % r.name)
+            ax.plot([x["step"] for x in r.validation], [x["loss"] for x in r.validation], linestyle="none",
+                    marker=st["marker"] or "o", markersize=5, markerfacecolor="white", markeredgecolor=st["color"],
+                    label="_validation")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.set_title("Training loss (solid%s) and validation loss (dashed, markers)" %
+    ax.set_title("Training loss (lines%s) and validation loss (open markers)" %
                  (", moving average; faint: raw" if smoothed else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    add_key(fig, runs)
     fig.savefig(path)
     plt.close(fig)
     return path, None
@@ -257,15 +329,20 @@ def perplexity_context(runs, path):
     runs = [r for r in runs if r.perplexity_rows()]
     if not runs:
         return None, "no run has eval.json perplexity results"
-    colour = colours(runs)
+    style = styles(runs)
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     trained = set()
     for r in runs:
-        for mode, style in (("full", "o-"), ("skip", "s--")):
+        for mode in ("full", "skip"):
             rows = sorted([x for x in r.perplexity_rows() if x[0] == mode], key=lambda x: x[1])
-            if rows:
-                ax.plot([x[1] for x in rows], [x[2] for x in rows], style, color=colour[r.name], markersize=4,
-                        label="%s%s" % (label(r), " (skip)" if mode == "skip" else ""))
+            if not rows:
+                continue
+            kwargs = line(style[r.name], linewidth=1.4, marker=style[r.name]["marker"] or "o", markevery=None,
+                          markersize=4)
+            if mode == "skip":   # the same run's colour, line and marker, the marker open, fainter
+                kwargs.update(markerfacecolor="white", alpha=0.7)
+            ax.plot([x[1] for x in rows], [x[2] for x in rows], **kwargs,
+                    label="%s%s" % (label(r), " (skip)" if mode == "skip" else ""))
         if r.trained_length:
             trained.add(r.trained_length)
     for t in sorted(trained):
@@ -286,6 +363,7 @@ def perplexity_context(runs, path):
     ax.set_title("Perplexity against context length (right of the dotted line: extrapolation)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    add_key(fig, runs)
     fig.savefig(path)
     plt.close(fig)
     return path, None
@@ -299,7 +377,7 @@ def attention_spectra(runs, steps, path):
     layers = max(r.analysis.layers for r in runs)
     rows, columns = grid(layers)
     fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.0 * rows + 0.8), squeeze=False)
-    colour = colours(runs)
+    style = styles(runs)
     for l in range(rows * columns):
         ax = axes[l // columns][l % columns]
         if l >= layers:
@@ -316,8 +394,8 @@ def attention_spectra(runs, steps, path):
             if not np.isfinite(spectrum[0]) or spectrum[0] <= 0:
                 continue
             erank = np.nanmean(a.svd["effective_rank"][s, l])
-            ax.plot(np.arange(1, len(spectrum) + 1), np.maximum(spectrum / spectrum[0], 1e-16), color=colour[r.name],
-                    linewidth=1.3, label="%s (eff. rank %.1f)" % (r.name, erank))
+            ax.plot(np.arange(1, len(spectrum) + 1), np.maximum(spectrum / spectrum[0], 1e-16),
+                    **line(style[r.name], linewidth=1.3), label="%s (eff. rank %.1f)" % (r.name, erank))
         ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_ylim(1e-6, 2)
@@ -332,6 +410,7 @@ def attention_spectra(runs, steps, path):
     fig.suptitle("Singular values of the attention matrices (ScaLAPACK pdgesvd), mean over heads and sequences; "
                  "axis cut at 1e-6", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
+    add_key(fig, runs)
     fig.savefig(path)
     plt.close(fig)
     return path, None
@@ -344,7 +423,7 @@ def weight_spectra(runs, path):
         return None, "no run was analysed with --checkpoint"
     layers = max(r.analysis.layers for r in runs)
     fig, axes = plt.subplots(2, layers, figsize=(3.2 * layers, 5.8), squeeze=False)
-    colour = colours(runs)
+    style = styles(runs)
     for row, kind, title in ((0, "qk", "W_QK = Wq_j Wk_j^T"), (1, "ov", "W_OV = Wv_j Wo_j")):
         for l in range(layers):
             ax = axes[row][l]
@@ -353,20 +432,21 @@ def weight_spectra(runs, path):
                 if l >= r.analysis.layers or w["status"][l] != 0:
                     continue
                 values = np.nanmean(w[kind][l], axis=0)
-                ax.plot(np.arange(1, len(values) + 1), values, "o-", markersize=2.5, color=colour[r.name],
-                        linewidth=1.2, label=r.name)
+                ax.plot(np.arange(1, len(values) + 1), values, **line(style[r.name], linewidth=1.2,
+                                                                      marker=style[r.name]["marker"] or "o",
+                                                                      markevery=None, markersize=2.5), label=r.name)
             ax.set_yscale("log")
             ax.set_title("layer %d: %s" % (l + 1, title), fontsize=9)
             ax.set_xlabel("index i")
             if l == 0:
                 ax.set_ylabel("singular value")
             ax.grid(alpha=0.3, which="both")
-    handles = [plt.Line2D([], [], color=colour[r.name], linewidth=2, label="%s (checkpoint step %d)" %
-                          (label(r), r.analysis.weights["step"])) for r in runs]
-    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    handles = [plt.Line2D([], [], **line(style[r.name], linewidth=2), label="%s (checkpoint step %d)" %
+                          (label(r), r.analysis.weights["step"])) for r in runs] + key_handles(runs)
+    legend_below(fig, handles)
     fig.suptitle("Spectra of the per-head bilinear forms, mean over heads (the d_h nonzero values; RoPE and biases "
                  "not included)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path)
     plt.close(fig)
     return path, None

@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import figures  # noqa: E402
 from runs import Run, attach_analysis, load_analysis  # noqa: E402
+from study import DEFAULT_TABLE, StudyTable  # noqa: E402
 
 MISSING = "not recorded"
 
@@ -55,9 +56,17 @@ def choose_steps(runs):
             "across runs)")
 
 
-def summary_table(runs):
+STUDY_COLUMNS = [("wiki_ppl", "Study Wiki PPL"), ("lambada_acc", "Study LAMBADA acc."), ("nlu_avg", "Study NLU avg.")]
+
+
+def summary_table(runs, study):
     header = ["Run", "Variant", "Layout", "Params", "Val. PPL", "Held-out PPL (context)", "Last-word acc.",
-              "Multiple-choice acc."]
+              "Multiple-choice acc."] + [title for _, title in STUDY_COLUMNS]
+
+    def published(r, mode):
+        row = study.lookup(r.variant, r.layout, mode, r.parameters)
+        return [study.cell(row, column) for column, _ in STUDY_COLUMNS]
+
     rows = []
     for r in runs:
         ppl, context = r.heldout_perplexity("full")
@@ -65,12 +74,13 @@ def summary_table(runs):
                      fmt(r.parameters / 1e6, "%.2fM") if r.parameters else MISSING,
                      fmt(r.validation_perplexity(), "%.2f"),
                      "%s (%d)" % (fmt(ppl), context) if ppl is not None else MISSING,
-                     percent(r.accuracy("cloze")), percent(r.accuracy("choice"))])
+                     percent(r.accuracy("cloze")), percent(r.accuracy("choice"))] + published(r, "full"))
         if r.has_mode("skip"):
             ppl, context = r.heldout_perplexity("skip")
             rows.append([r.name + " (skip)", r.variant or MISSING, r.layout or MISSING, "", "",
                          "%s (%d)" % (fmt(ppl), context) if ppl is not None else MISSING,
-                         percent(r.accuracy("cloze", "skip")), percent(r.accuracy("choice", "skip"))])
+                         percent(r.accuracy("cloze", "skip")), percent(r.accuracy("choice", "skip"))] +
+                        published(r, "skip"))
     return table(header, rows)
 
 
@@ -137,6 +147,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--analysis", help="decon-analyze's analysis.h5 for the runs' recordings")
     parser.add_argument("--analysis-error", default="", help="why there is no analysis (shown in the report)")
+    parser.add_argument("--study", default=DEFAULT_TABLE, help="the study's published figures (CSV)")
     args = parser.parse_args()
 
     figures_dir = os.path.join(args.out, "figures")
@@ -183,10 +194,19 @@ def main():
                                                 ", ".join("`%s`" % r.path for r in runs) or "none"), ""]
     if absent:
         out += ["Run directories not found (left out): %s." % ", ".join("`%s`" % p for p in absent), ""]
-    out += ["## Results (cf. the study's Table 4.1)", "", summary_table(runs), "",
+    study = StudyTable(args.study)
+    out += ["## Results (cf. the study's Table 4.1)", "", summary_table(runs, study), "",
             "Val. PPL: the last validation perplexity in metrics.jsonl. Held-out PPL: eval.json at the trained "
             "context (or the longest shorter one). Accuracies: eval.json (`cloze` = last-word, `choice` = multiple "
-            "choice). `(skip)`: the hybrid model with its non-standard layers removed.", ""]
+            "choice). `(skip)`: the hybrid model with its non-standard layers removed.", "",
+            "Study columns: the published figures for the same variant, layout and mode (Xue, Moosavi, Aletras, "
+            "arXiv:2510.11602, Table 1 = the study's Table 4.1 at 500M, Table 2 at 1.7B; `%s`), at the published "
+            "model size nearest to the run's, named in brackets. They were measured on WikiText, LAMBADA OpenAI "
+            "and seven zero-shot tasks (NLU avg.), ours on our corpus and task files: compare orderings and "
+            "gaps between variants, not the values themselves. \"study figure not available\": the paper reports "
+            "no such model." % os.path.relpath(study.path, os.getcwd()), ""]
+    if study.error:
+        out += ["The study's table could not be read: `%s`." % study.error, ""]
     ctx = context_table(runs)
     out += ["## Perplexity against context length (cf. Table 4.4)", "", ctx if ctx else MISSING + " (no eval.json "
             "with --ppl)", ""]

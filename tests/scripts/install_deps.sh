@@ -14,6 +14,7 @@ packages=(
     python3-h5py python3-matplotlib     # analysis/plot: figures and report.md
     clang-19 libclang-rt-19-dev         # fuzzing: libFuzzer, ASan, UBSan (tests/fuzz/)
     libomp-19-dev llvm-19               # ... clang's OpenMP runtime, llvm-symbolizer for reports
+    slurm-wlm munge                     # jobs/: a real local Slurm for the job tests (jobs/local_cluster)
     clang-tidy-19                       # make lint (libomp-19-dev's omp.h; libomp-14-dev conflicts with it)
 )
 missing=()

@@ -54,6 +54,14 @@ bad_spec bad_value "^set .*" "set = train.max_steps=-3" "max_steps = -3 is out o
 bad_spec impossible_tp "^tp .*" "tp = 3" "tp = 3 does not divide the 1 ranks per node"
 bad_spec unknown_preset "^preset .*" "preset = tiny huge" "preset 'huge' has no input/models/huge.ini"
 
+# The shipped sweeps are valid (their evaluations need the task files make run builds).
+bash input/tasks/build.sh data/corpus data/tasks >"$WORK/tasks.log" 2>&1 || fail tasks_build "$(tail -n 2 "$WORK/tasks.log")"
+for shipped in table4_1:52 hybrid_layouts:18 tiny_cpu:13; do
+    jobs/sweep "input/sweeps/${shipped%%:*}.sweep" --out "$WORK/${shipped%%:*}" --dry-run >"$WORK/shipped.out" 2>&1
+    [ $? -eq 0 ] && grep -q "^sweep ${shipped%%:*}: ${shipped##*:} runs" "$WORK/shipped.out" && [ ! -e "$WORK/${shipped%%:*}" ]
+    check "sweep_shipped_${shipped%%:*}_is_valid" $? "$(head -c 400 "$WORK/shipped.out")"
+done
+
 jobs/sweep "$SPEC" --out "$WORK/sweep" --dry-run >"$WORK/dry.out" 2>&1
 [ $? -eq 0 ] && [ "$(grep -c '^  *[0-9]  *tiny-' "$WORK/dry.out")" -eq 5 ] && grep -q '^train: sbatch .*--array=0-4' "$WORK/dry.out" &&
     grep -q '^eval: sbatch .*--dependency=aftercorr:{train}' "$WORK/dry.out" &&

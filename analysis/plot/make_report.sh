@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --svd) svd=$2; shift 2 ;;
         -h|--help) sed -n 2,9p "$0"; exit 0 ;;
-        *) runs+=("$1"); shift ;;
+        *) runs+=("${1%/}"); shift ;;   # runs/a/ and runs/a name the same run
     esac
 done
 if [ ${#runs[@]} -eq 0 ]; then

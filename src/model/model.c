@@ -110,8 +110,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
         size_t s = m->plan[l]->scratch_floats(c, max_batch, max_seq_len);
         if (s > mixer_scratch) mixer_scratch = s;
     }
-    size_t lm = padded(tp == 1 ? lm_head_scratch_floats((int)full, c->vocab_size)
-                               : vocab_parallel_scratch_floats((int)full, m->vocab_local));
+    size_t lm = padded(lm_head_scratch_floats((int)full, m->vocab_local));
     size_t mlp_scratch = 3 * padded(full * inter);
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
     arena_reserve(&m->activations, saved * sizeof(float) + (size_t)64 * 16);
@@ -242,7 +241,7 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     bool sp = c->sequence_parallel;
     if (sp && seq_len % tp != 0)
         fatal("internal: sequence length %d is not divisible by the tensor-parallel size %d", seq_len, tp);
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local, vocab = c->vocab_size;
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local;
     // Rows that carry the loss, then (with a fixed stream) one more sequence; with sp each
     // rank holds seq_len/tp positions of every sequence ("local" rows).
     int sequences = batch + m->has_fixed_stream;
@@ -315,13 +314,9 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     // ---- loss (and its gradient w.r.t. the final hidden states and the LM head) ----
     if (backward) zero(m->d_normed, (size_t)loss_rows * d);
     float *d_hidden = backward ? m->d_normed : NULL, *d_head = backward ? grad_of(m, m->lm_head) : NULL;
-    double loss_sum = tp == 1 ? lm_head_cross_entropy(losses, d_hidden, d_head, m->final_normed,
-                                                      param_of(m, m->lm_head), targets, loss_rows, d, vocab,
-                                                      loss_scale, m->lm_scratch)
-                              : vocab_parallel_cross_entropy(m->grid, losses, d_hidden, d_head, m->final_normed,
-                                                             param_of(m, m->lm_head), targets, loss_rows, d,
-                                                             m->vocab_start, m->vocab_local, loss_scale,
-                                                             m->lm_scratch);
+    double loss_sum = vocab_parallel_cross_entropy(m->grid, losses, d_hidden, d_head, m->final_normed,
+                                                   param_of(m, m->lm_head), targets, loss_rows, d, m->vocab_start,
+                                                   m->vocab_local, loss_scale, m->lm_scratch);
     if (!backward) return loss_sum;
 
     // ---- backward, mirroring the forward line by line ----

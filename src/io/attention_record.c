@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "core/histogram.h"
 #include "io/durable_file.h"
 #include "io/hdf5_format.h"
 #include "io/hdf5_helpers.h"
@@ -204,23 +205,6 @@ void score_histogram_allreduce(score_histogram *h, MPI_Comm comm) {
     MPI_Allreduce(MPI_IN_PLACE, &h->max, 1, MPI_DOUBLE, MPI_MAX, comm);
 }
 
-// The q-quantile (0 < q < 1) interpolated linearly inside its bin; the open end bins
-// (and every bin) are bounded by the exact min and max.
-static double histogram_quantile(const score_histogram *h, double q) {
-    const double *edges = bins()->edges;
-    double target = q * (double)h->count, before = 0.0;
-    for (int b = 0; b < SCORE_BINS; b++) {
-        double n = (double)h->counts[b];
-        if (n > 0 && before + n >= target) {
-            double lo = fmax(edges[b], h->min), hi = fmin(edges[b + 1], h->max);
-            double value = lo + (target - before) / n * (hi - lo);
-            return fmin(fmax(value, h->min), h->max);
-        }
-        before += n;
-    }
-    return h->max;
-}
-
 void score_histogram_stats(const score_histogram *h, double *stats) {
     if (h->count == 0) {
         for (int i = 0; i < SCORE_STATS; i++) stats[i] = i >= 6 ? 0.0 : NAN;
@@ -229,9 +213,10 @@ void score_histogram_stats(const score_histogram *h, double *stats) {
     stats[0] = h->min;
     stats[1] = h->max;
     stats[2] = h->sum / (double)h->count;
-    stats[3] = histogram_quantile(h, 0.01);
-    stats[4] = histogram_quantile(h, 0.50);
-    stats[5] = histogram_quantile(h, 0.99);
+    double counts[SCORE_BINS];
+    for (int b = 0; b < SCORE_BINS; b++) counts[b] = (double)h->counts[b];
+    const double q[3] = {0.01, 0.50, 0.99};
+    for (int i = 0; i < 3; i++) stats[3 + i] = histogram_quantile(counts, bins()->edges, SCORE_BINS, q[i], h->min, h->max);
     stats[6] = (double)h->above_10;
     stats[7] = (double)h->above_1000;
 }

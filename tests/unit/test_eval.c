@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../testing.h"
+#include "support/model_test_helpers.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/rng.h"
@@ -31,16 +32,7 @@
 static char scratch[64];
 
 static void make_config(decon_config *c, int d, int layers, int heads, int inter, int vocab, bool tied) {
-    config_defaults(c);
-    c->hidden_size = d;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = heads;
-    c->num_key_value_heads = heads;
-    c->intermediate_size = inter;
-    c->vocab_size = vocab;
-    c->tie_word_embeddings = tied;
-    c->attention_bias = true;
-    c->rope_theta = 100.0;
+    test_model_config(c, NULL, NULL, d, layers, heads, heads, inter, vocab, tied, true, 100.0);
     c->sequence_length = 16;
 }
 

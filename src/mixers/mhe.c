@@ -181,22 +181,14 @@ static void mhe_mul_backward(mixer_layer *layer, const mixer_context *x, float *
 }
 
 static void mhe_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                            layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                            1.0f / sqrtf((float)dh));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.0f / sqrtf((float)s.head_dim));
 }
 
 // s q_i,j.k_t,g(j) of the per-head Q_j, K_j after RoPE (recordings).
 static void mhe_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                     1.0f / sqrtf((float)dh));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_scores(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.0f / sqrtf((float)s.head_dim));
 }
 
 // 3 d d_h (shared projections) + 3 d_h (biases) + (heads + 2 kv_heads) d_h (embeddings)

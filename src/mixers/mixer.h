@@ -104,3 +104,22 @@ const mixer_kind *mixer_standard(void);
 
 // Shared by mixers: "layers.<layer>.mixer.<suffix>".
 void mixer_param_name(char *out, size_t size, int layer, const char *suffix);
+
+// Sequence `sequence`'s rows of a mixer's saved q [rows, local_heads*d_h] and k [rows,
+// local_kv_heads*d_h], with the shape the per-sequence ops (attention_probabilities and
+// its kin) take: the body of most attention_matrix and attention_scores.
+typedef struct {
+    const float *q, *k;
+    int seq_len, heads, kv_heads, head_dim;
+} mixer_sequence_qk;
+
+static inline mixer_sequence_qk mixer_sequence_qk_of(const mixer_context *x, const float *q, const float *k,
+                                                     int sequence) {
+    const decon_config *c = x->config;
+    mixer_sequence_qk s = {NULL, NULL, x->seq_len, config_local_heads(c), config_local_kv_heads(c),
+                           config_head_dim(c)};
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    s.q = q + offset * (size_t)(s.heads * s.head_dim);
+    s.k = k + offset * (size_t)(s.kv_heads * s.head_dim);
+    return s;
+}

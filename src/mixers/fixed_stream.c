@@ -190,6 +190,7 @@ const mixer_kind mixer_kind_fixedseqqk = {
     .name = "fixedseqqk",
     .letter = 'F',
     .uses_fixed_stream = true,
+    .fixed_stream_from_tokens = true,
     .register_params = qkvo_register,
     .saved_floats = fixed_saved_floats,
     .scratch_floats = fixed_scratch_floats,

@@ -60,6 +60,9 @@ typedef struct mixer_kind {
     char letter;                        // one letter for the layer-plan summary
     bool is_standard;
     bool uses_fixed_stream;             // Q, K from the fixed stream (rndembqk, fixedseqqk)
+    // The fixed stream starts from Emb(t_s), the embedded fixed tokens (fixedseqqk), not
+    // from Gaussian noise (rndembqk). Mixers of both kinds cannot share one model.
+    bool fixed_stream_from_tokens;
     bool uses_embeddings;               // reads context->embedded (staticembqk)
     // attention_scores gives one score per KEY token, repeated along every row (nonapx's
     // g_t): recordings histogram each token's score once (the diagonal), not the triangle.

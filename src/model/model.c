@@ -33,17 +33,18 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
     m->skipped = xcalloc((size_t)n, sizeof *m->skipped);
     layer_plan_build(m->plan, c, origin);
+    const mixer_kind *first_fixed = NULL;  // the fixed stream's kind: one per model
     for (int l = 0; l < n; l++) {
-        if (m->plan[l]->uses_fixed_stream) {
+        const mixer_kind *kind = m->plan[l];
+        if (kind->uses_fixed_stream) {
+            if (first_fixed && kind->fixed_stream_from_tokens != first_fixed->fixed_stream_from_tokens)
+                fatal("%s: %s and %s cannot share one model (their fixed streams differ)", origin, first_fixed->name,
+                      kind->name);
+            if (!first_fixed) first_fixed = kind;
             m->has_fixed_stream = true;
-            m->fixed_stream_from_tokens |= strcmp(m->plan[l]->name, "fixedseqqk") == 0;
+            m->fixed_stream_from_tokens = kind->fixed_stream_from_tokens;
         }
-        m->uses_embeddings |= m->plan[l]->uses_embeddings;
-    }
-    if (m->fixed_stream_from_tokens) {
-        for (int l = 0; l < n; l++)
-            if (m->plan[l]->uses_fixed_stream && strcmp(m->plan[l]->name, "fixedseqqk") != 0)
-                fatal("%s: rndembqk and fixedseqqk cannot share one model (their fixed streams differ)", origin);
+        m->uses_embeddings |= kind->uses_embeddings;
     }
 
     param_registry *r = &m->registry;

@@ -15,7 +15,7 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_DEN };
+enum { S_Q, S_K, S_V, S_AV, S_DEN };
 
 static size_t approx_saved_floats(const decon_config *c, int batch, int seq_len) {
     return qkvo_saved_floats(c, batch, seq_len) + qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD;  // + den
@@ -38,7 +38,7 @@ static void approx_forward(mixer_layer *layer, const mixer_context *x, float *ou
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     qkvo_project_forward(layer, x, q, k, v, inp);
-    taylor_attention_forward(layer->saved[S_ATTN], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
+    taylor_attention_forward(layer->saved[S_AV], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
                              kv_heads, dh, scale_of(c));
     qkvo_output_forward(layer, x, out);
 }
@@ -49,7 +49,7 @@ static void approx_backward(mixer_layer *layer, const mixer_context *x, float *d
     int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
-    taylor_attention_backward(g.d_q, g.d_k, g.d_v, g.d_attn, layer->saved[S_ATTN], layer->saved[S_DEN], layer->saved[S_Q],
+    taylor_attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_DEN], layer->saved[S_Q],
                               layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                               scale_of(c));
     qkvo_project_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);
@@ -66,7 +66,7 @@ static void approx_attention_matrix(mixer_layer *layer, const mixer_context *x, 
 // The Taylor argument x_it = s q_i.k_t (after RoPE) that f(x) = 1 + x + x^2/2 weights.
 static void approx_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
-    attention_scores(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, scale_of(x->config));
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, scale_of(x->config));
 }
 
 static int64_t approx_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }

@@ -25,7 +25,7 @@
 #include "ops/ops.h"
 
 
-enum { S_Q, S_K, S_V, S_ATTN };
+enum { S_Q, S_K, S_V, S_AV };
 
 static size_t diag_saved_floats(const decon_config *c, int batch, int seq_len) {
     return qkvo_saved_floats(c, batch, seq_len);
@@ -47,7 +47,7 @@ static void diag_forward(mixer_layer *layer, const mixer_context *x, float *out,
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     qkvo_project_forward(layer, x, q, k, v, inp);
-    diag_attention_forward(layer->saved[S_ATTN], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, scale_of(c),
+    diag_attention_forward(layer->saved[S_AV], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, scale_of(c),
                            (float)c->approx_diag_guard, (float)c->approx_diag_eps);
     qkvo_output_forward(layer, x, out);
 }
@@ -58,7 +58,7 @@ static void diag_backward(mixer_layer *layer, const mixer_context *x, float *d_i
     int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
-    diag_attention_backward(g.d_q, g.d_k, g.d_v, g.d_attn, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], x->batch,
+    diag_attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], x->batch,
                             x->seq_len, heads, kv_heads, dh, scale_of(c), (float)c->approx_diag_guard,
                             (float)c->approx_diag_eps);
     qkvo_project_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);

@@ -41,8 +41,8 @@ typedef struct {
     // (full rows, the same on every tensor-parallel rank), and the gradient with respect
     // to E (+=, this rank's share), which the model sums over tp and backpropagates
     // through that norm to the embedding and the norm weight.
-    const float *embedded;
-    float *d_embedded;
+    const float *normed_embeddings;
+    float *d_normed_embeddings;
 } mixer_context;
 
 struct mixer_kind;
@@ -63,7 +63,7 @@ typedef struct mixer_kind {
     // The fixed stream starts from Emb(t_s), the embedded fixed tokens (fixedseqqk), not
     // from Gaussian noise (rndembqk). Mixers of both kinds cannot share one model.
     bool fixed_stream_from_tokens;
-    bool uses_embeddings;               // reads context->embedded (staticembqk)
+    bool uses_embeddings;               // reads context->normed_embeddings (staticembqk)
     // attention_scores gives one score per KEY token, repeated along every row (nonapx's
     // g_t): recordings histogram each token's score once (the diagonal), not the triangle.
     bool scores_per_token;

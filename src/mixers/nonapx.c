@@ -15,14 +15,14 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_SCORE, S_LSE };
+enum { S_Q, S_K, S_V, S_AV, S_SCORE, S_LSE };
 
 // Standard's own tensors, shapes, shards and initialisation (mixers/qkvo.h): the counts match.
 static void nonapx_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     qkvo_register(layer, registry, c);
 }
 
-// q (pre-activation), k, v, attn = A V, and per (sequence, head, token) the score g_t and
+// q (pre-activation), k, v, av = A V, and per (sequence, head, token) the score g_t and
 // the running logsumexp lse_i: everything the reverse scan needs.
 static size_t nonapx_saved_floats(const decon_config *c, int batch, int seq_len) {
     return qkvo_saved_floats(c, batch, seq_len) + 2 * (qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD);
@@ -42,9 +42,9 @@ static void nonapx_forward(mixer_layer *layer, const mixer_context *x, float *ou
     const decon_config *c = x->config;
     int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *attn = layer->saved[S_ATTN];
+    float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *av = layer->saved[S_AV];
     qkvo_linear_forward(layer, x, q, k, v, inp);  // no RoPE: nonapx has no pairwise scores
-    nonapx_attention_forward(attn, layer->saved[S_SCORE], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads,
+    nonapx_attention_forward(av, layer->saved[S_SCORE], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads,
                              kv_heads, dh, 1.0f / sqrtf((float)dh));
     qkvo_output_forward(layer, x, out);
 }
@@ -55,7 +55,7 @@ static void nonapx_backward(mixer_layer *layer, const mixer_context *x, float *d
     int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
-    nonapx_attention_backward(g.d_q, g.d_k, g.d_v, g.d_attn, layer->saved[S_ATTN], layer->saved[S_SCORE],
+    nonapx_attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_SCORE],
                               layer->saved[S_LSE], layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], x->batch,
                               x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
     qkvo_linear_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);

@@ -84,8 +84,8 @@ static inline void qkvo_project_backward(const mixer_layer *layer, const mixer_c
 }
 
 // ---- the saved tensors and the backward scratch of a q/k/v/o mixer -------------------
-// Every such mixer saves q, k (after RoPE where it has it), v and attn = A V in
-// saved[0..3] (its own enum starts S_Q, S_K, S_V, S_ATTN), then what its op needs.
+// Every such mixer saves q, k (after RoPE where it has it), v and av = A V in
+// saved[0..3] (its own enum starts S_Q, S_K, S_V, S_AV), then what its op needs.
 enum { QKVO_SAVED = 4, QKVO_PAD = 16 };  // PAD: alignment slack of each arena tensor
 
 // Floats of one [batch, local_heads, seq_len] tensor (a logsumexp, a denominator, ...).
@@ -93,19 +93,19 @@ static inline size_t qkvo_per_head_floats(const decon_config *c, int batch, int 
     return (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
 }
 
-// Floats of q, k, v and attn with their slack (saved_floats adds the mixer's own).
+// Floats of q, k, v and av with their slack (saved_floats adds the mixer's own).
 static inline size_t qkvo_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
     size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
     return rows * (2 * q_dim + 2 * kv_dim) + QKVO_SAVED * QKVO_PAD;
 }
 
-// The scratch of the backward: d_attn, d_q, d_k, d_v (qkvo_gradients_take).
+// The scratch of the backward: d_av, d_q, d_k, d_v (qkvo_gradients_take).
 static inline size_t qkvo_scratch_floats(const decon_config *c, int batch, int seq_len) {
     return qkvo_saved_floats(c, batch, seq_len);
 }
 
-// saved[0..3] = q, k, v, attn from the activation arena.
+// saved[0..3] = q, k, v, av from the activation arena.
 static inline void qkvo_bind_saved(mixer_layer *layer, arena *activations, const decon_config *c, int batch,
                                    int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
@@ -118,10 +118,10 @@ static inline void qkvo_bind_saved(mixer_layer *layer, arena *activations, const
 
 // The backward temporaries of a q/k/v/o mixer, zeroed, from the scratch arena
 // (qkvo_scratch_floats counts them):
-// d_attn, d_q [rows, local_heads*d_h]; d_k, d_v [rows, local_kv_heads*d_h]. The mixer
+// d_av, d_q [rows, local_heads*d_h]; d_k, d_v [rows, local_kv_heads*d_h]. The mixer
 // gives them back with arena_release(x->scratch, mark).
 typedef struct {
-    float *d_attn, *d_q, *d_k, *d_v;
+    float *d_av, *d_q, *d_k, *d_v;
     size_t mark;
 } qkvo_gradients;
 
@@ -131,11 +131,11 @@ static inline qkvo_gradients qkvo_gradients_take(const mixer_context *x) {
     size_t q_size = rows * (size_t)config_local_heads(c) * dh, kv_size = rows * (size_t)config_local_kv_heads(c) * dh;
     qkvo_gradients g;
     g.mark = arena_mark(x->scratch);
-    g.d_attn = arena_floats(x->scratch, q_size);
+    g.d_av = arena_floats(x->scratch, q_size);
     g.d_q = arena_floats(x->scratch, q_size);
     g.d_k = arena_floats(x->scratch, kv_size);
     g.d_v = arena_floats(x->scratch, kv_size);
-    memset(g.d_attn, 0, q_size * sizeof(float));
+    memset(g.d_av, 0, q_size * sizeof(float));
     memset(g.d_q, 0, q_size * sizeof(float));
     memset(g.d_k, 0, kv_size * sizeof(float));
     memset(g.d_v, 0, kv_size * sizeof(float));
@@ -143,7 +143,7 @@ static inline qkvo_gradients qkvo_gradients_take(const mixer_context *x) {
 }
 
 
-// out = attn Wo^T (attn = saved[3], [rows, local_heads*d_h]): row-parallel, this rank's
+// out = av Wo^T (av = saved[3], [rows, local_heads*d_h]): row-parallel, this rank's
 // partial share (the model sums it over tp).
 static inline void qkvo_output_forward(const mixer_layer *layer, const mixer_context *x, float *out) {
     const decon_config *c = x->config;
@@ -152,13 +152,13 @@ static inline void qkvo_output_forward(const mixer_layer *layer, const mixer_con
 }
 
 // The start of every q/k/v/o backward: the temporaries (qkvo_gradients_take), then the
-// output projection's backward: d_attn = d_out Wo, dWo += d_out^T attn.
+// output projection's backward: d_av = d_out Wo, dWo += d_out^T av.
 static inline qkvo_gradients qkvo_backward_begin(const mixer_layer *layer, const mixer_context *x,
                                                  const float *d_out) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, q_dim = config_local_heads(c) * config_head_dim(c);
     qkvo_gradients g = qkvo_gradients_take(x);
-    linear_backward(g.d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[3],
+    linear_backward(g.d_av, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[3],
                     qkvo_param(layer, x, QKVO_WO), rows, q_dim, c->hidden_size);
     return g;
 }

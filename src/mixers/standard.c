@@ -11,7 +11,7 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
+enum { S_Q, S_K, S_V, S_AV, S_LSE };
 
 static void standard_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     int d = c->hidden_size, dh = config_head_dim(c);
@@ -61,9 +61,9 @@ static void standard_forward(mixer_layer *layer, const mixer_context *x, float *
     int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
-    float *attn = layer->saved[S_ATTN], *lse = layer->saved[S_LSE];
+    float *av = layer->saved[S_AV], *lse = layer->saved[S_LSE];
     qkvo_project_forward(layer, x, q, k, v, inp);
-    attention_forward(attn, lse, q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
+    attention_forward(av, lse, q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
     qkvo_output_forward(layer, x, out);
 }
 
@@ -73,7 +73,7 @@ static void standard_backward(mixer_layer *layer, const mixer_context *x, float 
     int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
-    attention_backward(g.d_q, g.d_k, g.d_v, g.d_attn, layer->saved[S_ATTN], layer->saved[S_LSE], layer->saved[S_Q],
+    attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                        1.0f / sqrtf((float)dh));
     qkvo_project_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);
@@ -82,13 +82,15 @@ static void standard_backward(mixer_layer *layer, const mixer_context *x, float 
 
 static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
-    attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.0f / sqrtf((float)s.head_dim));
+    attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                            1.0f / sqrtf((float)s.head_dim));
 }
 
 // s q_i.k_t after RoPE, the argument of the softmax (recordings).
 static void standard_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
-    attention_scores(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.0f / sqrtf((float)s.head_dim));
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                           1.0f / sqrtf((float)s.head_dim));
 }
 
 static int64_t standard_param_count(const decon_config *c) {

@@ -4,11 +4,11 @@
 //   E = RMSNorm(e; this layer's input-norm weight, rms_norm_eps), e = Emb(t) of the tokens
 //   Q = E Wq^T + bq, K = E Wk^T + bk (RoPE), V = H Wv^T + bv
 //   O = concat_j(softmax(s Q_j K_g(j)^T + causal mask) V_g(j)) Wo^T,  per sequence
-// The model computes E (context->embedded) and backpropagates context->d_embedded (+=,
-// dLoss/dE) through the norm to e and to the norm weight, which thus serves two inputs
+// The model computes E (context->normed_embeddings) and backpropagates
+// context->d_normed_embeddings (+=, dLoss/dE) through the norm to e and to the norm weight, which thus serves two inputs
 // (H = RMSNorm(x) and E). Keeping the norm in the model lets it run once per layer on
 // full rows, before the tensor-parallel split: every rank sees the same E, and the sum
-// over ranks of their d_embedded shares is the full gradient, like d_inp's.
+// over ranks of their d_normed_embeddings shares is the full gradient, like d_inp's.
 #include <math.h>
 #include <string.h>
 
@@ -16,7 +16,7 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
+enum { S_Q, S_K, S_V, S_AV, S_LSE };
 
 typedef struct {
     int rows, d, heads, kv_heads, head_dim, q_dim, kv_dim;
@@ -41,7 +41,7 @@ static size_t static_saved_floats(const decon_config *c, int batch, int seq_len)
     return qkvo_saved_floats(c, batch, seq_len) + qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD;  // + lse
 }
 
-// Backward: d_attn, d_q, d_k, d_v.
+// Backward: d_av, d_q, d_k, d_v.
 static size_t static_scratch_floats(const decon_config *c, int batch, int seq_len) {
     return qkvo_scratch_floats(c, batch, seq_len);
 }
@@ -54,13 +54,13 @@ static void static_bind(mixer_layer *layer, arena *activations, const decon_conf
 static void static_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     static_shape s = shape_of(x);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
-    const float *normed = x->embedded;  // E = RMSNorm(e), from the model
+    const float *normed = x->normed_embeddings;  // E = RMSNorm(e), from the model
     linear_forward(q, normed, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), s.rows, s.d, s.q_dim);
     linear_forward(k, normed, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), s.rows, s.d, s.kv_dim);
     linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), s.rows, s.d, s.kv_dim);
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
-    attention_forward(layer->saved[S_ATTN], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads,
+    attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads,
                       s.head_dim, s.scale);
     qkvo_output_forward(layer, x, out);
 }
@@ -69,16 +69,16 @@ static void static_backward(mixer_layer *layer, const mixer_context *x, float *d
                             const float *inp) {
     static_shape s = shape_of(x);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
-    attention_backward(g.d_q, g.d_k, g.d_v, g.d_attn, layer->saved[S_ATTN], layer->saved[S_LSE], layer->saved[S_Q],
+    attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim,
                        s.scale);
     rope_backward(g.d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_backward(g.d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
     // dE += this rank's share (its heads' rows of Wq, Wk); the model sums it over tp.
-    linear_backward(x->d_embedded, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), g.d_q, x->embedded,
-                    qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
-    linear_backward(x->d_embedded, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), g.d_k, x->embedded,
-                    qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
+    linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), g.d_q,
+                    x->normed_embeddings, qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
+    linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), g.d_k,
+                    x->normed_embeddings, qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), g.d_v, inp,
                     qkvo_param(layer, x, QKVO_WV), s.rows, s.d, s.kv_dim);
     arena_release(x->scratch, g.mark);
@@ -93,7 +93,7 @@ static void static_attention_matrix(mixer_layer *layer, const mixer_context *x, 
 static void static_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     static_shape shape = shape_of(x);
     mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
-    attention_scores(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, shape.scale);
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, shape.scale);
 }
 
 // Parameters, matmul FLOPs and the inference cache are standard's: the same projections

@@ -77,8 +77,8 @@ void attention_probabilities(float *probs, const float *q, const float *k, int s
 // The pre-softmax scores of ONE sequence: scores[h, i, t] = scale * q_i,h . k_t,g(h) for
 // t <= i, zeros above the diagonal (the arguments attention_probabilities exponentiates,
 // computed the same way). Used for recordings.
-void attention_scores(float *scores, const float *q, const float *k, int seq_len, int heads,
-                      int kv_heads, int head_dim, float scale);
+void attention_score_matrix(float *scores, const float *q, const float *k, int seq_len, int heads,
+                            int kv_heads, int head_dim, float scale);
 
 // --- nonapx: a softmax over per-token scores, in linear time -----------------------------
 // Shapes as attention above. Per query head h and token t one score

@@ -54,7 +54,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
     int rows = batch * seq_len, kv_dim = kv_heads * dh;
     float *inp = xcalloc((size_t)rows * d, sizeof(float)), *out = xcalloc((size_t)rows * d, sizeof(float));
     float *probs = xcalloc((size_t)heads * seq_len * seq_len, sizeof(float));
-    double *v = xcalloc((size_t)rows * kv_dim, sizeof(double)), *attn = xcalloc((size_t)rows * d, sizeof(double));
+    double *v = xcalloc((size_t)rows * kv_dim, sizeof(double)), *av = xcalloc((size_t)rows * d, sizeof(double));
     double *expected = xcalloc((size_t)rows * d, sizeof(double));
     for (size_t e = 0; e < (size_t)rows * d; e++) inp[e] = (float)(input_scale * rng_normal(seed, 9, e));
     layer->kind->forward(layer, &x, out, inp);
@@ -81,7 +81,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
                     else row_sum += p[t];
                 }
                 worst_row_sum = fmax(worst_row_sum, fabs(row_sum - 1.0));
-                double *ai = attn + ((size_t)b * seq_len + i) * d + (size_t)h * dh;
+                double *ai = av + ((size_t)b * seq_len + i) * d + (size_t)h * dh;
                 for (int t = 0; t <= i; t++)
                     for (int e = 0; e < dh; e++)
                         ai[e] += p[t] * v[((size_t)b * seq_len + t) * kv_dim + (size_t)(h / group) * dh + e];
@@ -90,7 +90,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
     for (int r = 0; r < rows; r++)
         for (int o = 0; o < d; o++) {
             double sum = 0.0;
-            for (int i = 0; i < d; i++) sum += attn[(size_t)r * d + i] * wo[(size_t)o * d + i];
+            for (int i = 0; i < d; i++) sum += av[(size_t)r * d + i] * wo[(size_t)o * d + i];
             expected[(size_t)r * d + o] = sum;
         }
     double err = testing_relative_error_f(out, expected, (size_t)rows * d);
@@ -106,7 +106,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
     free(out);
     free(probs);
     free(v);
-    free(attn);
+    free(av);
     free(expected);
     model_free(&m);
 }

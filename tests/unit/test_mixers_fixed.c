@@ -53,7 +53,7 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
     int L = m->seq_len, sequences = m->batch, heads = c->num_attention_heads, kv = config_kv_heads(c);
     size_t dh = (size_t)config_head_dim(c), group = (size_t)(heads / kv), q_dim = heads * dh, kv_dim = kv * dh;
     const float *q = m->mixers[layer].saved[0], *k = m->mixers[layer].saved[1];
-    const float *v = m->mixers[layer].saved[2], *attn = m->mixers[layer].saved[3];
+    const float *v = m->mixers[layer].saved[2], *av = m->mixers[layer].saved[3];
     size_t map_size = (size_t)heads * L * L, rows = (size_t)sequences * L;
     double *map = xcalloc(map_size, sizeof(double)), *expected = xcalloc(rows * q_dim, sizeof(double));
     for (int j = 0; j < heads; j++)
@@ -82,7 +82,7 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
                         expected[((size_t)b * L + i) * q_dim + j * dh + e] +=
                             map[((size_t)j * L + i) * L + t] * v[((size_t)b * L + t) * kv_dim + j / group * dh + e];
     }
-    double err = testing_relative_error_f(attn, expected, rows * q_dim);
+    double err = testing_relative_error_f(av, expected, rows * q_dim);
     free(map);
     free(expected);
     free(probs);

@@ -330,8 +330,8 @@ static void check_diag_guard(void) {
 
 // ---- c. the models ----------------------------------------------------------------------
 
-// Layer l's saved tensor by the mixers' layout (q, k, v, attn first in both).
-enum { SAVED_Q, SAVED_K, SAVED_V, SAVED_ATTN };
+// Layer l's saved tensor by the mixers' layout (q, k, v, av first in both).
+enum { SAVED_Q, SAVED_K, SAVED_V, SAVED_AV };
 
 // The fp32 model vs the double reference; then, for every non-standard layer, A V from
 // attention_matrix against the layer's own saved output (the recording path).
@@ -352,19 +352,19 @@ static void compare_with_reference(const char *label, const decon_config *c, int
         for (int b = 0; b < batch; b++) {
             m.plan[l]->attention_matrix(&m.mixers[l], &context, b, probs);
             size_t n = (size_t)seq_len * heads * dh;
-            double *av = xcalloc(n, sizeof(double));
+            double *expected = xcalloc(n, sizeof(double));
             const float *v = layer->saved[SAVED_V] + (size_t)b * seq_len * kv * dh;
-            const float *attn = layer->saved[SAVED_ATTN] + (size_t)b * seq_len * heads * dh;
+            const float *av = layer->saved[SAVED_AV] + (size_t)b * seq_len * heads * dh;
             for (int h = 0; h < heads; h++)
                 for (int i = 0; i < seq_len; i++)
                     for (int t = 0; t <= i; t++) {
                         double a = probs[((size_t)h * seq_len + i) * seq_len + t];
                         for (int e = 0; e < dh; e++)
-                            av[((size_t)i * heads + h) * dh + e] += a * v[((size_t)t * kv + h / group) * dh + e];
+                            expected[((size_t)i * heads + h) * dh + e] += a * v[((size_t)t * kv + h / group) * dh + e];
                     }
-            // compare attn (float) with av (double)
-            worst_av = fmax(worst_av, testing_relative_error_f(attn, av, n));
-            free(av);
+            // the saved A V (float) against A times V in double
+            worst_av = fmax(worst_av, testing_relative_error_f(av, expected, n));
+            free(expected);
         }
     }
     char name[256];

@@ -320,8 +320,8 @@ void attention_probabilities(float *probs, const float *q, const float *k, int s
     }
 }
 
-void attention_scores(float *scores, const float *q, const float *k, int seq_len, int heads, int kv_heads,
-                      int head_dim, float scale) {
+void attention_score_matrix(float *scores, const float *q, const float *k, int seq_len, int heads, int kv_heads,
+                            int head_dim, float scale) {
     int group = heads / kv_heads;
     #pragma omp parallel for collapse(2) schedule(dynamic, 8)
     for (int h = 0; h < heads; h++) {

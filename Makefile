@@ -33,13 +33,14 @@ BIN        := $(BUILD)/bin
 endif
 # ----------------------------------------------------------------------------------------
 
-LIB_SRC := $(wildcard src/core/*.c src/ops/cpu/*.c src/mixers/*.c src/model/*.c \
+LIB_SRC := $(wildcard src/core/*.c src/ops/cpu/*.c src/mixers/*.c src/model/*.c src/record/*.c \
                       src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
 
 PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c)) $(BIN)/decon-analyze
-REF_SRC  := $(wildcard tests/reference/*.c)
+# Test support linked into every test program: the double references and shared helpers.
+REF_SRC  := $(wildcard tests/reference/*.c tests/support/*.c)
 REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
@@ -133,7 +134,7 @@ report: bin/decon-analyze
 # libomp-14-dev and libomp-19-dev conflict, so only one LLVM version can be installed).
 lint:
 	clang-tidy-19 --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
-	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/sanitizers/*.c tests/fuzz/*.c bench/*.c) \
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/support/*.c tests/sanitizers/*.c tests/fuzz/*.c bench/*.c) \
 	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -isystem /usr/lib/x86_64-linux-gnu/openmpi/include -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
 
 clean:

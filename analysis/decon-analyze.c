@@ -25,6 +25,7 @@
 #include "analysis/results.h"
 #include "analysis/svd.h"
 #include "core/errors.h"
+#include "core/histogram.h"
 
 enum { MAX_INPUTS = 256 };
 static const double ROW_SUM_TOLERANCE = 2e-3;   // rows "sum to 1" within this (float16 included)
@@ -136,24 +137,6 @@ static void spectrum_fields(double *fields, const double *s, int n, double tol) 
     double largest = 0.0;
     for (int i = 0; i < n; i++) largest = fmax(largest, s[i]);
     fields[S_MAX] = largest;
-}
-
-// q-quantile of a histogram, linear inside the bin; NaN when empty.
-static double histogram_quantile(const double *counts, const double *edges, int bins, double q) {
-    double total = 0.0;
-    for (int b = 0; b < bins; b++) total += counts[b];
-    if (!(total > 0.0)) return NAN;
-    double target = q * total, below = 0.0;
-    for (int b = 0; b < bins; b++) {
-        if (counts[b] > 0.0 && below + counts[b] >= target) {
-            // The outer bins are open (-inf, e_1) and [e_n-1, +inf): the finite edge stands in.
-            if (!isfinite(edges[b])) return edges[b + 1];
-            if (!isfinite(edges[b + 1])) return edges[b];
-            return edges[b] + (target - below) / counts[b] * (edges[b + 1] - edges[b]);
-        }
-        below += counts[b];
-    }
-    return edges[bins];
 }
 
 // ---- phases ---------------------------------------------------------------------------------
@@ -279,8 +262,9 @@ static void phase_logits(run_results *runs, int count) {
                     free(edges);
                     break;
                 }
+                // Bounded by the exact min and max of logits_stats (g[0], g[1]), as the recording's own p1..p99.
                 const double q[4] = {0.05, 0.25, 0.75, 0.95};
-                for (int i = 0; i < 4; i++) g[G_HIST_P5 + i] = histogram_quantile(counts, edges, rl->bins, q[i]);
+                for (int i = 0; i < 4; i++) g[G_HIST_P5 + i] = histogram_quantile(counts, edges, rl->bins, q[i], g[0], g[1]);
                 double total = 0.0;
                 for (int b = 0; b < rl->bins; b++) total += counts[b];
                 g[G_HIST_TOTAL] = total;

@@ -70,7 +70,7 @@ static measurement run_one(const mixer_kind *kind, const decon_config *c, int ba
     rope_tables(rope_cos, rope_sin, seq_len, dh, (float)c->rope_theta);
     float *inp = xaligned_alloc(rows * d * sizeof(float)), *out = xaligned_alloc(rows * d * sizeof(float));
     float *d_out = xaligned_alloc(rows * d * sizeof(float)), *d_inp = xaligned_alloc(rows * d * sizeof(float));
-    float *d_embedded = xaligned_alloc(rows * d * sizeof(float));
+    float *d_normed_embeddings = xaligned_alloc(rows * d * sizeof(float));
     fill(inp, rows * d, 1.0f, 7);
     fill(d_out, rows * d, 1e-2f, 8);
     mixer_context context = {
@@ -84,8 +84,8 @@ static measurement run_one(const mixer_kind *kind, const decon_config *c, int ba
         .batch = batch,
         .seq_len = seq_len,
         .fixed_sequence = kind->uses_fixed_stream ? batch - 1 : -1,
-        .embedded = inp,
-        .d_embedded = d_embedded,
+        .normed_embeddings = inp,
+        .d_normed_embeddings = d_normed_embeddings,
     };
     measurement m = {INFINITY, kind->forward_flops_per_token(c, seq_len)};
     for (int rep = 0; rep <= 2; rep++) {  // rep 0 is the warm-up
@@ -97,7 +97,7 @@ static measurement run_one(const mixer_kind *kind, const decon_config *c, int ba
         if (rep > 0 && dt > 1.0) break;
     }
     free(params), free(grads), free(rope_cos), free(rope_sin), free(inp), free(out), free(d_out), free(d_inp);
-    free(d_embedded);
+    free(d_normed_embeddings);
     arena_free(&activations);
     arena_free(&scratch);
     params_free(&registry);

@@ -91,9 +91,9 @@ static void bench_cross_entropy(int rows, int dim, int vocab, int threads, doubl
     for (int r = 0; r < rows; r++) targets[r] = (r * 7919) % vocab;
     double forward, both;
     BEST_SECONDS(forward, 3, lm_head_cross_entropy(losses, NULL, NULL, hidden, weight, targets, rows, dim,
-                                                   vocab, 1.0f / rows, scratch));
+                                                   vocab, 1.0f / rows, scratch, NULL));
     BEST_SECONDS(both, 3, lm_head_cross_entropy(losses, d_hidden, d_weight, hidden, weight, targets, rows,
-                                                dim, vocab, 1.0f / rows, scratch));
+                                                dim, vocab, 1.0f / rows, scratch, NULL));
     double flops = 2.0 * rows * (double)dim * vocab;  // one of the three products
     double gflops = 3.0 * flops / both * 1e-9;
     printf("lm_head_cross_entropy rows=%d dim=%d vocab=%d threads=%d: loss only %.1f ms (%.1f GFLOP/s), "

@@ -209,20 +209,33 @@ def heatmaps(runs, steps, path):
     return path, None
 
 
-def histogram_quantile(counts, edges, q):
+def histogram_quantile(counts, edges, q, lowest=-np.inf, highest=np.inf):
+    """The q-quantile of a histogram by decon's one rule (src/core/histogram.h, used for
+    logits_stats and decon-analyze's p5..p95): the first bin whose cumulative count
+    reaches q * total, linear inside it between its ends clipped to the data's exact
+    [lowest, highest] where known; an end still infinite (an open bin) gives the other end."""
+    counts = np.asarray(counts, dtype=float)
     cumulative = np.cumsum(counts)
     total = cumulative[-1]
-    if total <= 0:
+    if not total > 0:
         return float("nan")
-    b = int(np.searchsorted(cumulative, q * total))
-    b = min(b, len(counts) - 1)
-    lo, hi = edges[b], edges[b + 1]
+    target = min(q * total, total)
+    b = int(np.searchsorted(cumulative, target))  # first bin with cumulative >= target
+    while counts[b] <= 0:  # never an empty bin (cumulative is flat across it)
+        b += 1
+    lo = max(edges[b], lowest) if np.isfinite(lowest) else edges[b]
+    hi = min(edges[b + 1], highest) if np.isfinite(highest) else edges[b + 1]
     if not np.isfinite(lo):
         return float(hi)
     if not np.isfinite(hi):
         return float(lo)
     below = cumulative[b] - counts[b]
-    return float(lo + (q * total - below) / max(counts[b], 1) * (hi - lo))
+    value = lo + (target - below) / counts[b] * (hi - lo)
+    if np.isfinite(lowest):
+        value = max(value, lowest)
+    if np.isfinite(highest):
+        value = min(value, highest)
+    return float(value)
 
 
 def logit_distributions(runs, steps, path):
@@ -257,11 +270,12 @@ def logit_distributions(runs, steps, path):
             ax.stairs(density, edges[first:last + 1], color=style[r.name]["color"],
                       linestyle=style[r.name]["linestyle"], linewidth=1.3)
             peak.append(float(np.max(density)))
-            low.append(histogram_quantile(counts, edges, 0.001))
-            high.append(histogram_quantile(counts, edges, 0.999))
             s = r.analysis.step_index(steps[r.name])
             stats = r.analysis.logit_stats[s, l]
             index = {f: i for i, f in enumerate(r.analysis.logit_fields)}
+            lowest, highest = float(stats[index["min"]]), float(stats[index["max"]])
+            low.append(histogram_quantile(counts, edges, 0.001, lowest, highest))
+            high.append(histogram_quantile(counts, edges, 0.999, lowest, highest))
             notes.append("%s: range [%.3g, %.3g]" % (r.name, stats[index["min"]], stats[index["max"]]))
         if low:
             span = max(high) - min(low)

@@ -10,6 +10,13 @@
 
 enum { PARAM_NAME_MAX = 96 };
 
+// Elements [begin, end) of a rank's buffer layout (registry->total floats), stored in
+// arrays of end - begin floats: the Adam moments a rank holds under ZeRO-1 (par/zero.h
+// partitions them, io/checkpoint.h writes and reads them).
+typedef struct {
+    size_t begin, end;
+} moment_range;
+
 typedef enum { SHARD_NONE, SHARD_ROWS, SHARD_COLS } shard_kind;  // rows = dim 0
 typedef enum { INIT_NORMAL, INIT_ZEROS, INIT_ONES } init_kind;
 

@@ -12,7 +12,7 @@
 #include "io/token_shard.h"
 #include "model/layer_plan.h"
 #include "ops/ops.h"
-#include "train/recorder.h"
+#include "record/recorder.h"
 
 static const char *const MODES[REPORT_MODES] = {"full", "skip"};
 

@@ -24,7 +24,7 @@ typedef struct {
     int threads;                        // 0: every core
     int64_t max_windows;                // 0: all
     int batch_tokens;                   // model inputs per forward pass (0: the default)
-    // --record: an attention recording at the checkpoint's step (train/recorder.h)
+    // --record: an attention recording at the checkpoint's step (record/recorder.h)
     const char *record_path;
     int record_sequences;               // 0: the checkpoint's [io] record_sequences
     const char *record_layers;          // NULL: the checkpoint's [io] record_layers

@@ -22,8 +22,3 @@ int eval_argmax(const float *logits, int vocab) {
     return best;
 }
 
-double eval_log_probability(const float *logits, int vocab, int index) {
-    double max = logits[eval_argmax(logits, vocab)], sum = 0.0;
-    for (int v = 0; v < vocab; v++) sum += exp((double)logits[v] - max);
-    return (double)logits[index] - max - log(sum);
-}

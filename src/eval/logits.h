@@ -10,5 +10,3 @@
 void eval_logits(const model *m, int first_row, int rows, float *logits);
 // Index of the largest of logits[0 .. vocab-1] (the first one on ties).
 int eval_argmax(const float *logits, int vocab);
-// log softmax(logits)[index], accumulated in double.
-double eval_log_probability(const float *logits, int vocab, int index);

@@ -7,5 +7,3 @@
 
 // skipped[l] = !plan[l]->is_standard; returns how many layers are skipped.
 int skip_mask_from_plan(bool *skipped, const mixer_kind *const *plan, int layers);
-// "2, 4" (1-based ids of the skipped layers, as in the layouts) into out; "none" when empty.
-void skip_describe(char *out, size_t size, const bool *skipped, int layers);

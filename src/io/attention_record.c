@@ -19,7 +19,10 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "core/histogram.h"
+#include "io/durable_file.h"
 #include "io/hdf5_format.h"
+#include "io/hdf5_helpers.h"
 #include "io/write_failure.h"
 
 enum { MESSAGE_MAX = 10240, DEFLATE_LEVEL = 1 };  // messages hold two paths
@@ -202,23 +205,6 @@ void score_histogram_allreduce(score_histogram *h, MPI_Comm comm) {
     MPI_Allreduce(MPI_IN_PLACE, &h->max, 1, MPI_DOUBLE, MPI_MAX, comm);
 }
 
-// The q-quantile (0 < q < 1) interpolated linearly inside its bin; the open end bins
-// (and every bin) are bounded by the exact min and max.
-static double histogram_quantile(const score_histogram *h, double q) {
-    const double *edges = bins()->edges;
-    double target = q * (double)h->count, before = 0.0;
-    for (int b = 0; b < SCORE_BINS; b++) {
-        double n = (double)h->counts[b];
-        if (n > 0 && before + n >= target) {
-            double lo = fmax(edges[b], h->min), hi = fmin(edges[b + 1], h->max);
-            double value = lo + (target - before) / n * (hi - lo);
-            return fmin(fmax(value, h->min), h->max);
-        }
-        before += n;
-    }
-    return h->max;
-}
-
 void score_histogram_stats(const score_histogram *h, double *stats) {
     if (h->count == 0) {
         for (int i = 0; i < SCORE_STATS; i++) stats[i] = i >= 6 ? 0.0 : NAN;
@@ -227,9 +213,10 @@ void score_histogram_stats(const score_histogram *h, double *stats) {
     stats[0] = h->min;
     stats[1] = h->max;
     stats[2] = h->sum / (double)h->count;
-    stats[3] = histogram_quantile(h, 0.01);
-    stats[4] = histogram_quantile(h, 0.50);
-    stats[5] = histogram_quantile(h, 0.99);
+    double counts[SCORE_BINS];
+    for (int b = 0; b < SCORE_BINS; b++) counts[b] = (double)h->counts[b];
+    const double q[3] = {0.01, 0.50, 0.99};
+    for (int i = 0; i < 3; i++) stats[3 + i] = histogram_quantile(counts, bins()->edges, SCORE_BINS, q[i], h->min, h->max);
     stats[6] = (double)h->above_10;
     stats[7] = (double)h->above_1000;
 }
@@ -249,35 +236,12 @@ struct attention_record {
     size_t half_capacity;
 };
 
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
 // The working copy is deleted (write_failure_fatal); the file under the final name still
 // holds every earlier record. errno is not reported: after HDF5 calls it is stale.
 static _Noreturn void write_failed(const attention_record *r, const char *what) {
     write_failure_fatal(r->comm, r->tmp, "cannot write attention recording %s (%s): the file system refused the write; "
                         "check free disk space, quotas (ulimit -f) and that the directory is writable; %s keeps the "
                         "earlier records", r->tmp, what, r->path);
-}
-
-static hid_t access_plist(MPI_Comm comm) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (comm != MPI_COMM_NULL) {
-        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-        H5Pset_all_coll_metadata_ops(fapl, 1);
-        H5Pset_coll_metadata_write(fapl, 1);
-    }
-#if H5_VERSION_GE(1, 10, 7)
-    H5Pset_file_locking(fapl, 1, 1);
-#endif
-    hdf5_use_checksummed_format(fapl);
-    return fapl;
-}
-
-static hid_t string_type(size_t length) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, length + 1);
-    H5Tset_strpad(type, H5T_STR_NULLTERM);
-    return type;
 }
 
 // IEEE binary16, little-endian (h5py reads it as numpy float16).
@@ -291,12 +255,7 @@ static hid_t half_type(void) {
 
 static void write_attribute_n(const attention_record *r, hid_t object, const char *name, hid_t file_type,
                               hid_t mem_type, const void *value, hsize_t count) {
-    hid_t space = count ? H5Screate_simple(1, &count, NULL) : H5Screate(H5S_SCALAR);
-    if (H5Aexists(object, name) > 0) H5Adelete(object, name);
-    hid_t attribute = H5Acreate2(object, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    if (attribute < 0 || H5Awrite(attribute, mem_type, value) < 0) write_failed(r, name);
-    H5Aclose(attribute);
-    H5Sclose(space);
+    if (!hdf5_write_attribute(object, name, file_type, mem_type, value, count)) write_failed(r, name);
 }
 
 static void write_int(const attention_record *r, hid_t object, const char *name, int value) {
@@ -312,9 +271,7 @@ static void write_double(const attention_record *r, hid_t object, const char *na
 }
 
 static void write_string(const attention_record *r, hid_t object, const char *name, const char *value) {
-    hid_t type = string_type(strlen(value));
-    write_attribute_n(r, object, name, type, type, value, 0);
-    H5Tclose(type);
+    if (!hdf5_write_string(object, name, value)) write_failed(r, name);
 }
 
 static hid_t create_group(const attention_record *r, hid_t parent, const char *name, const char *description) {
@@ -346,35 +303,6 @@ static void write_small_dataset(const attention_record *r, hid_t parent, const c
 // ---------------------------------------------------------------------------------------
 // Existing files: diagnosis (rank 0, serial driver) and the copy
 
-static bool read_scalar(hid_t object, const char *name, hid_t mem_type, void *value) {
-    if (H5Aexists(object, name) <= 0) return false;
-    hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
-    if (attribute < 0) return false;
-    hid_t space = H5Aget_space(attribute);
-    bool ok = space >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Aread(attribute, mem_type, value) >= 0;
-    if (space >= 0) H5Sclose(space);
-    H5Aclose(attribute);
-    return ok;
-}
-
-// A fixed-length string attribute into out (empty when absent or unreadable).
-static void read_string(hid_t object, const char *name, char *out, size_t size) {
-    out[0] = '\0';
-    if (H5Aexists(object, name) <= 0) return;
-    hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
-    hid_t type = attribute < 0 ? -1 : H5Aget_type(attribute);
-    if (type >= 0 && H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) == 0) {
-        size_t length = H5Tget_size(type);
-        char *buffer = xcalloc(length + 1, 1);
-        hid_t mem_type = string_type(length);
-        if (H5Aread(attribute, mem_type, buffer) >= 0) snprintf(out, size, "%s", buffer);
-        H5Tclose(mem_type);
-        free(buffer);
-    }
-    if (type >= 0) H5Tclose(type);
-    if (attribute >= 0) H5Aclose(attribute);
-}
-
 // Whether path exists; fills why when it exists but is not a recording this build can
 // append to.
 static bool diagnose_existing(const char *path, char *why, size_t size) {
@@ -396,7 +324,7 @@ static bool diagnose_existing(const char *path, char *why, size_t size) {
                  "move it away or set [io] record_path (decon-eval: --record) to a new file", path);
         return true;
     }
-    hid_t fapl = access_plist(MPI_COMM_NULL);
+    hid_t fapl = hdf5_access_plist(MPI_COMM_NULL);
     hid_t file = superblock >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
     H5Pclose(fapl);
     if (file < 0) {
@@ -406,11 +334,11 @@ static bool diagnose_existing(const char *path, char *why, size_t size) {
     }
     char kind[128];
     int version = 0;
-    read_string(file, "kind", kind, sizeof kind);
+    hdf5_read_string(file, "kind", kind, sizeof kind);
     if (strcmp(kind, KIND) != 0)
         snprintf(why, size, "%s exists and is not a decon attention recording: move it away or set [io] "
                  "record_path (decon-eval: --record) to a new file", path);
-    else if (!read_scalar(file, "format_version", H5T_NATIVE_INT, &version) || version != ATTENTION_RECORD_FORMAT_VERSION)
+    else if (!hdf5_read_scalar(file, "format_version", H5T_NATIVE_INT, &version) || version != ATTENTION_RECORD_FORMAT_VERSION)
         snprintf(why, size, "attention recording %s has format version %d but this build writes version %d: "
                  "record into a new file", path, version, ATTENTION_RECORD_FORMAT_VERSION);
     H5Fclose(file);
@@ -462,12 +390,6 @@ static bool copy_file(const char *from, const char *to, char *why, size_t size) 
     return ok;
 }
 
-static void fatal_if_root_failed(char *message, MPI_Comm comm) {
-    MPI_Bcast(message, MESSAGE_MAX, MPI_CHAR, 0, comm);
-    if (message[0]) fatal_agreed("%s", message);  // every rank has the verdict: one line
-}
-
-
 // ---------------------------------------------------------------------------------------
 // Creating and checking the file-level contents
 
@@ -502,7 +424,7 @@ static void write_root(attention_record *r) {
     free(recorded);
 
     const char *text = in->config_text ? in->config_text : "";
-    hid_t type = string_type(strlen(text));
+    hid_t type = hdf5_string_type(strlen(text));
     write_small_dataset(r, f, "config", type, type, 0, NULL, text, "the resolved config text of the run");
     H5Tclose(type);
     hsize_t dims[2] = {(hsize_t)in->sequences, (hsize_t)in->sequence_length};
@@ -530,7 +452,7 @@ static bool mismatch(const setup_check *k, const char *what, const char *found, 
 
 static bool same_int(const setup_check *k, const char *name, int expected) {
     int found = -1;
-    if (read_scalar(k->file, name, H5T_NATIVE_INT, &found) && found == expected) return true;
+    if (hdf5_read_scalar(k->file, name, H5T_NATIVE_INT, &found) && found == expected) return true;
     char a[32], b[32];
     snprintf(a, sizeof a, "%d", found);
     snprintf(b, sizeof b, "%d", expected);
@@ -539,7 +461,7 @@ static bool same_int(const setup_check *k, const char *name, int expected) {
 
 static bool same_string(const setup_check *k, const char *name, const char *expected) {
     char found[1024];
-    read_string(k->file, name, found, sizeof found);
+    hdf5_read_string(k->file, name, found, sizeof found);
     return strcmp(found, expected) == 0 || mismatch(k, name, found[0] ? found : "(none)", expected);
 }
 
@@ -587,13 +509,13 @@ static bool same_setup(const setup_check *k) {
 }
 
 void attention_record_probe(const char *path, const attention_record_info *info, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     int rank;
     MPI_Comm_rank(comm, &rank);
     char message[MESSAGE_MAX] = "";
     if (rank == 0 && diagnose_existing(path, message, sizeof message)) {
         if (!message[0]) {  // a recording of this format: is it of this setup?
-            hid_t fapl = access_plist(MPI_COMM_NULL);
+            hid_t fapl = hdf5_access_plist(MPI_COMM_NULL);
             hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
             H5Pclose(fapl);
             setup_check k = {file, H5P_DEFAULT, path, info, message, sizeof message};
@@ -613,7 +535,7 @@ void attention_record_probe(const char *path, const attention_record_info *info,
             unlink(tmp);
         }
     }
-    fatal_if_root_failed(message, comm);
+    fatal_if_root_failed(message, MESSAGE_MAX, comm);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -621,7 +543,7 @@ void attention_record_probe(const char *path, const attention_record_info *info,
 
 attention_record *attention_record_open(const char *path, const attention_record_info *info, int64_t step,
                                         MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     attention_record *r = xcalloc(1, sizeof *r);
     if (strlen(path) >= sizeof r->path) fatal("attention recording path is too long: %.80s...", path);
     snprintf(r->path, sizeof r->path, "%s", path);
@@ -642,10 +564,10 @@ attention_record *attention_record_open(const char *path, const attention_record
         exists = diagnose_existing(path, message, sizeof message);
         if (exists && !message[0] && !copy_file(path, r->tmp, message, sizeof message)) unlink(r->tmp);
     }
-    fatal_if_root_failed(message, comm);
+    fatal_if_root_failed(message, MESSAGE_MAX, comm);
     MPI_Bcast(&exists, 1, MPI_INT, 0, comm);
 
-    hid_t fapl = access_plist(comm);
+    hid_t fapl = hdf5_access_plist(comm);
     r->file = exists ? H5Fopen(r->tmp, H5F_ACC_RDWR, fapl) : H5Fcreate(r->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (r->file < 0)
@@ -799,33 +721,6 @@ void attention_record_end_layer(attention_record *r, int layer, const attention_
     r->groups[layer] = -1;
 }
 
-// Makes the copy durable and renames it over path (rank 0); message empty when done.
-static void publish(const char *tmp, const char *path, char *message, size_t size) {
-    message[0] = '\0';
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        snprintf(message, size, "cannot flush attention recording %s to disk: %s", tmp, strerror(errno));
-        if (fd >= 0) close(fd);
-        unlink(tmp);
-        return;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        snprintf(message, size, "cannot rename attention recording %s to %s: %s", tmp, path, strerror(errno));
-        return;
-    }
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);  // best effort
-        close(fd);
-    }
-}
-
 int64_t attention_record_close(attention_record *r, double loss) {
     for (int l = 0; l < r->info.num_layers; l++)
         if (r->groups[l] >= 0) fatal("internal: attention recording layer %d begun but not ended", l);
@@ -839,11 +734,11 @@ int64_t attention_record_close(attention_record *r, double loss) {
     char message[MESSAGE_MAX] = "";
     int64_t bytes = 0;
     if (r->rank == 0) {
-        publish(r->tmp, r->path, message, sizeof message);
+        durable_publish(r->tmp, r->path, "attention recording", NULL, message, sizeof message);
         struct stat st;
         if (!message[0] && stat(r->path, &st) == 0) bytes = (int64_t)st.st_size;
     }
-    fatal_if_root_failed(message, r->comm);
+    fatal_if_root_failed(message, MESSAGE_MAX, r->comm);
     MPI_Bcast(&bytes, 1, MPI_INT64_T, 0, r->comm);
     free(r->groups);
     free(r->attn);

@@ -47,7 +47,8 @@
 //                                     count |x| > 10, count |x| > 1000 (attr `fields` names them;
 //                                     attr `std`). min, max, mean and the counts are exact; the
 //                                     percentiles are interpolated linearly inside their bin
-//                                     (a bin spans 12% of |x|)
+//                                     (a bin spans 12% of |x|), bounded by min and max
+//                                     (core/histogram.h)
 // A mixer without a materialised attention matrix (mlp) gets a layer group with attrs
 // only (has_attn = 0) so the file still lists every recorded layer.
 //

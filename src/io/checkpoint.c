@@ -39,7 +39,9 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "io/durable_file.h"
 #include "io/hdf5_format.h"
+#include "io/hdf5_helpers.h"
 #include "io/write_failure.h"
 
 enum { MESSAGE_MAX = 1536 };
@@ -50,34 +52,10 @@ enum { MESSAGE_MAX = 1536 };
 static const char *const STATE_ATTRIBUTES[] = {"step", "tokens_seen", "data_epoch", "data_index",
                                                "seed", "learning_rate", "loss"};
 
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
 static int comm_rank(MPI_Comm comm) {
     int rank;
     MPI_Comm_rank(comm, &rank);
     return rank;
-}
-
-// Rank 0 filled `message` (empty when all is well); every rank ends with the same line.
-static void fatal_if_root_failed(char *message, MPI_Comm comm) {
-    MPI_Bcast(message, MESSAGE_MAX, MPI_CHAR, 0, comm);
-    if (message[0]) fatal_agreed("%s", message);  // every rank has the verdict: one line
-}
-
-static hid_t access_plist(MPI_Comm comm) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (comm != MPI_COMM_NULL) {
-        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-        // Metadata is read by one rank and broadcast, and written collectively: every
-        // rank below makes the same metadata calls in the same order.
-        H5Pset_all_coll_metadata_ops(fapl, 1);
-        H5Pset_coll_metadata_write(fapl, 1);
-    }
-#if H5_VERSION_GE(1, 10, 7)
-    H5Pset_file_locking(fapl, 1, 1);  // lock where the file system can, go on where it cannot
-#endif
-    hdf5_use_checksummed_format(fapl);
-    return fapl;
 }
 
 static const char *shard_name(shard_kind shard) {
@@ -86,17 +64,6 @@ static const char *shard_name(shard_kind shard) {
 
 // ---------------------------------------------------------------------------------------
 // Diagnosis (serial, no MPI): the one place that tells damaged from foreign from fine.
-
-static bool read_attribute(hid_t object, const char *name, hid_t mem_type, void *value) {
-    if (H5Aexists(object, name) <= 0) return false;
-    hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
-    if (attribute < 0) return false;
-    hid_t space = H5Aget_space(attribute);
-    bool ok = space >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Aread(attribute, mem_type, value) >= 0;
-    if (space >= 0) H5Sclose(space);
-    H5Aclose(attribute);
-    return ok;
-}
 
 // Checks the format version and that /state, /params and /config are complete.
 // Returns true when fine, else writes the user-facing line into `why`.
@@ -107,7 +74,7 @@ static bool check_structure(hid_t file, const char *path, char *why, size_t size
                  "pass a checkpoint written by decon-train", path);
         return false;
     }
-    if (!read_attribute(file, "format_version", H5T_NATIVE_INT, &version)) {
+    if (!hdf5_read_scalar(file, "format_version", H5T_NATIVE_INT, &version)) {
         snprintf(why, size, "checkpoint %s is damaged (unreadable format_version): " DAMAGED_ADVICE,
                  path);
         return false;
@@ -128,7 +95,7 @@ static bool check_structure(hid_t file, const char *path, char *why, size_t size
         } else {
             for (size_t i = 0; i < sizeof STATE_ATTRIBUTES / sizeof *STATE_ATTRIBUTES && !missing; i++) {
                 double value;
-                if (!read_attribute(state, STATE_ATTRIBUTES[i], H5T_NATIVE_DOUBLE, &value)) missing = STATE_ATTRIBUTES[i];
+                if (!hdf5_read_scalar(state, STATE_ATTRIBUTES[i], H5T_NATIVE_DOUBLE, &value)) missing = STATE_ATTRIBUTES[i];
             }
             H5Gclose(state);
         }
@@ -175,7 +142,7 @@ static bool diagnose(const char *path, char *why, size_t size) {
                  "pass one written by decon-train (h5repack -L converts a file to the checksummed format)", path);
         return false;
     }
-    hid_t fapl = access_plist(MPI_COMM_NULL);
+    hid_t fapl = hdf5_access_plist(MPI_COMM_NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (file < 0) {
@@ -188,7 +155,7 @@ static bool diagnose(const char *path, char *why, size_t size) {
 }
 
 bool checkpoint_is_valid(const char *path, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     int valid = 0;
     if (comm_rank(comm) == 0) {
         char why[MESSAGE_MAX];
@@ -425,24 +392,11 @@ static _Noreturn void write_failed(const write_target *out, const char *what) {
 
 static void write_attribute(hid_t object, const char *name, hid_t file_type, hid_t mem_type, const void *value,
                             const write_target *out) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attribute = H5Acreate2(object, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    if (attribute < 0 || H5Awrite(attribute, mem_type, value) < 0) write_failed(out, name);
-    H5Aclose(attribute);
-    H5Sclose(space);
-}
-
-static hid_t string_type(size_t length) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, length + 1);
-    H5Tset_strpad(type, H5T_STR_NULLTERM);
-    return type;
+    if (!hdf5_write_attribute(object, name, file_type, mem_type, value, 0)) write_failed(out, name);
 }
 
 static void write_string_attribute(hid_t object, const char *name, const char *value, const write_target *out) {
-    hid_t type = string_type(strlen(value));
-    write_attribute(object, name, type, type, value, out);
-    H5Tclose(type);
+    if (!hdf5_write_string(object, name, value)) write_failed(out, name);
 }
 
 static hid_t create_group(hid_t parent, const char *name, const write_target *out) {
@@ -500,40 +454,6 @@ static void write_moments(hid_t group, const param_registry *registry, const flo
     }
 }
 
-static void directory_of(const char *path, char *dir, size_t size) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, size, ".");
-    else if (slash == path) snprintf(dir, size, "/");
-    else snprintf(dir, size, "%.*s", (int)(slash - path), path);
-}
-
-// Makes the file's contents durable, then renames it into place and makes the rename
-// durable. Returns an empty message or what went wrong.
-static void publish(const char *tmp, const char *path, char *message, size_t size) {
-    message[0] = '\0';
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        snprintf(message, size, "cannot flush checkpoint %s to disk: %s; check the file system (the earlier "
-                 "checkpoints are intact)", tmp, strerror(errno));
-        if (fd >= 0) close(fd);
-        unlink(tmp);
-        return;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        snprintf(message, size, "cannot rename checkpoint %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        return;
-    }
-    char dir[4096];
-    directory_of(path, dir, sizeof dir);
-    fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);  // best effort: some file systems refuse fsync on directories
-        close(fd);
-    }
-}
-
 void checkpoint_write(const char *path, const param_registry *registry, const float *params, const float *adam_m,
                       const float *adam_v, const train_state *state, const char *config_text, MPI_Comm comm) {
     checkpoint_write_partitioned(path, registry, params, adam_m, adam_v, NULL, state, config_text, comm);
@@ -542,7 +462,7 @@ void checkpoint_write(const char *path, const param_registry *registry, const fl
 void checkpoint_write_partitioned(const char *path, const param_registry *registry, const float *params,
                                   const float *adam_m, const float *adam_v, const moment_range *range,
                                   const train_state *state, const char *config_text, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     moment_range held = range ? *range : (moment_range){0, registry->total};
     char what[MESSAGE_MAX / 2];
     snprintf(what, sizeof what, "checkpoint_write %s", path);
@@ -568,7 +488,7 @@ void checkpoint_write_partitioned(const char *path, const param_registry *regist
     char *tmp = xmalloc(tmp_length);
     snprintf(tmp, tmp_length, "%s.tmp", path);
 
-    hid_t fapl = access_plist(comm);
+    hid_t fapl = hdf5_access_plist(comm);
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (file < 0)
@@ -613,7 +533,7 @@ void checkpoint_write_partitioned(const char *path, const param_registry *regist
     write_attribute(state_group, "skipped_steps", H5T_STD_I64LE, H5T_NATIVE_INT64, &st.skipped_steps, &target);
     H5Gclose(state_group);
 
-    hid_t type = string_type((size_t)config_length);
+    hid_t type = hdf5_string_type((size_t)config_length);
     hid_t file_space = H5Screate(H5S_SCALAR), mem_space = H5Screate(H5S_SCALAR);
     hid_t dataset = H5Dcreate2(file, "config", type, file_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (dataset < 0) write_failed(&target, "config");
@@ -634,8 +554,10 @@ void checkpoint_write_partitioned(const char *path, const param_registry *regist
 
     MPI_Barrier(comm);  // every rank's data is in the file before it takes the final name
     char message[MESSAGE_MAX] = "";
-    if (is_root) publish(tmp, path, message, sizeof message);
-    fatal_if_root_failed(message, comm);  // the broadcast is also the closing barrier
+    if (is_root)
+        durable_publish(tmp, path, "checkpoint", "check the file system (the earlier checkpoints are intact)", message,
+                        sizeof message);
+    fatal_if_root_failed(message, MESSAGE_MAX, comm);  // the broadcast is also the closing barrier
     free(tmp);
     free(d.all);
 }
@@ -645,11 +567,11 @@ void checkpoint_write_partitioned(const char *path, const param_registry *regist
 
 // Opens a checkpoint for collective reading after rank 0 has vouched for it.
 static hid_t open_checked(const char *path, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     char message[MESSAGE_MAX] = "";
     if (comm_rank(comm) == 0) diagnose(path, message, sizeof message);
-    fatal_if_root_failed(message, comm);
-    hid_t fapl = access_plist(comm);
+    fatal_if_root_failed(message, MESSAGE_MAX, comm);
+    hid_t fapl = hdf5_access_plist(comm);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (file < 0) fatal("checkpoint %s is damaged (truncated?): delete it to resume from an older one", path);
@@ -734,16 +656,16 @@ static void read_tensors(hid_t file, const char *group_name, const param_registr
 
 static void read_state(hid_t file, train_state *state, const char *path) {
     hid_t group = H5Gopen2(file, "state", H5P_DEFAULT);
-    bool ok = group >= 0 && read_attribute(group, "step", H5T_NATIVE_INT64, &state->step) &&
-              read_attribute(group, "tokens_seen", H5T_NATIVE_INT64, &state->tokens_seen) &&
-              read_attribute(group, "data_epoch", H5T_NATIVE_UINT64, &state->data_epoch) &&
-              read_attribute(group, "data_index", H5T_NATIVE_UINT64, &state->data_index) &&
-              read_attribute(group, "seed", H5T_NATIVE_UINT64, &state->seed) &&
-              read_attribute(group, "learning_rate", H5T_NATIVE_DOUBLE, &state->learning_rate) &&
-              read_attribute(group, "loss", H5T_NATIVE_DOUBLE, &state->loss);
+    bool ok = group >= 0 && hdf5_read_scalar(group, "step", H5T_NATIVE_INT64, &state->step) &&
+              hdf5_read_scalar(group, "tokens_seen", H5T_NATIVE_INT64, &state->tokens_seen) &&
+              hdf5_read_scalar(group, "data_epoch", H5T_NATIVE_UINT64, &state->data_epoch) &&
+              hdf5_read_scalar(group, "data_index", H5T_NATIVE_UINT64, &state->data_index) &&
+              hdf5_read_scalar(group, "seed", H5T_NATIVE_UINT64, &state->seed) &&
+              hdf5_read_scalar(group, "learning_rate", H5T_NATIVE_DOUBLE, &state->learning_rate) &&
+              hdf5_read_scalar(group, "loss", H5T_NATIVE_DOUBLE, &state->loss);
     state->skipped_steps = 0;  // optional: written since [train] on_nonfinite
     if (ok && H5Aexists(group, "skipped_steps") > 0)
-        ok = read_attribute(group, "skipped_steps", H5T_NATIVE_INT64, &state->skipped_steps);
+        ok = hdf5_read_scalar(group, "skipped_steps", H5T_NATIVE_INT64, &state->skipped_steps);
     if (group >= 0) H5Gclose(group);
     if (!ok) fatal("checkpoint %s is damaged (unreadable /state): delete it to resume from an older one", path);
 }
@@ -755,7 +677,7 @@ void checkpoint_read(const char *path, const param_registry *registry, float *pa
 
 void checkpoint_read_partitioned(const char *path, const param_registry *registry, float *params, float *adam_m,
                                  float *adam_v, const moment_range *range, train_state *state, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     moment_range held = range ? *range : (moment_range){0, registry->total};
     char what[MESSAGE_MAX / 2];
     snprintf(what, sizeof what, "checkpoint_read %s", path);
@@ -868,7 +790,7 @@ static void free_checkpoints(checkpoint_entry *entries, int count) {
 }
 
 char *checkpoint_find_latest(const char *dir, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     char *found = NULL;
     unsigned long long length = 0;
     char message[MESSAGE_MAX] = "";
@@ -893,7 +815,7 @@ char *checkpoint_find_latest(const char *dir, MPI_Comm comm) {
         free_checkpoints(entries, count);
         length = found ? strlen(found) + 1 : 0;
     }
-    fatal_if_root_failed(message, comm);
+    fatal_if_root_failed(message, MESSAGE_MAX, comm);
     MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
     if (!length) return NULL;
     if (!found) found = xmalloc(length);
@@ -902,7 +824,7 @@ char *checkpoint_find_latest(const char *dir, MPI_Comm comm) {
 }
 
 void checkpoint_prune(const char *dir, int keep, MPI_Comm comm) {
-    quiet_hdf5();
+    hdf5_quiet();
     if (keep > 0 && comm_rank(comm) == 0) {
         int count, kept = 0;
         checkpoint_entry *entries = list_checkpoints(dir, &count);

@@ -29,9 +29,7 @@ typedef struct {
                                // optional in the file (absent: 0)
 } train_state;
 
-// The Adam moments a rank holds: elements [begin, end) of its buffer layout
-// (registry->total floats), stored in arrays of end - begin floats.
-typedef struct { size_t begin, end; } moment_range;
+// moment_range (core/params.h): the Adam moments a rank holds.
 
 // Writes params (and the Adam moments when m and v are non-NULL) to "<path>.tmp", then
 // renames it to path. Collective over comm: every rank passes a registry of the same

@@ -37,3 +37,8 @@ _Noreturn void write_failure_fatal(MPI_Comm comm, const char *partial, const cha
     MPI_Barrier(comm);  // the line is out before any rank's exit can end the job
     fatal_exit(1);
 }
+
+void fatal_if_root_failed(char *message, int size, MPI_Comm comm) {
+    MPI_Bcast(message, size, MPI_CHAR, 0, comm);
+    if (message[0]) fatal_agreed("%s", message);  // every rank has the verdict: one line
+}

@@ -12,3 +12,7 @@
 // line; when some rank does not fail (it waits in the next collective), this rank prints
 // its own line and the exit hook (MPI_Abort) ends the others, never a hang.
 _Noreturn void write_failure_fatal(MPI_Comm comm, const char *partial, const char *format, ...) DECON_PRINTF(3, 4);
+
+// Rank 0 of comm filled message[size] with its verdict (empty when all is well): every
+// rank receives it and, when it is not empty, ends with that same one line. Collective.
+void fatal_if_root_failed(char *message, int size, MPI_Comm comm);

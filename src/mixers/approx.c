@@ -15,87 +15,58 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_DEN };
+enum { S_Q, S_K, S_V, S_AV, S_DEN };
 
 static size_t approx_saved_floats(const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    size_t den = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
-    return rows * (2 * q_dim + 2 * kv_dim) + den + (size_t)5 * 16;  // + alignment slack per tensor
+    return qkvo_saved_floats(c, batch, seq_len) + qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD;  // + den
 }
 
 static size_t approx_scratch_floats(const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
+    return qkvo_scratch_floats(c, batch, seq_len);
 }
 
 static void approx_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_DEN] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
+    qkvo_bind_saved(layer, activations, c, batch, seq_len);
+    layer->saved[S_DEN] = arena_floats(activations, qkvo_per_head_floats(c, batch, seq_len));
 }
 
 static float scale_of(const decon_config *c) { return 1.0f / sqrtf((float)config_head_dim(c)); }
 
 static void approx_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
-    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     qkvo_project_forward(layer, x, q, k, v, inp);
-    taylor_attention_forward(layer->saved[S_ATTN], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
+    taylor_attention_forward(layer->saved[S_AV], layer->saved[S_DEN], q, k, v, x->batch, x->seq_len, heads,
                              kv_heads, dh, scale_of(c));
-    linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
+    qkvo_output_forward(layer, x, out);
 }
 
 static void approx_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                             const float *inp) {
     const decon_config *c = x->config;
-    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
-    size_t mark = arena_mark(x->scratch);
-    float *d_attn = arena_floats(x->scratch, q_size);
-    float *d_q = arena_floats(x->scratch, q_size);
-    float *d_k = arena_floats(x->scratch, kv_size);
-    float *d_v = arena_floats(x->scratch, kv_size);
-    memset(d_attn, 0, q_size * sizeof(float));
-    memset(d_q, 0, q_size * sizeof(float));
-    memset(d_k, 0, kv_size * sizeof(float));
-    memset(d_v, 0, kv_size * sizeof(float));
-
-    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
-                    qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
-    taylor_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_DEN], layer->saved[S_Q],
+    qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
+    taylor_attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_DEN], layer->saved[S_Q],
                               layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                               scale_of(c));
-    qkvo_project_backward(layer, x, d_inp, d_q, d_k, d_v, inp);
-    arena_release(x->scratch, mark);
+    qkvo_project_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);
+    arena_release(x->scratch, g.mark);
 }
 
 // A_it = f(s q_i.k_t) / sum_{t'<=i} f(s q_i.k_t'): the quadratic form (rows sum to 1).
 static void approx_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    taylor_attention_quadratic_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                                             layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len,
-                                             heads, kv_heads, dh, scale_of(c));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    taylor_attention_quadratic_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                                             scale_of(x->config));
 }
 
 // The Taylor argument x_it = s q_i.k_t (after RoPE) that f(x) = 1 + x + x^2/2 weights.
 static void approx_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                     scale_of(c));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, scale_of(x->config));
 }
 
 static int64_t approx_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }

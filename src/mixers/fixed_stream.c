@@ -23,7 +23,7 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN };  // Qf, Kf (after RoPE) of the fixed sequence; V, A V of all
+enum { S_Q, S_K, S_V, S_AV };  // Qf, Kf (after RoPE) of the fixed sequence; V, A V of all
 static const size_t PAD = 16;    // alignment slack per arena tensor
 
 typedef struct {
@@ -51,7 +51,7 @@ static size_t fixed_saved_floats(const decon_config *c, int batch, int seq_len) 
     return L * (q_dim + kv_dim) + rows * (q_dim + kv_dim) + 4 * PAD;
 }
 
-// Forward: the ops' workspace. Backward: d_attn, d_v, dQf, dKf and the workspace.
+// Forward: the ops' workspace. Backward: d_av, d_v, dQf, dKf and the workspace.
 // attention_matrix: nothing (it writes into the caller's heads x L x L).
 static size_t fixed_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t dh = (size_t)config_head_dim(c), L = (size_t)seq_len, rows = (size_t)batch * L;
@@ -67,7 +67,7 @@ static void fixed_bind(mixer_layer *layer, arena *activations, const decon_confi
     layer->saved[S_Q] = arena_floats(activations, L * q_dim);
     layer->saved[S_K] = arena_floats(activations, L * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
+    layer->saved[S_AV] = arena_floats(activations, rows * q_dim);
 }
 
 static float *workspace_from(const mixer_context *x, const map_shape *s) {
@@ -86,17 +86,17 @@ static void fixed_forward(mixer_layer *layer, const mixer_context *x, float *out
     map_shape s = shape_of(x);
     int L = s.seq_len, rows = s.batch * L, d = x->config->hidden_size;
     const float *fixed_inp = inp + (size_t)x->fixed_sequence * L * d;
-    float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *attn = layer->saved[S_ATTN];
+    float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *av = layer->saved[S_AV];
     linear_forward(q, fixed_inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), L, d, s.q_dim);
     linear_forward(k, fixed_inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), L, d, s.kv_dim);
     linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, s.kv_dim);
     rope_forward(q, x->rope_cos, x->rope_sin, 1, L, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, 1, L, s.kv_heads, s.head_dim);
     size_t mark = arena_mark(x->scratch);
-    shared_attention_forward(attn, q, k, v, s.batch, L, s.heads, s.kv_heads, s.head_dim, s.scale,
+    shared_attention_forward(av, q, k, v, s.batch, L, s.heads, s.kv_heads, s.head_dim, s.scale,
                              workspace_from(x, &s));
     arena_release(x->scratch, mark);
-    linear_forward(out, attn, qkvo_param(layer, x, QKVO_WO), NULL, rows, s.q_dim, d);
+    linear_forward(out, av, qkvo_param(layer, x, QKVO_WO), NULL, rows, s.q_dim, d);
 }
 
 static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
@@ -106,19 +106,19 @@ static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_
     int L = s.seq_len, rows = s.batch * L, d = x->config->hidden_size;
     size_t fixed_offset = (size_t)x->fixed_sequence * L * d;
     size_t mark = arena_mark(x->scratch);
-    float *d_attn = arena_floats(x->scratch, (size_t)rows * s.q_dim);
+    float *d_av = arena_floats(x->scratch, (size_t)rows * s.q_dim);
     float *d_v = arena_floats(x->scratch, (size_t)rows * s.kv_dim);
     float *d_q = arena_floats(x->scratch, (size_t)L * s.q_dim);
     float *d_k = arena_floats(x->scratch, (size_t)L * s.kv_dim);
     float *workspace = workspace_from(x, &s);
-    memset(d_attn, 0, (size_t)rows * s.q_dim * sizeof(float));
+    memset(d_av, 0, (size_t)rows * s.q_dim * sizeof(float));
     memset(d_v, 0, (size_t)rows * s.kv_dim * sizeof(float));
     memset(d_q, 0, (size_t)L * s.q_dim * sizeof(float));
     memset(d_k, 0, (size_t)L * s.kv_dim * sizeof(float));
 
-    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
+    linear_backward(d_av, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_AV],
                     qkvo_param(layer, x, QKVO_WO), rows, s.q_dim, d);
-    shared_attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], s.batch,
+    shared_attention_backward(d_q, d_k, d_v, d_av, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], s.batch,
                               L, s.heads, s.kv_heads, s.head_dim, s.scale, workspace);
     rope_backward(d_q, x->rope_cos, x->rope_sin, 1, L, s.heads, s.head_dim);
     rope_backward(d_k, x->rope_cos, x->rope_sin, 1, L, s.kv_heads, s.head_dim);
@@ -143,8 +143,8 @@ static void fixed_attention_matrix(mixer_layer *layer, const mixer_context *x, i
 static void fixed_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     (void)sequence;
     map_shape s = shape_of(x);
-    attention_scores(scores, layer->saved[S_Q], layer->saved[S_K], s.seq_len, s.heads, s.kv_heads, s.head_dim,
-                     s.scale);
+    attention_score_matrix(scores, layer->saved[S_Q], layer->saved[S_K], s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                           s.scale);
 }
 
 static int64_t fixed_param_count(const decon_config *c) { return mixer_standard()->param_count(c); }
@@ -190,6 +190,7 @@ const mixer_kind mixer_kind_fixedseqqk = {
     .name = "fixedseqqk",
     .letter = 'F',
     .uses_fixed_stream = true,
+    .fixed_stream_from_tokens = true,
     .register_params = qkvo_register,
     .saved_floats = fixed_saved_floats,
     .scratch_floats = fixed_scratch_floats,

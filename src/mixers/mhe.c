@@ -19,7 +19,7 @@
 enum { P_WQ, P_BQ, P_WK, P_BK, P_WV, P_BV, P_EQ, P_EK, P_EV, P_WO };
 // shared projections [rows, d_h]; per-head Q_j (after RoPE) [rows, heads, d_h], K_j (after
 // RoPE), V_j [rows, kv_heads, d_h]; attention output [rows, heads, d_h]; logsumexp.
-enum { S_QS, S_KS, S_VS, S_Q, S_K, S_V, S_ATTN, S_LSE };
+enum { S_QS, S_KS, S_VS, S_Q, S_K, S_V, S_AV, S_LSE };
 
 static void mhe_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     int d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = config_kv_heads(c);
@@ -68,7 +68,7 @@ static size_t mhe_saved_floats(const decon_config *c, int batch, int seq_len) {
     return rows * (3 * dh + 2 * q_dim + 2 * kv_dim) + lse + 8 * (size_t)16;
 }
 
-// d_attn, d_q [rows, q_dim]; d_k, d_v [rows, kv_dim]; d_qs, d_ks, d_vs [rows, d_h]
+// d_av, d_q [rows, q_dim]; d_k, d_v [rows, kv_dim]; d_qs, d_ks, d_vs [rows, d_h]
 static size_t mhe_scratch_floats(const decon_config *c, int batch, int seq_len) {
     size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
     size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
@@ -84,7 +84,7 @@ static void mhe_bind(mixer_layer *layer, arena *activations, const decon_config 
     layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
     layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
     layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
+    layer->saved[S_AV] = arena_floats(activations, rows * q_dim);
     layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
 }
 
@@ -112,9 +112,9 @@ static void mhe_forward(mixer_layer *layer, const mixer_context *x, float *out, 
     head_embedding_forward(v, vs, param_or_null(layer, x, P_EV), rows, kv_heads, dh, mul);
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
-    attention_forward(layer->saved[S_ATTN], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh,
+    attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh,
                       1.0f / sqrtf((float)dh));
-    linear_forward(out, layer->saved[S_ATTN], param_or_null(layer, x, P_WO), NULL, rows, heads * dh, d);
+    linear_forward(out, layer->saved[S_AV], param_or_null(layer, x, P_WO), NULL, rows, heads * dh, d);
 }
 
 static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
@@ -125,14 +125,14 @@ static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
     size_t s_size = (size_t)rows * (size_t)dh;
     size_t mark = arena_mark(x->scratch);
-    float *d_attn = arena_floats(x->scratch, q_size);
+    float *d_av = arena_floats(x->scratch, q_size);
     float *d_q = arena_floats(x->scratch, q_size);
     float *d_k = arena_floats(x->scratch, kv_size);
     float *d_v = arena_floats(x->scratch, kv_size);
     float *d_qs = arena_floats(x->scratch, s_size);
     float *d_ks = arena_floats(x->scratch, s_size);
     float *d_vs = arena_floats(x->scratch, s_size);
-    memset(d_attn, 0, q_size * sizeof(float));
+    memset(d_av, 0, q_size * sizeof(float));
     memset(d_q, 0, q_size * sizeof(float));
     memset(d_k, 0, kv_size * sizeof(float));
     memset(d_v, 0, kv_size * sizeof(float));
@@ -140,9 +140,9 @@ static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     memset(d_ks, 0, s_size * sizeof(float));
     memset(d_vs, 0, s_size * sizeof(float));
 
-    linear_backward(d_attn, grad_or_null(layer, x, P_WO), NULL, d_out, layer->saved[S_ATTN],
+    linear_backward(d_av, grad_or_null(layer, x, P_WO), NULL, d_out, layer->saved[S_AV],
                     param_or_null(layer, x, P_WO), rows, heads * dh, d);
-    attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_LSE], layer->saved[S_Q],
+    attention_backward(d_q, d_k, d_v, d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                        1.0f / sqrtf((float)dh));
     rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
@@ -181,22 +181,16 @@ static void mhe_mul_backward(mixer_layer *layer, const mixer_context *x, float *
 }
 
 static void mhe_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                            layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                            1.0f / sqrtf((float)dh));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                            1.0f / sqrtf((float)s.head_dim));
 }
 
 // s q_i,j.k_t,g(j) of the per-head Q_j, K_j after RoPE (recordings).
 static void mhe_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                     1.0f / sqrtf((float)dh));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                           1.0f / sqrtf((float)s.head_dim));
 }
 
 // 3 d d_h (shared projections) + 3 d_h (biases) + (heads + 2 kv_heads) d_h (embeddings)

@@ -41,8 +41,8 @@ typedef struct {
     // (full rows, the same on every tensor-parallel rank), and the gradient with respect
     // to E (+=, this rank's share), which the model sums over tp and backpropagates
     // through that norm to the embedding and the norm weight.
-    const float *embedded;
-    float *d_embedded;
+    const float *normed_embeddings;
+    float *d_normed_embeddings;
 } mixer_context;
 
 struct mixer_kind;
@@ -60,7 +60,10 @@ typedef struct mixer_kind {
     char letter;                        // one letter for the layer-plan summary
     bool is_standard;
     bool uses_fixed_stream;             // Q, K from the fixed stream (rndembqk, fixedseqqk)
-    bool uses_embeddings;               // reads context->embedded (staticembqk)
+    // The fixed stream starts from Emb(t_s), the embedded fixed tokens (fixedseqqk), not
+    // from Gaussian noise (rndembqk). Mixers of both kinds cannot share one model.
+    bool fixed_stream_from_tokens;
+    bool uses_embeddings;               // reads context->normed_embeddings (staticembqk)
     // attention_scores gives one score per KEY token, repeated along every row (nonapx's
     // g_t): recordings histogram each token's score once (the diagonal), not the triangle.
     bool scores_per_token;
@@ -104,3 +107,22 @@ const mixer_kind *mixer_standard(void);
 
 // Shared by mixers: "layers.<layer>.mixer.<suffix>".
 void mixer_param_name(char *out, size_t size, int layer, const char *suffix);
+
+// Sequence `sequence`'s rows of a mixer's saved q [rows, local_heads*d_h] and k [rows,
+// local_kv_heads*d_h], with the shape the per-sequence ops (attention_probabilities and
+// its kin) take: the body of most attention_matrix and attention_scores.
+typedef struct {
+    const float *q, *k;
+    int seq_len, heads, kv_heads, head_dim;
+} mixer_sequence_qk;
+
+static inline mixer_sequence_qk mixer_sequence_qk_of(const mixer_context *x, const float *q, const float *k,
+                                                     int sequence) {
+    const decon_config *c = x->config;
+    mixer_sequence_qk s = {NULL, NULL, x->seq_len, config_local_heads(c), config_local_kv_heads(c),
+                           config_head_dim(c)};
+    size_t offset = (size_t)sequence * (size_t)x->seq_len;
+    s.q = q + offset * (size_t)(s.heads * s.head_dim);
+    s.k = k + offset * (size_t)(s.kv_heads * s.head_dim);
+    return s;
+}

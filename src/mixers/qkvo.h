@@ -3,7 +3,9 @@
 // shapes, sharding and initialisation cannot drift, then find their tensors by name.
 #pragma once
 #include <stdio.h>
+#include <string.h>
 
+#include "core/arena.h"
 #include "core/params.h"
 #include "mixers/mixer.h"
 #include "ops/ops.h"
@@ -33,35 +35,130 @@ static inline float *qkvo_grad(const mixer_layer *layer, const mixer_context *x,
     return index < 0 ? NULL : x->grads + x->registry->items[index].offset;
 }
 
-// Q, K, V = inp W^T + b, then RoPE on Q and K: standard's projections, shared by the
-// mixers that keep them. Column-parallel: this rank's heads only (its rows of Wq, Wk, Wv),
-// q [rows, local_heads*d_h], k and v [rows, local_kv_heads*d_h].
-static inline void qkvo_project_forward(const mixer_layer *layer, const mixer_context *x, float *q, float *k,
-                                        float *v, const float *inp) {
+// Q, K, V = inp W^T + b: standard's projections, shared by the mixers that keep them.
+// Column-parallel: this rank's heads only (its rows of Wq, Wk, Wv), q [rows,
+// local_heads*d_h], k and v [rows, local_kv_heads*d_h].
+static inline void qkvo_linear_forward(const mixer_layer *layer, const mixer_context *x, float *q, float *k, float *v,
+                                       const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
     linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
     linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, kv_heads * dh);
-    rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
-    rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
 }
 
-// Its backward: RoPE backward on d_q and d_k (in place), then d_inp += (this rank's
-// partial share; the model sums it over tp) and the weight and bias gradients += from
-// d_q, d_k, d_v.
-static inline void qkvo_project_backward(const mixer_layer *layer, const mixer_context *x, float *d_inp, float *d_q,
-                                         float *d_k, const float *d_v, const float *inp) {
+// Its backward: d_inp += (this rank's partial share; the model sums it over tp) and the
+// weight and bias gradients += from d_q, d_k, d_v.
+static inline void qkvo_linear_backward(const mixer_layer *layer, const mixer_context *x, float *d_inp,
+                                        const float *d_q, const float *d_k, const float *d_v, const float *inp) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
-    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
                     qkvo_param(layer, x, QKVO_WQ), rows, d, heads * dh);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, inp,
                     qkvo_param(layer, x, QKVO_WK), rows, d, kv_heads * dh);
     linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
                     qkvo_param(layer, x, QKVO_WV), rows, d, kv_heads * dh);
+}
+
+// The projections, then RoPE on Q and K.
+static inline void qkvo_project_forward(const mixer_layer *layer, const mixer_context *x, float *q, float *k,
+                                        float *v, const float *inp) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
+    qkvo_linear_forward(layer, x, q, k, v, inp);
+    rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
+    rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+}
+
+// Its backward: RoPE backward on d_q and d_k (in place), then qkvo_linear_backward.
+static inline void qkvo_project_backward(const mixer_layer *layer, const mixer_context *x, float *d_inp, float *d_q,
+                                         float *d_k, const float *d_v, const float *inp) {
+    const decon_config *c = x->config;
+    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
+    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
+    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
+    qkvo_linear_backward(layer, x, d_inp, d_q, d_k, d_v, inp);
+}
+
+// ---- the saved tensors and the backward scratch of a q/k/v/o mixer -------------------
+// Every such mixer saves q, k (after RoPE where it has it), v and av = A V in
+// saved[0..3] (its own enum starts S_Q, S_K, S_V, S_AV), then what its op needs.
+enum { QKVO_SAVED = 4, QKVO_PAD = 16 };  // PAD: alignment slack of each arena tensor
+
+// Floats of one [batch, local_heads, seq_len] tensor (a logsumexp, a denominator, ...).
+static inline size_t qkvo_per_head_floats(const decon_config *c, int batch, int seq_len) {
+    return (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
+}
+
+// Floats of q, k, v and av with their slack (saved_floats adds the mixer's own).
+static inline size_t qkvo_saved_floats(const decon_config *c, int batch, int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    return rows * (2 * q_dim + 2 * kv_dim) + QKVO_SAVED * QKVO_PAD;
+}
+
+// The scratch of the backward: d_av, d_q, d_k, d_v (qkvo_gradients_take).
+static inline size_t qkvo_scratch_floats(const decon_config *c, int batch, int seq_len) {
+    return qkvo_saved_floats(c, batch, seq_len);
+}
+
+// saved[0..3] = q, k, v, av from the activation arena.
+static inline void qkvo_bind_saved(mixer_layer *layer, arena *activations, const decon_config *c, int batch,
+                                   int seq_len) {
+    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    layer->saved[0] = arena_floats(activations, rows * q_dim);
+    layer->saved[1] = arena_floats(activations, rows * kv_dim);
+    layer->saved[2] = arena_floats(activations, rows * kv_dim);
+    layer->saved[3] = arena_floats(activations, rows * q_dim);
+}
+
+// The backward temporaries of a q/k/v/o mixer, zeroed, from the scratch arena
+// (qkvo_scratch_floats counts them):
+// d_av, d_q [rows, local_heads*d_h]; d_k, d_v [rows, local_kv_heads*d_h]. The mixer
+// gives them back with arena_release(x->scratch, mark).
+typedef struct {
+    float *d_av, *d_q, *d_k, *d_v;
+    size_t mark;
+} qkvo_gradients;
+
+static inline qkvo_gradients qkvo_gradients_take(const mixer_context *x) {
+    const decon_config *c = x->config;
+    size_t rows = (size_t)x->batch * (size_t)x->seq_len, dh = (size_t)config_head_dim(c);
+    size_t q_size = rows * (size_t)config_local_heads(c) * dh, kv_size = rows * (size_t)config_local_kv_heads(c) * dh;
+    qkvo_gradients g;
+    g.mark = arena_mark(x->scratch);
+    g.d_av = arena_floats(x->scratch, q_size);
+    g.d_q = arena_floats(x->scratch, q_size);
+    g.d_k = arena_floats(x->scratch, kv_size);
+    g.d_v = arena_floats(x->scratch, kv_size);
+    memset(g.d_av, 0, q_size * sizeof(float));
+    memset(g.d_q, 0, q_size * sizeof(float));
+    memset(g.d_k, 0, kv_size * sizeof(float));
+    memset(g.d_v, 0, kv_size * sizeof(float));
+    return g;
+}
+
+
+// out = av Wo^T (av = saved[3], [rows, local_heads*d_h]): row-parallel, this rank's
+// partial share (the model sums it over tp).
+static inline void qkvo_output_forward(const mixer_layer *layer, const mixer_context *x, float *out) {
+    const decon_config *c = x->config;
+    int rows = x->batch * x->seq_len, q_dim = config_local_heads(c) * config_head_dim(c);
+    linear_forward(out, layer->saved[3], qkvo_param(layer, x, QKVO_WO), NULL, rows, q_dim, c->hidden_size);
+}
+
+// The start of every q/k/v/o backward: the temporaries (qkvo_gradients_take), then the
+// output projection's backward: d_av = d_out Wo, dWo += d_out^T av.
+static inline qkvo_gradients qkvo_backward_begin(const mixer_layer *layer, const mixer_context *x,
+                                                 const float *d_out) {
+    const decon_config *c = x->config;
+    int rows = x->batch * x->seq_len, q_dim = config_local_heads(c) * config_head_dim(c);
+    qkvo_gradients g = qkvo_gradients_take(x);
+    linear_backward(g.d_av, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[3],
+                    qkvo_param(layer, x, QKVO_WO), rows, q_dim, c->hidden_size);
+    return g;
 }

@@ -11,7 +11,7 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
+enum { S_Q, S_K, S_V, S_AV, S_LSE };
 
 static void standard_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
     int d = c->hidden_size, dh = config_head_dim(c);
@@ -44,82 +44,53 @@ static void standard_register(mixer_layer *layer, param_registry *registry, cons
 }
 
 static size_t standard_saved_floats(const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    size_t lse = (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len;
-    // + 16 floats of alignment slack per tensor
-    return rows * (2 * q_dim + 2 * kv_dim) + lse + (size_t)5 * 16;
+    return qkvo_saved_floats(c, batch, seq_len) + qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD;  // + lse
 }
 
 static size_t standard_scratch_floats(const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)4 * 16;  // d_attn, d_q, d_k, d_v
+    return qkvo_scratch_floats(c, batch, seq_len);
 }
 
 static void standard_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
+    qkvo_bind_saved(layer, activations, c, batch, seq_len);
+    layer->saved[S_LSE] = arena_floats(activations, qkvo_per_head_floats(c, batch, seq_len));
 }
 
 static void standard_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     const decon_config *c = x->config;
-    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
-    float *attn = layer->saved[S_ATTN], *lse = layer->saved[S_LSE];
+    float *av = layer->saved[S_AV], *lse = layer->saved[S_LSE];
     qkvo_project_forward(layer, x, q, k, v, inp);
-    attention_forward(attn, lse, q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
-    linear_forward(out, attn, qkvo_param(layer, x, QKVO_WO), NULL, rows, heads * dh, d);
+    attention_forward(av, lse, q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
+    qkvo_output_forward(layer, x, out);
 }
 
 static void standard_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                               const float *inp) {
     const decon_config *c = x->config;
-    int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
+    int dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t q_size = (size_t)rows * (size_t)(heads * dh), kv_size = (size_t)rows * (size_t)(kv_heads * dh);
-    size_t mark = arena_mark(x->scratch);
-    float *d_attn = arena_floats(x->scratch, q_size);
-    float *d_q = arena_floats(x->scratch, q_size);
-    float *d_k = arena_floats(x->scratch, kv_size);
-    float *d_v = arena_floats(x->scratch, kv_size);
-    memset(d_attn, 0, q_size * sizeof(float));
-    memset(d_q, 0, q_size * sizeof(float));
-    memset(d_k, 0, kv_size * sizeof(float));
-    memset(d_v, 0, kv_size * sizeof(float));
-
-    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
-                    qkvo_param(layer, x, QKVO_WO), rows, heads * dh, d);
-    attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_LSE], layer->saved[S_Q],
+    qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
+    attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                        1.0f / sqrtf((float)dh));
-    qkvo_project_backward(layer, x, d_inp, d_q, d_k, d_v, inp);
-    arena_release(x->scratch, mark);
+    qkvo_project_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);
+    arena_release(x->scratch, g.mark);
 }
 
 static void standard_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_probabilities(probs, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                            layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                            1.0f / sqrtf((float)dh));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                            1.0f / sqrtf((float)s.head_dim));
 }
 
 // s q_i.k_t after RoPE, the argument of the softmax (recordings).
 static void standard_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c), heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_scores(scores, layer->saved[S_Q] + offset * (size_t)(heads * dh),
-                     layer->saved[S_K] + offset * (size_t)(kv_heads * dh), x->seq_len, heads, kv_heads, dh,
-                     1.0f / sqrtf((float)dh));
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim,
+                           1.0f / sqrtf((float)s.head_dim));
 }
 
 static int64_t standard_param_count(const decon_config *c) {

@@ -4,11 +4,11 @@
 //   E = RMSNorm(e; this layer's input-norm weight, rms_norm_eps), e = Emb(t) of the tokens
 //   Q = E Wq^T + bq, K = E Wk^T + bk (RoPE), V = H Wv^T + bv
 //   O = concat_j(softmax(s Q_j K_g(j)^T + causal mask) V_g(j)) Wo^T,  per sequence
-// The model computes E (context->embedded) and backpropagates context->d_embedded (+=,
-// dLoss/dE) through the norm to e and to the norm weight, which thus serves two inputs
+// The model computes E (context->normed_embeddings) and backpropagates
+// context->d_normed_embeddings (+=, dLoss/dE) through the norm to e and to the norm weight, which thus serves two inputs
 // (H = RMSNorm(x) and E). Keeping the norm in the model lets it run once per layer on
 // full rows, before the tensor-parallel split: every rank sees the same E, and the sum
-// over ranks of their d_embedded shares is the full gradient, like d_inp's.
+// over ranks of their d_normed_embeddings shares is the full gradient, like d_inp's.
 #include <math.h>
 #include <string.h>
 
@@ -16,8 +16,7 @@
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
 
-enum { S_Q, S_K, S_V, S_ATTN, S_LSE };
-static const size_t PAD = 16;  // alignment slack per arena tensor
+enum { S_Q, S_K, S_V, S_AV, S_LSE };
 
 typedef struct {
     int rows, d, heads, kv_heads, head_dim, q_dim, kv_dim;
@@ -39,85 +38,62 @@ static static_shape shape_of(const mixer_context *x) {
 }
 
 static size_t static_saved_floats(const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len + 5 * PAD;
+    return qkvo_saved_floats(c, batch, seq_len) + qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD;  // + lse
 }
 
-// Backward: d_attn, d_q, d_k, d_v.
+// Backward: d_av, d_q, d_k, d_v.
 static size_t static_scratch_floats(const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    return rows * (2 * q_dim + 2 * kv_dim) + 4 * PAD;
+    return qkvo_scratch_floats(c, batch, seq_len);
 }
 
 static void static_bind(mixer_layer *layer, arena *activations, const decon_config *c, int batch, int seq_len) {
-    size_t rows = (size_t)batch * (size_t)seq_len, dh = (size_t)config_head_dim(c);
-    size_t q_dim = (size_t)config_local_heads(c) * dh, kv_dim = (size_t)config_local_kv_heads(c) * dh;
-    layer->saved[S_Q] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_K] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_V] = arena_floats(activations, rows * kv_dim);
-    layer->saved[S_ATTN] = arena_floats(activations, rows * q_dim);
-    layer->saved[S_LSE] = arena_floats(activations, (size_t)batch * (size_t)config_local_heads(c) * (size_t)seq_len);
+    qkvo_bind_saved(layer, activations, c, batch, seq_len);
+    layer->saved[S_LSE] = arena_floats(activations, qkvo_per_head_floats(c, batch, seq_len));
 }
 
 static void static_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     static_shape s = shape_of(x);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
-    const float *normed = x->embedded;  // E = RMSNorm(e), from the model
+    const float *normed = x->normed_embeddings;  // E = RMSNorm(e), from the model
     linear_forward(q, normed, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), s.rows, s.d, s.q_dim);
     linear_forward(k, normed, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), s.rows, s.d, s.kv_dim);
     linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), s.rows, s.d, s.kv_dim);
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
-    attention_forward(layer->saved[S_ATTN], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads,
+    attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads,
                       s.head_dim, s.scale);
-    linear_forward(out, layer->saved[S_ATTN], qkvo_param(layer, x, QKVO_WO), NULL, s.rows, s.q_dim, s.d);
+    qkvo_output_forward(layer, x, out);
 }
 
 static void static_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                             const float *inp) {
     static_shape s = shape_of(x);
-    size_t q_size = (size_t)s.rows * s.q_dim, kv_size = (size_t)s.rows * s.kv_dim;
-    size_t mark = arena_mark(x->scratch);
-    float *d_attn = arena_floats(x->scratch, q_size);
-    float *d_q = arena_floats(x->scratch, q_size);
-    float *d_k = arena_floats(x->scratch, kv_size);
-    float *d_v = arena_floats(x->scratch, kv_size);
-    memset(d_attn, 0, q_size * sizeof(float));
-    memset(d_q, 0, q_size * sizeof(float));
-    memset(d_k, 0, kv_size * sizeof(float));
-    memset(d_v, 0, kv_size * sizeof(float));
-
-    linear_backward(d_attn, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_ATTN],
-                    qkvo_param(layer, x, QKVO_WO), s.rows, s.q_dim, s.d);
-    attention_backward(d_q, d_k, d_v, d_attn, layer->saved[S_ATTN], layer->saved[S_LSE], layer->saved[S_Q],
+    qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
+    attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim,
                        s.scale);
-    rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
-    rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
+    rope_backward(g.d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
+    rope_backward(g.d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
     // dE += this rank's share (its heads' rows of Wq, Wk); the model sums it over tp.
-    linear_backward(x->d_embedded, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, x->embedded,
-                    qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
-    linear_backward(x->d_embedded, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, x->embedded,
-                    qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
+    linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), g.d_q,
+                    x->normed_embeddings, qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
+    linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), g.d_k,
+                    x->normed_embeddings, qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
+    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), g.d_v, inp,
                     qkvo_param(layer, x, QKVO_WV), s.rows, s.d, s.kv_dim);
-    arena_release(x->scratch, mark);
+    arena_release(x->scratch, g.mark);
 }
 
 static void static_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
-    static_shape s = shape_of(x);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_probabilities(probs, layer->saved[S_Q] + offset * s.q_dim, layer->saved[S_K] + offset * s.kv_dim,
-                            x->seq_len, s.heads, s.kv_heads, s.head_dim, s.scale);
+    static_shape shape = shape_of(x);
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, shape.scale);
 }
 
 static void static_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    static_shape s = shape_of(x);
-    size_t offset = (size_t)sequence * (size_t)x->seq_len;
-    attention_scores(scores, layer->saved[S_Q] + offset * s.q_dim, layer->saved[S_K] + offset * s.kv_dim, x->seq_len,
-                     s.heads, s.kv_heads, s.head_dim, s.scale);
+    static_shape shape = shape_of(x);
+    mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
+    attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, shape.scale);
 }
 
 // Parameters, matmul FLOPs and the inference cache are standard's: the same projections

@@ -33,17 +33,18 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
     m->skipped = xcalloc((size_t)n, sizeof *m->skipped);
     layer_plan_build(m->plan, c, origin);
+    const mixer_kind *first_fixed = NULL;  // the fixed stream's kind: one per model
     for (int l = 0; l < n; l++) {
-        if (m->plan[l]->uses_fixed_stream) {
+        const mixer_kind *kind = m->plan[l];
+        if (kind->uses_fixed_stream) {
+            if (first_fixed && kind->fixed_stream_from_tokens != first_fixed->fixed_stream_from_tokens)
+                fatal("%s: %s and %s cannot share one model (their fixed streams differ)", origin, first_fixed->name,
+                      kind->name);
+            if (!first_fixed) first_fixed = kind;
             m->has_fixed_stream = true;
-            m->fixed_stream_from_tokens |= strcmp(m->plan[l]->name, "fixedseqqk") == 0;
+            m->fixed_stream_from_tokens = kind->fixed_stream_from_tokens;
         }
-        m->uses_embeddings |= m->plan[l]->uses_embeddings;
-    }
-    if (m->fixed_stream_from_tokens) {
-        for (int l = 0; l < n; l++)
-            if (m->plan[l]->uses_fixed_stream && strcmp(m->plan[l]->name, "fixedseqqk") != 0)
-                fatal("%s: rndembqk and fixedseqqk cannot share one model (their fixed streams differ)", origin);
+        m->uses_embeddings |= kind->uses_embeddings;
     }
 
     param_registry *r = &m->registry;
@@ -101,7 +102,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     size_t saved = 2 * padded(full) + 2 * padded((size_t)max_seq_len * (size_t)half);
     saved += 3 * padded(local * d) + padded(full * d) + padded(local) + padded(full * d) + padded(local * d);
     saved += 2 * padded(full * d) + padded((size_t)max_seq_len * d) + padded((size_t)max_seq_len);
-    saved += padded(local * d) + padded(full * d);  // normed_local, d_embedded_normed
+    saved += padded(local * d) + padded(full * d);  // normed_local, d_normed_embeddings
     size_t mixer_scratch = 0;
     for (int l = 0; l < n; l++) {
         saved += 2 * padded(local * d) + 2 * padded(full * d) + 2 * padded(local) + 3 * padded(full * inter);
@@ -110,8 +111,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
         size_t s = m->plan[l]->scratch_floats(c, max_batch, max_seq_len);
         if (s > mixer_scratch) mixer_scratch = s;
     }
-    size_t lm = padded(tp == 1 ? lm_head_scratch_floats((int)full, c->vocab_size)
-                               : vocab_parallel_scratch_floats((int)full, m->vocab_local));
+    size_t lm = padded(lm_head_scratch_floats((int)full, m->vocab_local));
     size_t mlp_scratch = 3 * padded(full * inter);
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
     arena_reserve(&m->activations, saved * sizeof(float) + (size_t)64 * 16);
@@ -135,8 +135,8 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
         b->up_out = arena_floats(a, full * inter);
         b->act = arena_floats(a, full * inter);
         if (m->plan[l]->uses_embeddings) {
-            b->embedded_normed = arena_floats(a, full * d);
-            b->embedded_rstd = arena_floats(a, local);
+            b->normed_embeddings = arena_floats(a, full * d);
+            b->normed_embeddings_rstd = arena_floats(a, local);
         }
         m->plan[l]->bind_saved(&m->mixers[l], a, c, max_batch, max_seq_len);
     }
@@ -146,13 +146,13 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     m->d_residual = arena_floats(a, local * d);
     m->d_normed = arena_floats(a, full * d);
     m->d_normed_local = sp ? arena_floats(a, local * d) : m->d_normed;
-    m->d_embedded = arena_floats(a, local * d);
+    m->d_embeddings = arena_floats(a, local * d);
     m->branch_out = arena_floats(a, full * d);
     m->d_out_full = arena_floats(a, full * d);
     m->fixed_input = arena_floats(a, (size_t)max_seq_len * d);
     m->fixed_tokens = (int *)arena_floats(a, (size_t)max_seq_len);
     m->normed_local = arena_floats(a, local * d);
-    m->d_embedded_normed = arena_floats(a, full * d);
+    m->d_normed_embeddings = arena_floats(a, full * d);
     // X_1 of rndembqk's fixed stream: Gaussian noise from its own counter-RNG stream.
     for (size_t i = 0; i < (size_t)max_seq_len * d; i++)
         m->fixed_input[i] = (float)(c->fixed_stream_std * rng_normal((uint64_t)c->seed, rng_hash_string("fixed_stream"), i));
@@ -187,8 +187,8 @@ mixer_context model_mixer_context(model *m) {
         .seq_len = m->seq_len,
         .fixed_sequence = m->has_fixed_stream ? m->batch - 1 : -1,
         // staticembqk's normalised e is per layer: the forward and backward set it.
-        .embedded = NULL,
-        .d_embedded = m->d_embedded_normed,
+        .normed_embeddings = NULL,
+        .d_normed_embeddings = m->d_normed_embeddings,
     };
     return context;
 }
@@ -242,7 +242,7 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     bool sp = c->sequence_parallel;
     if (sp && seq_len % tp != 0)
         fatal("internal: sequence length %d is not divisible by the tensor-parallel size %d", seq_len, tp);
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local, vocab = c->vocab_size;
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local;
     // Rows that carry the loss, then (with a fixed stream) one more sequence; with sp each
     // rank holds seq_len/tp positions of every sequence ("local" rows).
     int sequences = batch + m->has_fixed_stream;
@@ -254,9 +254,11 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     m->seq_len = seq_len;
     memcpy(m->inputs, inputs, (size_t)loss_rows * sizeof(int));
     memcpy(m->targets, targets, (size_t)loss_rows * sizeof(int));
-    if (m->has_fixed_stream) {
-        memcpy(m->inputs + loss_rows, m->fixed_tokens, (size_t)seq_len * sizeof(int));
-        for (int i = loss_rows; i < rows; i++) m->targets[i] = -1;
+    if (m->has_fixed_stream) {  // fixedseqqk embeds t_s; rndembqk's rows embed no token (zeros, then its X_1)
+        for (int i = loss_rows; i < rows; i++) {
+            m->inputs[i] = m->fixed_stream_from_tokens ? m->fixed_tokens[i - loss_rows] : -1;
+            m->targets[i] = -1;
+        }
     }
     mixer_context context = model_mixer_context(m);
     bool any_skipped = false;
@@ -266,12 +268,12 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     // ---- forward ----
     // e = Emb(t), this rank's rows: each rank embeds the tokens of its vocabulary rows and
     // the tp group sums (nothing to sum on one rank).
-    float *embedded = m->blocks[0].residual_in;
-    float *partial = partial_output(m, embedded);
+    float *embeddings = m->blocks[0].residual_in;
+    float *partial = partial_output(m, embeddings);
     embedding_forward(partial, m->inputs, param_of(m, m->embed), rows, d, m->vocab_start, m->vocab_local);
-    reduce_partial(m, embedded, partial, sequences, seq_len);
+    reduce_partial(m, embeddings, partial, sequences, seq_len);
     if (m->has_fixed_stream && !m->fixed_stream_from_tokens) {  // rndembqk's X_1: the same on every rank
-        float *fixed_rows = embedded + (size_t)local_loss_rows * d;
+        float *fixed_rows = embeddings + (size_t)local_loss_rows * d;
         if (sp) sequence_take_shard(m->grid, fixed_rows, m->fixed_input, 1, seq_len, d);
         else memcpy(fixed_rows, m->fixed_input, (size_t)seq_len * d * sizeof(float));
     }
@@ -285,11 +287,11 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
         rmsnorm_forward(normed_output(m, b->mixer_input), b->rstd1, b->residual_in, param_of(m, b->input_norm),
                         local_rows, d, eps);
         gather_normed(m, b->mixer_input, sequences, seq_len);
-        if (b->embedded_normed) {  // staticembqk: RMSNorm(e) with this block's input norm weight
-            rmsnorm_forward(normed_output(m, b->embedded_normed), b->embedded_rstd, embedded,
+        if (b->normed_embeddings) {  // staticembqk: RMSNorm(e) with this block's input norm weight
+            rmsnorm_forward(normed_output(m, b->normed_embeddings), b->normed_embeddings_rstd, embeddings,
                             param_of(m, b->input_norm), local_rows, d, eps);
-            gather_normed(m, b->embedded_normed, sequences, seq_len);
-            context.embedded = b->embedded_normed;
+            gather_normed(m, b->normed_embeddings, sequences, seq_len);
+            context.normed_embeddings = b->normed_embeddings;
         }
         float *partial = partial_output(m, b->residual_mid);
         m->plan[l]->forward(&m->mixers[l], &context, partial, b->mixer_input);
@@ -315,20 +317,16 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
     // ---- loss (and its gradient w.r.t. the final hidden states and the LM head) ----
     if (backward) zero(m->d_normed, (size_t)loss_rows * d);
     float *d_hidden = backward ? m->d_normed : NULL, *d_head = backward ? grad_of(m, m->lm_head) : NULL;
-    double loss_sum = tp == 1 ? lm_head_cross_entropy(losses, d_hidden, d_head, m->final_normed,
-                                                      param_of(m, m->lm_head), targets, loss_rows, d, vocab,
-                                                      loss_scale, m->lm_scratch)
-                              : vocab_parallel_cross_entropy(m->grid, losses, d_hidden, d_head, m->final_normed,
-                                                             param_of(m, m->lm_head), targets, loss_rows, d,
-                                                             m->vocab_start, m->vocab_local, loss_scale,
-                                                             m->lm_scratch);
+    double loss_sum = vocab_parallel_cross_entropy(m->grid, losses, d_hidden, d_head, m->final_normed,
+                                                   param_of(m, m->lm_head), targets, loss_rows, d, m->vocab_start,
+                                                   m->vocab_local, loss_scale, m->lm_scratch);
     if (!backward) return loss_sum;
 
     // ---- backward, mirroring the forward line by line ----
     float *d_res = m->d_residual, *d_norm = m->d_normed, *d_norm_local = m->d_normed_local;
     reduce_partial(m, d_norm_local, d_norm, batch, seq_len);  // the vocab shards' shares of dL/dh
     zero(d_res, local_rd);
-    if (m->uses_embeddings) zero(m->d_embedded, local_rd);
+    if (m->uses_embeddings) zero(m->d_embeddings, local_rd);
     rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_norm_local, m->residual_out, param_of(m, m->final_norm),
                      m->final_rstd, local_loss_rows, d);
     if (m->reducer) {
@@ -358,23 +356,23 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
         // d_res now holds d(residual_mid) = d(residual_in) through the skip connection.
         d_out = gathered_gradient(m, d_res, sequences, seq_len);
         zero(d_norm, rd);
-        if (b->embedded_normed) {
-            context.embedded = b->embedded_normed;
-            zero(m->d_embedded_normed, rd);
+        if (b->normed_embeddings) {
+            context.normed_embeddings = b->normed_embeddings;
+            zero(m->d_normed_embeddings, rd);
         }
         m->plan[l]->backward(&m->mixers[l], &context, d_norm, d_out, b->mixer_input);
         reduce_partial(m, d_norm_local, d_norm, sequences, seq_len);
         rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_norm_local, b->residual_in, param_of(m, b->input_norm),
                          b->rstd1, local_rows, d);
-        if (b->embedded_normed) {  // the mixer's share of dL/d RMSNorm(e), then through that norm to e
-            float *d_e_local = sp ? d_norm_local : m->d_embedded_normed;
-            reduce_partial(m, d_e_local, m->d_embedded_normed, sequences, seq_len);
-            rmsnorm_backward(m->d_embedded, grad_of(m, b->input_norm), d_e_local, embedded,
-                             param_of(m, b->input_norm), b->embedded_rstd, local_rows, d);
+        if (b->normed_embeddings) {  // the mixer's share of dL/d RMSNorm(e), then through that norm to e
+            float *d_e_local = sp ? d_norm_local : m->d_normed_embeddings;
+            reduce_partial(m, d_e_local, m->d_normed_embeddings, sequences, seq_len);
+            rmsnorm_backward(m->d_embeddings, grad_of(m, b->input_norm), d_e_local, embeddings,
+                             param_of(m, b->input_norm), b->normed_embeddings_rstd, local_rows, d);
         }
         if (m->reducer) grad_reducer_layer_ready(m->reducer, l);
     }
-    if (m->uses_embeddings) add_inplace(d_res, m->d_embedded, local_rd);
+    if (m->uses_embeddings) add_inplace(d_res, m->d_embeddings, local_rd);
     // rndembqk's X_1 is fixed noise: its rows send nothing to the embedding table.
     int embedded_rows = m->has_fixed_stream && !m->fixed_stream_from_tokens ? loss_rows : rows;
     embedding_backward(grad_of(m, m->embed), gathered_gradient(m, d_res, sequences, seq_len), m->inputs,

@@ -32,7 +32,7 @@ typedef struct {
     float *gate_out, *up_out, *act;     // [full rows, local intermediate]
     // staticembqk layers: RMSNorm(e) with this block's input norm weight ([full rows, d])
     // and its rstd ([local rows]); NULL in the other layers.
-    float *embedded_normed, *embedded_rstd;
+    float *normed_embeddings, *normed_embeddings_rstd;
 } block_state;
 
 
@@ -63,7 +63,7 @@ typedef struct {
     float *fixed_input;                 // [max_seq_len, d]
     int *fixed_tokens;                  // [max_seq_len]
     bool uses_embeddings;               // some mixer reads the input embeddings
-    float *d_embedded;                  // [rows, d] their gradient
+    float *d_embeddings;                // [rows, d] their gradient (dL/de)
     bool *skipped;                      // per layer: removed for evaluation (skip)
     float *residual_out, *final_normed, *final_rstd;   // [local], [full loss rows], [local]
     float *d_residual, *d_normed;       // backward: residual-stream [local] and normed-input [full] gradients
@@ -71,7 +71,7 @@ typedef struct {
     float *normed_local;                // [local rows, d] a norm's output before the sp gather
     float *branch_out;                  // [full rows, d] a branch's partial output before the sp reduce-scatter
     float *d_out_full;                  // [full rows, d] a residual gradient gathered along the sequence (sp)
-    float *d_embedded_normed;           // [full rows, d] staticembqk's gradient w.r.t. RMSNorm(e)
+    float *d_normed_embeddings;         // [full rows, d] staticembqk's gradient w.r.t. RMSNorm(e)
     float *lm_scratch;
     int batch, seq_len;                 // shape of the last forward
 } model;

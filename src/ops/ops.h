@@ -77,8 +77,8 @@ void attention_probabilities(float *probs, const float *q, const float *k, int s
 // The pre-softmax scores of ONE sequence: scores[h, i, t] = scale * q_i,h . k_t,g(h) for
 // t <= i, zeros above the diagonal (the arguments attention_probabilities exponentiates,
 // computed the same way). Used for recordings.
-void attention_scores(float *scores, const float *q, const float *k, int seq_len, int heads,
-                      int kv_heads, int head_dim, float scale);
+void attention_score_matrix(float *scores, const float *q, const float *k, int seq_len, int heads,
+                            int kv_heads, int head_dim, float scale);
 
 // --- nonapx: a softmax over per-token scores, in linear time -----------------------------
 // Shapes as attention above. Per query head h and token t one score
@@ -141,9 +141,23 @@ void swiglu_backward(float *d_gate, float *d_up, const float *d_out, const float
 // losses[rows] when non-NULL (0 for ignored rows). When d_hidden / d_weight are non-NULL
 // it also back-propagates loss_scale * (sum of losses) into them (+=).
 // scratch holds lm_head_scratch_floats(rows, vocab) floats.
+// shard NULL: weight is the whole vocabulary. Otherwise weight holds the rows
+// [shard->vocab_start, + vocab) of a vocabulary split across ranks (par/vocab_parallel.h),
+// and between the op's phases (logits and row statistics; loss and gradient) the caller
+// combines each chunk's row statistics over the shards: combine_max replaces row_max[n]
+// by the maximum over the shards, then combine_sums replaces stats[n][2] = {sum of
+// exp(z - max), target logit (0 where the shard lacks it)} by the sums over the shards.
+// Losses are then the same on every shard; d_hidden receives this shard's partial share.
+typedef struct {
+    int vocab_start;
+    void (*combine_max)(void *context, float *row_max, int n);
+    void (*combine_sums)(void *context, double *stats, int n);
+    void *context;
+} lm_head_vocab_shard;
 double lm_head_cross_entropy(float *losses, float *d_hidden, float *d_weight,
                              const float *hidden, const float *weight, const int *targets,
-                             int rows, int dim, int vocab, float loss_scale, float *scratch);
+                             int rows, int dim, int vocab, float loss_scale, float *scratch,
+                             const lm_head_vocab_shard *shard);
 size_t lm_head_scratch_floats(int rows, int vocab);
 
 // --- AdamW (decoupled weight decay, Loshchilov & Hutter) -------------------------------

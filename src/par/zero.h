@@ -7,7 +7,6 @@
 #include <mpi.h>
 
 #include "core/params.h"
-#include "io/checkpoint.h"  // moment_range
 #include "par/traffic.h"
 
 // dp rank dp_rank's range of the flat buffer: balanced in 16-float units, so begins are

@@ -22,7 +22,7 @@
 #include "train/nonfinite.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
-#include "train/recorder.h"
+#include "record/recorder.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 

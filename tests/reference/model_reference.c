@@ -30,8 +30,8 @@ typedef struct {
     bool *used;                  // [registry->count]: tensors the reference looked up
     int batch, seq_len, rows;    // batch counts the fixed-stream sequence when there is one
     int fixed_sequence;          // the fixed stream's sequence (the last), -1 when none
-    const double *embedded;      // input embeddings [rows, d] (staticembqk)
-    double *d_embedded;          // their gradient (+=), NULL without grads
+    const double *embeddings;      // input embeddings [rows, d] (staticembqk)
+    double *d_embeddings;          // their gradient (+=), NULL without grads
 } ref_context;
 
 // One tensor's values and gradient (w NULL: an optional tensor that is absent;
@@ -155,7 +155,7 @@ typedef struct {
     int heads, kv_heads, dh;
     double *q, *k, *v;        // [rows, heads|kv_heads, dh], q and k after RoPE
     double *probs;            // [batch, heads, seq_len, seq_len], 0 above the diagonal
-    double *attn;             // [rows, heads, dh] = A V, before the output projection
+    double *av;             // [rows, heads, dh] = A V, before the output projection
 } standard_state;
 
 // Everything of the standard mixer up to (not including) the output projection.
@@ -181,7 +181,7 @@ static void standard_run(ref_context *x, int layer, const double *inp, standard_
     s->k = ref_zeros((size_t)rows * KV * dh);
     s->v = ref_zeros((size_t)rows * KV * dh);
     s->probs = ref_zeros((size_t)B * H * T * T);
-    s->attn = ref_zeros((size_t)rows * H * dh);
+    s->av = ref_zeros((size_t)rows * H * dh);
     ref_linear_forward(s->q, inp, s->wq.w, s->bq.w, rows, d, H * dh);
     ref_linear_forward(s->k, inp, s->wk.w, s->bk.w, rows, d, KV * dh);
     ref_linear_forward(s->v, inp, s->wv.w, s->bv.w, rows, d, KV * dh);
@@ -206,7 +206,7 @@ static void standard_run(ref_context *x, int layer, const double *inp, standard_
                 double sum = 0.0;
                 for (int j = 0; j <= i; j++) sum += exp(scores[j] - max);
                 double *p = s->probs + (((size_t)b * H + h) * T + i) * T;
-                double *oi = s->attn + (((size_t)b * T + i) * H + h) * dh;
+                double *oi = s->av + (((size_t)b * T + i) * H + h) * dh;
                 for (int j = 0; j <= i; j++) {
                     p[j] = exp(scores[j] - max) / sum;
                     const double *vj = s->v + (((size_t)b * T + j) * KV + g) * dh;
@@ -222,14 +222,14 @@ static void standard_free(standard_state *s) {
     free(s->k);
     free(s->v);
     free(s->probs);
-    free(s->attn);
+    free(s->av);
 }
 
 // out[rows, d] = concat_h(A_h V_g(h)) Wo^T
 static void standard_forward(ref_context *x, int layer, double *out, const double *inp) {
     standard_state s;
     standard_run(x, layer, inp, &s);
-    ref_linear_forward(out, s.attn, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
+    ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
     standard_free(&s);
 }
 
@@ -240,13 +240,13 @@ static void standard_backward(ref_context *x, int layer, double *d_inp, const do
     int d = x->config->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     int H = s.heads, KV = s.kv_heads, dh = s.dh, group = H / KV;
     double scale = 1.0 / sqrt((double)dh);
-    double *d_attn = ref_zeros((size_t)rows * H * dh);
+    double *d_av = ref_zeros((size_t)rows * H * dh);
     double *d_q = ref_zeros((size_t)rows * H * dh);
     double *d_k = ref_zeros((size_t)rows * KV * dh);
     double *d_v = ref_zeros((size_t)rows * KV * dh);
     double *d_p = ref_zeros((size_t)T);
 
-    ref_linear_backward(d_attn, s.wo.g, NULL, d_out, s.attn, s.wo.w, rows, H * dh, d);
+    ref_linear_backward(d_av, s.wo.g, NULL, d_out, s.av, s.wo.w, rows, H * dh, d);
     // o_i = sum_j p_ij v_j;  p_ij = softmax_j(s_ij);  s_ij = scale q_i . k_j
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
@@ -254,7 +254,7 @@ static void standard_backward(ref_context *x, int layer, double *d_inp, const do
             for (int i = 0; i < T; i++) {
                 const double *p = s.probs + (((size_t)b * H + h) * T + i) * T;
                 const double *qi = s.q + (((size_t)b * T + i) * H + h) * dh;
-                const double *doi = d_attn + (((size_t)b * T + i) * H + h) * dh;
+                const double *doi = d_av + (((size_t)b * T + i) * H + h) * dh;
                 double *dqi = d_q + (((size_t)b * T + i) * H + h) * dh;
                 double p_dot_dp = 0.0;
                 for (int j = 0; j <= i; j++) {
@@ -283,7 +283,7 @@ static void standard_backward(ref_context *x, int layer, double *d_inp, const do
     ref_linear_backward(d_inp, s.wq.g, s.bq.g, d_q, inp, s.wq.w, rows, d, H * dh);
     ref_linear_backward(d_inp, s.wk.g, s.bk.g, d_k, inp, s.wk.w, rows, d, KV * dh);
     ref_linear_backward(d_inp, s.wv.g, s.bv.g, d_v, inp, s.wv.w, rows, d, KV * dh);
-    free(d_attn);
+    free(d_av);
     free(d_q);
     free(d_k);
     free(d_v);
@@ -293,9 +293,9 @@ static void standard_backward(ref_context *x, int layer, double *d_inp, const do
 
 // ---- causal softmax attention on materialised probabilities (mhe-*) -----------------
 
-// probs[B,H,T,T] = softmax_t<=i(scale q_i . k_t), attn[rows,H,dh] = A V;
+// probs[B,H,T,T] = softmax_t<=i(scale q_i . k_t), av[rows,H,dh] = A V;
 // q [rows,H,dh], k, v [rows,KV,dh], query head h reads kv head h / (H / KV).
-static void ref_attention_forward(double *probs, double *attn, const double *q, const double *k, const double *v,
+static void ref_attention_forward(double *probs, double *av, const double *q, const double *k, const double *v,
                                   int B, int T, int H, int KV, int dh) {
     int group = H / KV;
     double scale = 1.0 / sqrt((double)dh);
@@ -313,7 +313,7 @@ static void ref_attention_forward(double *probs, double *attn, const double *q, 
                     max = fmax(max, p[t]);
                 }
                 for (int t = 0; t <= i; t++) sum += exp(p[t] - max);
-                double *oi = attn + (((size_t)b * T + i) * H + h) * dh;
+                double *oi = av + (((size_t)b * T + i) * H + h) * dh;
                 for (int t = 0; t <= i; t++) {
                     p[t] = exp(p[t] - max) / sum;
                     const double *vt = v + (((size_t)b * T + t) * KV + h / group) * dh;
@@ -324,7 +324,7 @@ static void ref_attention_forward(double *probs, double *attn, const double *q, 
 
 // d_p_it = dO_i . v_t;  d_score_it = p_it (d_p_it - sum_t' p_it' d_p_it');
 // d_q_i += scale sum_t d_score_it k_t;  d_k_t += scale d_score_it q_i;  d_v_t += p_it dO_i
-static void ref_attention_backward(double *d_q, double *d_k, double *d_v, const double *d_attn, const double *probs,
+static void ref_attention_backward(double *d_q, double *d_k, double *d_v, const double *d_av, const double *probs,
                                    const double *q, const double *k, const double *v, int B, int T, int H, int KV,
                                    int dh) {
     int group = H / KV;
@@ -335,7 +335,7 @@ static void ref_attention_backward(double *d_q, double *d_k, double *d_v, const 
             for (int i = 0; i < T; i++) {
                 const double *p = probs + (((size_t)b * H + h) * T + i) * T;
                 const double *qi = q + (((size_t)b * T + i) * H + h) * dh;
-                const double *doi = d_attn + (((size_t)b * T + i) * H + h) * dh;
+                const double *doi = d_av + (((size_t)b * T + i) * H + h) * dh;
                 double *dqi = d_q + (((size_t)b * T + i) * H + h) * dh;
                 double p_dot_dp = 0.0;
                 for (int t = 0; t <= i; t++) {
@@ -435,7 +435,7 @@ typedef struct {
     int heads, kv_heads, dh;
     double *q_pre, *q, *k, *v;  // q_pre = H Wq^T + bq, q = silu(q_pre) [rows, heads, dh]; k, v [rows, kv, dh]
     double *probs;              // [batch, heads, seq_len, seq_len]: A_it = exp(g_t) / sum_{t'<=i} exp(g_t')
-    double *attn;               // [rows, heads, dh] = A V
+    double *av;               // [rows, heads, dh] = A V
 } nonapx_state;
 
 static void nonapx_run(ref_context *x, int layer, const double *inp, nonapx_state *s) {
@@ -460,7 +460,7 @@ static void nonapx_run(ref_context *x, int layer, const double *inp, nonapx_stat
     s->k = ref_zeros((size_t)rows * KV * dh);
     s->v = ref_zeros((size_t)rows * KV * dh);
     s->probs = ref_zeros((size_t)B * H * T * T);
-    s->attn = ref_zeros((size_t)rows * H * dh);
+    s->av = ref_zeros((size_t)rows * H * dh);
     ref_linear_forward(s->q_pre, inp, s->wq.w, s->bq.w, rows, d, H * dh);
     ref_linear_forward(s->k, inp, s->wk.w, s->bk.w, rows, d, KV * dh);
     ref_linear_forward(s->v, inp, s->wv.w, s->bv.w, rows, d, KV * dh);
@@ -482,7 +482,7 @@ static void nonapx_run(ref_context *x, int layer, const double *inp, nonapx_stat
                 double max = -INFINITY, sum = 0.0;
                 for (int t = 0; t <= i; t++) max = fmax(max, g[t]);
                 for (int t = 0; t <= i; t++) sum += exp(g[t] - max);
-                double *oi = s->attn + (((size_t)b * T + i) * H + h) * dh;
+                double *oi = s->av + (((size_t)b * T + i) * H + h) * dh;
                 for (int t = 0; t <= i; t++) {
                     p[t] = exp(g[t] - max) / sum;
                     const double *vt = s->v + (((size_t)b * T + t) * KV + h / group) * dh;
@@ -499,13 +499,13 @@ static void nonapx_free(nonapx_state *s) {
     free(s->k);
     free(s->v);
     free(s->probs);
-    free(s->attn);
+    free(s->av);
 }
 
 static void nonapx_forward(ref_context *x, int layer, double *out, const double *inp) {
     nonapx_state s;
     nonapx_run(x, layer, inp, &s);
-    ref_linear_forward(out, s.attn, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
+    ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
     nonapx_free(&s);
 }
 
@@ -517,19 +517,19 @@ static void nonapx_backward(ref_context *x, int layer, double *d_inp, const doub
     int d = x->config->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     int H = s.heads, KV = s.kv_heads, dh = s.dh, group = H / KV;
     double scale = 1.0 / sqrt((double)dh);
-    double *d_attn = ref_zeros((size_t)rows * H * dh);
+    double *d_av = ref_zeros((size_t)rows * H * dh);
     double *d_q = ref_zeros((size_t)rows * H * dh);
     double *d_k = ref_zeros((size_t)rows * KV * dh);
     double *d_v = ref_zeros((size_t)rows * KV * dh);
     double *d_p = ref_zeros((size_t)T), *d_g = ref_zeros((size_t)T);
 
-    ref_linear_backward(d_attn, s.wo.g, NULL, d_out, s.attn, s.wo.w, rows, H * dh, d);
+    ref_linear_backward(d_av, s.wo.g, NULL, d_out, s.av, s.wo.w, rows, H * dh, d);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             memset(d_g, 0, (size_t)T * sizeof(double));
             for (int i = 0; i < T; i++) {
                 const double *p = s.probs + (((size_t)b * H + h) * T + i) * T;
-                const double *doi = d_attn + (((size_t)b * T + i) * H + h) * dh;
+                const double *doi = d_av + (((size_t)b * T + i) * H + h) * dh;
                 double p_dot_dp = 0.0;
                 for (int t = 0; t <= i; t++) {
                     const double *vt = s.v + (((size_t)b * T + t) * KV + h / group) * dh;
@@ -559,7 +559,7 @@ static void nonapx_backward(ref_context *x, int layer, double *d_inp, const doub
     ref_linear_backward(d_inp, s.wq.g, s.bq.g, d_q, inp, s.wq.w, rows, d, H * dh);
     ref_linear_backward(d_inp, s.wk.g, s.bk.g, d_k, inp, s.wk.w, rows, d, KV * dh);
     ref_linear_backward(d_inp, s.wv.g, s.bv.g, d_v, inp, s.wv.w, rows, d, KV * dh);
-    free(d_attn);
+    free(d_av);
     free(d_q);
     free(d_k);
     free(d_v);
@@ -576,7 +576,7 @@ typedef struct {
     bool mul;
     double *qs, *ks, *vs;     // shared projections [rows, dh]
     double *q, *k, *v;        // per head [rows, heads|kv, dh], q and k after RoPE
-    double *probs, *attn;     // [batch, heads, T, T]; [rows, heads, dh]
+    double *probs, *av;     // [batch, heads, T, T]; [rows, heads, dh]
 } mhe_state;
 
 // out[r, j] = inp[r] + e[j] (add) or inp[r] * (1 + e[j]) (mul)
@@ -629,7 +629,7 @@ static void mhe_run(ref_context *x, int layer, const double *inp, bool mul, mhe_
     s->k = ref_zeros((size_t)rows * KV * dh);
     s->v = ref_zeros((size_t)rows * KV * dh);
     s->probs = ref_zeros((size_t)B * H * T * T);
-    s->attn = ref_zeros((size_t)rows * H * dh);
+    s->av = ref_zeros((size_t)rows * H * dh);
     ref_linear_forward(s->qs, inp, s->wq.w, s->bq.w, rows, d, dh);
     ref_linear_forward(s->ks, inp, s->wk.w, s->bk.w, rows, d, dh);
     ref_linear_forward(s->vs, inp, s->wv.w, s->bv.w, rows, d, dh);
@@ -638,7 +638,7 @@ static void mhe_run(ref_context *x, int layer, const double *inp, bool mul, mhe_
     ref_head_embed(s->v, s->vs, s->ev.w, rows, KV, dh, mul);
     ref_rope(s->q, B, T, H, dh, c->rope_theta, 1.0);
     ref_rope(s->k, B, T, KV, dh, c->rope_theta, 1.0);
-    ref_attention_forward(s->probs, s->attn, s->q, s->k, s->v, B, T, H, KV, dh);
+    ref_attention_forward(s->probs, s->av, s->q, s->k, s->v, B, T, H, KV, dh);
 }
 
 static void mhe_free(mhe_state *s) {
@@ -649,13 +649,13 @@ static void mhe_free(mhe_state *s) {
     free(s->k);
     free(s->v);
     free(s->probs);
-    free(s->attn);
+    free(s->av);
 }
 
 static void mhe_forward(ref_context *x, int layer, double *out, const double *inp, bool mul) {
     mhe_state s;
     mhe_run(x, layer, inp, mul, &s);
-    ref_linear_forward(out, s.attn, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
+    ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
     mhe_free(&s);
 }
 
@@ -664,13 +664,13 @@ static void mhe_backward(ref_context *x, int layer, double *d_inp, const double 
     mhe_run(x, layer, inp, mul, &s);
     int d = x->config->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     int H = s.heads, KV = s.kv_heads, dh = s.dh;
-    double *d_attn = ref_zeros((size_t)rows * H * dh);
+    double *d_av = ref_zeros((size_t)rows * H * dh);
     double *d_q = ref_zeros((size_t)rows * H * dh), *d_k = ref_zeros((size_t)rows * KV * dh);
     double *d_v = ref_zeros((size_t)rows * KV * dh);
     double *d_qs = ref_zeros((size_t)rows * dh), *d_ks = ref_zeros((size_t)rows * dh);
     double *d_vs = ref_zeros((size_t)rows * dh);
-    ref_linear_backward(d_attn, s.wo.g, NULL, d_out, s.attn, s.wo.w, rows, H * dh, d);
-    ref_attention_backward(d_q, d_k, d_v, d_attn, s.probs, s.q, s.k, s.v, B, T, H, KV, dh);
+    ref_linear_backward(d_av, s.wo.g, NULL, d_out, s.av, s.wo.w, rows, H * dh, d);
+    ref_attention_backward(d_q, d_k, d_v, d_av, s.probs, s.q, s.k, s.v, B, T, H, KV, dh);
     ref_rope(d_q, B, T, H, dh, x->config->rope_theta, -1.0);
     ref_rope(d_k, B, T, KV, dh, x->config->rope_theta, -1.0);
     ref_head_embed_backward(d_qs, s.eq.g, d_q, s.qs, s.eq.w, rows, H, dh, mul);
@@ -679,7 +679,7 @@ static void mhe_backward(ref_context *x, int layer, double *d_inp, const double 
     ref_linear_backward(d_inp, s.wq.g, s.bq.g, d_qs, inp, s.wq.w, rows, d, dh);
     ref_linear_backward(d_inp, s.wk.g, s.bk.g, d_ks, inp, s.wk.w, rows, d, dh);
     ref_linear_backward(d_inp, s.wv.g, s.bv.g, d_vs, inp, s.wv.w, rows, d, dh);
-    free(d_attn);
+    free(d_av);
     free(d_q);
     free(d_k);
     free(d_v);
@@ -732,7 +732,7 @@ static void qk_from_run(ref_context *x, int layer, const double *qk_inp, int qk_
     s->k = ref_zeros((size_t)rows * KV * dh);
     s->v = ref_zeros((size_t)rows * KV * dh);
     s->probs = ref_zeros((size_t)B * H * T * T);
-    s->attn = ref_zeros((size_t)rows * H * dh);
+    s->av = ref_zeros((size_t)rows * H * dh);
     if (qk_sequence < 0) {
         ref_linear_forward(s->q, qk_inp, s->wq.w, s->bq.w, rows, d, H * dh);
         ref_linear_forward(s->k, qk_inp, s->wk.w, s->bk.w, rows, d, KV * dh);
@@ -764,7 +764,7 @@ static void qk_from_run(ref_context *x, int layer, const double *qk_inp, int qk_
                     max = fmax(max, p[j]);
                 }
                 for (int j = 0; j <= i; j++) sum += exp(p[j] - max);
-                double *oi = s->attn + (((size_t)b * T + i) * H + h) * dh;
+                double *oi = s->av + (((size_t)b * T + i) * H + h) * dh;
                 for (int j = 0; j <= i; j++) {
                     p[j] = exp(p[j] - max) / sum;
                     const double *vj = s->v + (((size_t)b * T + j) * KV + h / group) * dh;
@@ -781,20 +781,20 @@ static void qk_from_backward(ref_context *x, int layer, const double *qk_inp, in
     int d = x->config->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     int H = s.heads, KV = s.kv_heads, dh = s.dh, group = H / KV;
     double scale = 1.0 / sqrt((double)dh);
-    double *d_attn = ref_zeros((size_t)rows * H * dh);
+    double *d_av = ref_zeros((size_t)rows * H * dh);
     double *d_q = ref_zeros((size_t)rows * H * dh);
     double *d_k = ref_zeros((size_t)rows * KV * dh);
     double *d_v = ref_zeros((size_t)rows * KV * dh);
     double *d_p = ref_zeros((size_t)T);
 
-    ref_linear_backward(d_attn, s.wo.g, NULL, d_out, s.attn, s.wo.w, rows, H * dh, d);
+    ref_linear_backward(d_av, s.wo.g, NULL, d_out, s.av, s.wo.w, rows, H * dh, d);
     // o_i = sum_j p_ij v_j;  p_ij = softmax_j(s_ij);  s_ij = scale q_i . k_j
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < T; i++) {
                 const double *p = s.probs + (((size_t)b * H + h) * T + i) * T;
                 const double *qi = s.q + (((size_t)b * T + i) * H + h) * dh;
-                const double *doi = d_attn + (((size_t)b * T + i) * H + h) * dh;
+                const double *doi = d_av + (((size_t)b * T + i) * H + h) * dh;
                 double *dqi = d_q + (((size_t)b * T + i) * H + h) * dh;
                 double p_dot_dp = 0.0;
                 for (int j = 0; j <= i; j++) {
@@ -830,7 +830,7 @@ static void qk_from_backward(ref_context *x, int layer, const double *qk_inp, in
         ref_linear_backward(d_qk_inp + fixed, s.wk.g, s.bk.g, d_k, qk_inp + fixed, s.wk.w, T, d, KV * dh);
     }
     ref_linear_backward(d_v_inp, s.wv.g, s.bv.g, d_v, v_inp, s.wv.w, rows, d, KV * dh);
-    free(d_attn);
+    free(d_av);
     free(d_q);
     free(d_k);
     free(d_v);
@@ -847,7 +847,7 @@ static int ref_fixed_sequence(const ref_context *x, int layer) {
 static void fixed_qk_forward(ref_context *x, int layer, double *out, const double *inp) {
     standard_state s;
     qk_from_run(x, layer, inp, ref_fixed_sequence(x, layer), inp, &s);
-    ref_linear_forward(out, s.attn, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
+    ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
     standard_free(&s);
 }
 
@@ -856,14 +856,14 @@ static void fixed_qk_backward(ref_context *x, int layer, double *d_inp, const do
 }
 
 // staticembqk: Q, K from E = RMSNorm(e) with the layer's input-norm weight, e the input
-// embeddings; E's gradient goes to the norm weight and to x->d_embedded.
+// embeddings; E's gradient goes to the norm weight and to x->d_embeddings.
 static ref_tensor static_norm(ref_context *x, int layer, double **normed, double **rstd) {
     int d = x->config->hidden_size;
-    if (!x->embedded) fatal("reference: layer %d needs the input embeddings", layer);
+    if (!x->embeddings) fatal("reference: layer %d needs the input embeddings", layer);
     ref_tensor w = ref_lookup(x, true, d, 0, "layers.%d.input_layernorm", layer);
     *normed = ref_zeros((size_t)x->rows * d);
     *rstd = ref_zeros((size_t)x->rows);
-    ref_rmsnorm_forward(*normed, *rstd, x->embedded, w.w, x->rows, d, x->config->rms_norm_eps);
+    ref_rmsnorm_forward(*normed, *rstd, x->embeddings, w.w, x->rows, d, x->config->rms_norm_eps);
     return w;
 }
 
@@ -872,7 +872,7 @@ static void static_qk_forward(ref_context *x, int layer, double *out, const doub
     static_norm(x, layer, &normed, &rstd);
     standard_state s;
     qk_from_run(x, layer, normed, -1, inp, &s);
-    ref_linear_forward(out, s.attn, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
+    ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
     standard_free(&s);
     free(normed);
     free(rstd);
@@ -883,7 +883,7 @@ static void static_qk_backward(ref_context *x, int layer, double *d_inp, const d
     ref_tensor w = static_norm(x, layer, &normed, &rstd);
     double *d_normed = ref_zeros((size_t)x->rows * x->config->hidden_size);
     qk_from_backward(x, layer, normed, -1, d_normed, inp, d_inp, d_out);
-    ref_rmsnorm_backward(x->d_embedded, w.g, d_normed, x->embedded, w.w, rstd, x->rows, x->config->hidden_size);
+    ref_rmsnorm_backward(x->d_embeddings, w.g, d_normed, x->embeddings, w.w, rstd, x->rows, x->config->hidden_size);
     free(d_normed);
     free(normed);
     free(rstd);
@@ -895,7 +895,7 @@ static void static_qk_backward(ref_context *x, int layer, double *d_inp, const d
 // study's three-term form with [attention] approx_diag_guard and approx_diag_eps, as the
 // mixer).
 
-// Projections and RoPE into s (probs unused), then the attention into s->attn.
+// Projections and RoPE into s (probs unused), then the attention into s->av.
 static void linear_mixer_run(ref_context *x, int layer, const double *inp, standard_state *s, bool diag) {
     const decon_config *c = x->config;
     int d = c->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
@@ -917,7 +917,7 @@ static void linear_mixer_run(ref_context *x, int layer, const double *inp, stand
     s->k = ref_zeros((size_t)rows * KV * dh);
     s->v = ref_zeros((size_t)rows * KV * dh);
     s->probs = NULL;
-    s->attn = ref_zeros((size_t)rows * H * dh);
+    s->av = ref_zeros((size_t)rows * H * dh);
     ref_linear_forward(s->q, inp, s->wq.w, s->bq.w, rows, d, H * dh);
     ref_linear_forward(s->k, inp, s->wk.w, s->bk.w, rows, d, KV * dh);
     ref_linear_forward(s->v, inp, s->wv.w, s->bv.w, rows, d, KV * dh);
@@ -925,16 +925,16 @@ static void linear_mixer_run(ref_context *x, int layer, const double *inp, stand
     ref_rope(s->k, B, T, KV, dh, c->rope_theta, 1.0);
     double scale = 1.0 / sqrt((double)dh);
     if (diag)
-        ref_diag_attention_forward(s->attn, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale, c->approx_diag_guard,
+        ref_diag_attention_forward(s->av, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale, c->approx_diag_guard,
                                    c->approx_diag_eps);
     else
-        ref_taylor_attention_forward(s->attn, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale);
+        ref_taylor_attention_forward(s->av, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale);
 }
 
 static void linear_mixer_forward(ref_context *x, int layer, double *out, const double *inp, bool diag) {
     standard_state s;
     linear_mixer_run(x, layer, inp, &s, diag);
-    ref_linear_forward(out, s.attn, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
+    ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
     standard_free(&s);
 }
 
@@ -945,20 +945,20 @@ static void linear_mixer_backward(ref_context *x, int layer, double *d_inp, cons
     int d = x->config->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     int H = s.heads, KV = s.kv_heads, dh = s.dh;
     double scale = 1.0 / sqrt((double)dh);
-    double *d_attn = ref_zeros((size_t)rows * H * dh), *d_q = ref_zeros((size_t)rows * H * dh);
+    double *d_av = ref_zeros((size_t)rows * H * dh), *d_q = ref_zeros((size_t)rows * H * dh);
     double *d_k = ref_zeros((size_t)rows * KV * dh), *d_v = ref_zeros((size_t)rows * KV * dh);
-    ref_linear_backward(d_attn, s.wo.g, NULL, d_out, s.attn, s.wo.w, rows, H * dh, d);
+    ref_linear_backward(d_av, s.wo.g, NULL, d_out, s.av, s.wo.w, rows, H * dh, d);
     if (diag)
-        ref_diag_attention_backward(d_q, d_k, d_v, d_attn, s.q, s.k, s.v, B, T, H, KV, dh, scale,
+        ref_diag_attention_backward(d_q, d_k, d_v, d_av, s.q, s.k, s.v, B, T, H, KV, dh, scale,
                                     x->config->approx_diag_guard, x->config->approx_diag_eps);
     else
-        ref_taylor_attention_backward(d_q, d_k, d_v, d_attn, s.q, s.k, s.v, B, T, H, KV, dh, scale);
+        ref_taylor_attention_backward(d_q, d_k, d_v, d_av, s.q, s.k, s.v, B, T, H, KV, dh, scale);
     ref_rope(d_q, B, T, H, dh, x->config->rope_theta, -1.0);
     ref_rope(d_k, B, T, KV, dh, x->config->rope_theta, -1.0);
     ref_linear_backward(d_inp, s.wq.g, s.bq.g, d_q, inp, s.wq.w, rows, d, H * dh);
     ref_linear_backward(d_inp, s.wk.g, s.bk.g, d_k, inp, s.wk.w, rows, d, KV * dh);
     ref_linear_backward(d_inp, s.wv.g, s.bv.g, d_v, inp, s.wv.w, rows, d, KV * dh);
-    free(d_attn);
+    free(d_av);
     free(d_q);
     free(d_k);
     free(d_v);
@@ -1084,7 +1084,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
         for (int i = 0; i < d; i++)
             blocks[0].residual_in[(size_t)r * d + i] =
                 tokens[r] >= 0 ? embed.w[(size_t)tokens[r] * d + i] : fixed_input[(size_t)(r - loss_rows) * d + i];
-    x.embedded = blocks[0].residual_in;
+    x.embeddings = blocks[0].residual_in;
     for (int l = 0; l < n; l++) {
         ref_block *k = &blocks[l];
         double *next = l + 1 < n ? blocks[l + 1].residual_in : residual_out;
@@ -1126,7 +1126,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     if (grads) {
         double *d_normed = ref_zeros(rd), *d_res = ref_zeros(rd), *d_mid = ref_zeros(rd);
         double *d_act = ref_zeros(ri), *d_gate = ref_zeros(ri), *d_up = ref_zeros(ri);
-        x.d_embedded = ref_zeros(rd);
+        x.d_embeddings = ref_zeros(rd);
         ref_linear_backward(d_normed, head.g, NULL, logits, final_normed, head.w, rows, d, vocab);
         ref_rmsnorm_backward(d_res, final_norm.g, d_normed, residual_out, final_norm.w, final_rstd, rows, d);
         for (int l = n - 1; l >= 0; l--) {
@@ -1150,10 +1150,10 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
             k->mixer->backward(&x, l, d_normed, d_mid, k->norm1);
             ref_rmsnorm_backward(d_res, k->input_norm.g, d_normed, k->residual_in, k->input_norm.w, k->rstd1, rows, d);
         }
-        for (size_t e = 0; e < rd; e++) d_res[e] += x.d_embedded[e];
+        for (size_t e = 0; e < rd; e++) d_res[e] += x.d_embeddings[e];
         for (int r = 0; r < rows; r++)  // fixed_input (rndembqk's noise) is not trained
             for (int i = 0; i < d && tokens[r] >= 0; i++) embed.g[(size_t)tokens[r] * d + i] += d_res[(size_t)r * d + i];
-        free(x.d_embedded);
+        free(x.d_embeddings);
         free(d_normed);
         free(d_res);
         free(d_mid);

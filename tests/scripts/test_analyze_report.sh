@@ -43,6 +43,31 @@ print("ok")
 PY
 check report_contents_and_missing_inputs $? "$(tail -n 4 "$WORK/check.log")"
 
+# One quantile rule (src/core/histogram.h): figures.py's histogram_quantile gives, on every
+# recorded histogram, the p1/p50/p99 the recording computed in C and the p5..p95 decon-analyze
+# computed in C.
+"$PYTHON" - "$ROOT" "$PLOT_OUT/analysis/analysis.h5" <<'PY' >"$WORK/quantiles.log" 2>&1
+import math, sys
+sys.path.insert(0, sys.argv[1] + "/analysis/plot")
+import figures, runs
+analysis, _ = runs.load_analysis(sys.argv[2])
+checked = 0
+for run in analysis.values():
+    index = {f: i for i, f in enumerate(run.logit_fields)}
+    for (step, layer), (counts, edges) in run.histograms.items():
+        stats = run.logit_stats[run.step_index(step), layer]
+        lowest, highest = float(stats[index["min"]]), float(stats[index["max"]])
+        for field, q in (("p1", 0.01), ("p50", 0.5), ("p99", 0.99), ("hist_p5", 0.05), ("hist_p25", 0.25),
+                         ("hist_p75", 0.75), ("hist_p95", 0.95)):
+            want = float(stats[index[field]])
+            got = figures.histogram_quantile(counts, edges, q, lowest, highest)
+            assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), (step, layer, field, got, want)
+            checked += 1
+assert checked >= 7, checked
+print("ok", checked)
+PY
+check report_python_quantiles_follow_the_c_rule $? "$(tail -n 4 "$WORK/quantiles.log")"
+
 # A corrupt recording: the analysis fails with its one line, the report is still written.
 head -c 3000 "$WORK/runs/std/attn.h5" >"$WORK/broken.h5" && mv "$WORK/broken.h5" "$WORK/runs/std/attn.h5"
 (cd "$ROOT" && bash analysis/plot/make_report.sh --out "$WORK/report2" --svd 0 "$WORK/runs/std") \

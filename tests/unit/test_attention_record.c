@@ -1,4 +1,4 @@
-// Attention recordings (io/attention_record.h, train/recorder.h): tiny models of several
+// Attention recordings (io/attention_record.h, record/recorder.h): tiny models of several
 // hybrid layouts (mlp + standard, approx + standard, nonapx + standard, rndembqk +
 // standard, approx-diag) recorded through the parallel-HDF5 path at one rank, then read
 // back with the serial HDF5 API (as h5py reads it) and compared with the mixers' own
@@ -30,7 +30,7 @@
 #include "io/attention_record.h"
 #include "io/token_shard.h"
 #include "model/model.h"
-#include "train/recorder.h"
+#include "record/recorder.h"
 
 enum { L = 40, SEQUENCES = 3, MAX_BATCH = 2, VOCAB = 64, HEADS = 4 };
 

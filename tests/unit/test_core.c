@@ -1,10 +1,11 @@
 // Core pieces: counter RNG, sharding-independent initialisation, config round trip,
-// LR schedule, gradient clipping.
+// LR schedule, gradient clipping, histogram quantiles.
 #include <math.h>
 #include <string.h>
 
 #include "core/config.h"
 #include "core/errors.h"
+#include "core/histogram.h"
 #include "core/params.h"
 #include "core/rng.h"
 #include "ops/ops.h"
@@ -121,7 +122,38 @@ static void test_clipping(void) {
     params_free(&r);
 }
 
+// The one quantile rule (core/histogram.h), on hand-computed cases: interpolation inside a
+// bin, open bins with and without known bounds, a bound inside an inner bin, empty bins
+// skipped, an empty histogram.
+static void test_histogram_quantile(void) {
+    const double edges[5] = {-INFINITY, -1.0, 0.0, 1.0, INFINITY}, counts[4] = {1, 2, 3, 4};
+    const double sparse[4] = {0, 5, 0, 5}, empty[4] = {0, 0, 0, 0};
+    struct {
+        const char *what;
+        const double *counts;
+        double q, min, max, want;
+    } cases[] = {
+        {"inner bin", counts, 0.2, -3.0, 5.0, -0.5},
+        {"open low bin bounded by min", counts, 0.05, -3.0, 5.0, -2.0},
+        {"open low bin, min unknown: its finite edge", counts, 0.05, -INFINITY, INFINITY, -1.0},
+        {"open high bin bounded by max", counts, 0.95, -3.0, 5.0, 4.5},
+        {"open high bin, max unknown: its finite edge", counts, 0.95, -INFINITY, INFINITY, 1.0},
+        {"min inside an inner bin clips it", counts, 0.2, -0.5, 5.0, -0.25},
+        {"NaN bounds count as unknown", counts, 0.95, NAN, NAN, 1.0},
+        {"empty bins skipped", sparse, 0.5, -3.0, 5.0, 0.0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double got = histogram_quantile(cases[i].counts, edges, 4, cases[i].q, cases[i].min, cases[i].max);
+        char name[128];
+        snprintf(name, sizeof name, "histogram_quantile: %s", cases[i].what);
+        testing_report(fabs(got - cases[i].want) < 1e-12, name, "got %.17g, want %.17g", got, cases[i].want);
+    }
+    double none = histogram_quantile(empty, edges, 4, 0.5, -1.0, 1.0);
+    testing_report(isnan(none), "histogram_quantile: empty histogram is NaN", "got %g", none);
+}
+
 int main(void) {
+    test_histogram_quantile();
     test_rng();
     test_sharding_independent_init();
     test_config_round_trip();

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../testing.h"
+#include "support/model_test_helpers.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/rng.h"
@@ -28,19 +29,17 @@
 
 #define check(name, ok, ...) testing_report((ok), (name), __VA_ARGS__)
 
+// log softmax(logits)[index] in double: what the model's per-token loss must equal.
+static double log_probability(const float *logits, int vocab, int index) {
+    double max = logits[eval_argmax(logits, vocab)], sum = 0.0;
+    for (int v = 0; v < vocab; v++) sum += exp((double)logits[v] - max);
+    return (double)logits[index] - max - log(sum);
+}
+
 static char scratch[64];
 
 static void make_config(decon_config *c, int d, int layers, int heads, int inter, int vocab, bool tied) {
-    config_defaults(c);
-    c->hidden_size = d;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = heads;
-    c->num_key_value_heads = heads;
-    c->intermediate_size = inter;
-    c->vocab_size = vocab;
-    c->tie_word_embeddings = tied;
-    c->attention_bias = true;
-    c->rope_theta = 100.0;
+    test_model_config(c, NULL, NULL, d, layers, heads, heads, inter, vocab, tied, true, 100.0);
     c->sequence_length = 16;
 }
 
@@ -288,7 +287,7 @@ static void check_batching(void) {
     eval_logits(&m, 0, 40, logits);
     worst = 0.0;
     for (int i = 0; i < 40; i++)
-        worst = fmax(worst, fabs(-eval_log_probability(logits + (size_t)i * 37, 37, outputs[i]) - losses[i]));
+        worst = fmax(worst, fabs(-log_probability(logits + (size_t)i * 37, 37, outputs[i]) - losses[i]));
     check("eval_logits_match_fused_loss", worst < 1e-4, "worst |log p + loss| %.2g", worst);
     model_free(&m);
 }
@@ -323,10 +322,8 @@ static void check_skip(void) {
     model_allocate(&m, 4, 16);
     model_initialize(&m, 17);
     int count = skip_mask_from_plan(mask, (const mixer_kind *const *)m.plan, 4);
-    char described[64];
-    skip_describe(described, sizeof described, mask, 4);
-    check("eval_skip_mask_from_plan", count == 2 && mask[0] && !mask[1] && mask[2] && !mask[3] &&
-          strcmp(described, "1, 3") == 0, "%d skipped: %s", count, described);
+    check("eval_skip_mask_from_plan", count == 2 && mask[0] && !mask[1] && mask[2] && !mask[3], "%d skipped: %d%d%d%d",
+          count, mask[0], mask[1], mask[2], mask[3]);
     model_set_skipped(&m, mask);
     bool marked = m.skipped[0] && !m.skipped[1] && m.skipped[2] && !m.skipped[3];
     check("eval_skip_marks_the_model", marked, "model skipped = %d%d%d%d", m.skipped[0], m.skipped[1], m.skipped[2],

@@ -17,6 +17,7 @@
 
 #include "../reference/model_reference.h"
 #include "../testing.h"
+#include "support/model_test_helpers.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/params.h"
@@ -27,167 +28,8 @@
 static const char *const MIXERS[] = {"mlp", "nonapx", "mhe-add", "mhe-mul"};
 enum { MIXER_COUNT = sizeof MIXERS / sizeof MIXERS[0] };
 
-static void make_config(decon_config *c, const char *variant, const char *layout, int d, int layers, int heads,
-                        int kv_heads, int inter, int vocab, bool tied, bool bias) {
-    config_defaults(c);
-    c->hidden_size = d;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = heads;
-    c->num_key_value_heads = kv_heads;
-    c->intermediate_size = inter;
-    c->vocab_size = vocab;
-    c->tie_word_embeddings = tied;
-    c->attention_bias = bias;
-    c->rope_theta = 100.0;
-    snprintf(c->variant, sizeof c->variant, "%s", variant);
-    snprintf(c->layout, sizeof c->layout, "%s", layout);
-}
-
-// Random tokens and targets; every 7th target is -1 (ignored).
-static void make_batch(int *tokens, int *targets, int rows, int vocab, uint64_t seed) {
-    for (int r = 0; r < rows; r++) {
-        tokens[r] = (int)(rng_mix(seed, 1, (uint64_t)r) % (uint64_t)vocab);
-        targets[r] = r % 7 == 3 ? -1 : (int)(rng_mix(seed, 2, (uint64_t)r) % (uint64_t)vocab);
-    }
-}
-
-static bool is_bias(const param_info *p) { return p->ndim == 1 && p->init == INIT_ZEROS; }
-static bool is_norm(const param_info *p) { return p->ndim == 1 && p->init == INIT_ONES; }
-
-// Parameters away from special values, in double: matrices (head embeddings included)
-// ~ N(0, 1/cols), norm weights ~ 1 + N(0, 0.3^2), biases ~ N(0, 0.3^2).
-static void randomize_double(const param_registry *registry, double *params, uint64_t seed) {
-    memset(params, 0, registry->total * sizeof(double));
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name);
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            params[p->offset + e] = is_norm(p) ? 1.0 + 0.3 * z : is_bias(p) ? 0.3 * z : z / sqrt((double)p->shape[1]);
-        }
-    }
-}
-
-// Moves the fp32 model's initial parameters: matrices += N(0, 0.25/cols), norm weights +=
-// N(0, 0.2^2), biases = N(0, 0.2^2).
-static void perturb_float(const param_registry *registry, float *params, uint64_t seed) {
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name) ^ 0x5bd1e995u;
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            float *v = &params[p->offset + e];
-            if (is_norm(p)) *v += (float)(0.2 * z);
-            else if (is_bias(p)) *v = (float)(0.2 * z);
-            else *v += (float)(0.5 * z / sqrt((double)p->shape[1]));
-        }
-    }
-}
-
-// ---- a. the reference backward against finite differences of the reference loss ------
-
-static void check_reference_gradient(const char *label, const decon_config *c, int batch, int seq_len,
-                                     uint64_t seed) {
-    model m;
-    model_build(&m, c, label);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    double *numeric = xcalloc(total, sizeof(double));
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    randomize_double(registry, params, seed);
-    make_batch(tokens, targets, rows, c->vocab_size, seed);
-    model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
-
-    // Fourth-order central differences: f'(x) ~ (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h.
-    const double h = 1e-3;
-    const double steps[4] = {-2 * h, -h, h, 2 * h}, weights[4] = {1, -8, 8, -1};
-    double worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        for (size_t e = 0; e < p->local_count; e++) {
-            double *v = &params[p->offset + e], saved = *v, sum = 0.0;
-            for (int s = 0; s < 4; s++) {
-                *v = saved + steps[s];
-                double loss = model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, NULL);
-                sum += weights[s] * loss;
-            }
-            *v = saved;
-            numeric[p->offset + e] = sum / (12 * h);
-        }
-        double err = testing_relative_error_d(grads + p->offset, numeric + p->offset, p->local_count);
-        if (!(err <= worst)) {
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    double err = testing_relative_error_d(grads, numeric, total);
-    printf("# %s: %lld parameters, relative error %.3g (worst tensor %s %.3g)\n", label,
-           (long long)params_total_logical(registry), err, worst_name, worst);
-    char name[512];
-    snprintf(name, sizeof name, "reference backward vs finite differences (%s)", label);
-    testing_report(err < 1e-8 && worst < 1e-8, name, "norm-wise relative error %.3g (worst tensor %s: %.3g)", err,
-                   worst_name, worst);
-    free(params);
-    free(grads);
-    free(numeric);
-    free(tokens);
-    free(targets);
-    model_free(&m);
-}
-
-// ---- b. the fp32 model against the reference on the same parameters ----------------
-
-static void setup_model(model *m, const decon_config *c, const char *label, int batch, int seq_len, uint64_t seed) {
-    model_build(m, c, label);
-    model_allocate(m, batch, seq_len);
-    model_initialize(m, seed);
-    perturb_float(&m->registry, m->params, seed + 1);
-}
-
-// The model is allocated for `spare` more sequences and positions than the micro-batch uses.
-static void compare_with_reference(const char *label, const decon_config *c, int batch, int seq_len, int spare,
-                                   uint64_t seed) {
-    model m;
-    setup_model(&m, c, label, batch + spare, seq_len + spare, seed);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, c->vocab_size, seed);
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    for (size_t e = 0; e < total; e++) params[e] = m.params[e];
-
-    memset(m.grads, 0, total * sizeof(float));
-    double loss = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
-    double ref_loss = model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
-
-    double loss_err = fabs(loss - ref_loss) / fabs(ref_loss);
-    double worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        double err = testing_relative_error_f(m.grads + p->offset, grads + p->offset, p->local_count);
-        if (!(err <= worst)) {  // also catches NaN
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    printf("# %s: loss %.6f (reference %.6f, rel %.3g), worst gradient tensor %s %.3g\n", label, loss, ref_loss,
-           loss_err, worst_name, worst);
-    char name[512];
-    snprintf(name, sizeof name, "fp32 model vs reference: loss (%s)", label);
-    testing_report(loss_err < 1e-5, name, "loss %.8g vs reference %.8g: relative error %.3g", loss, ref_loss, loss_err);
-    snprintf(name, sizeof name, "fp32 model vs reference: every gradient tensor (%s)", label);
-    testing_report(worst < 1e-4, name, "worst tensor %s: norm-wise relative error %.3g >= 1e-4", worst_name, worst);
-    free(params);
-    free(grads);
-    free(tokens);
-    free(targets);
-    model_free(&m);
-}
+// ---- a, b. the reference backward against finite differences and the fp32 model against
+// the reference: tests/support/model_test_helpers.c, called from main ---------------------
 
 // ---- c. nonapx: the linear-time output against the quadratic form ---------------------
 
@@ -202,7 +44,7 @@ static const float *tensor_of(const model *m, const char *name) {
 static void check_nonapx_quadratic(const char *label, const decon_config *c, int batch, int seq_len,
                                    double input_scale, uint64_t seed) {
     model m;
-    setup_model(&m, c, label, batch, seq_len, seed);
+    test_model_setup(&m, c, label, batch, seq_len, seed);
     m.batch = batch;
     m.seq_len = seq_len;
     mixer_context x = model_mixer_context(&m);
@@ -212,7 +54,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
     int rows = batch * seq_len, kv_dim = kv_heads * dh;
     float *inp = xcalloc((size_t)rows * d, sizeof(float)), *out = xcalloc((size_t)rows * d, sizeof(float));
     float *probs = xcalloc((size_t)heads * seq_len * seq_len, sizeof(float));
-    double *v = xcalloc((size_t)rows * kv_dim, sizeof(double)), *attn = xcalloc((size_t)rows * d, sizeof(double));
+    double *v = xcalloc((size_t)rows * kv_dim, sizeof(double)), *av = xcalloc((size_t)rows * d, sizeof(double));
     double *expected = xcalloc((size_t)rows * d, sizeof(double));
     for (size_t e = 0; e < (size_t)rows * d; e++) inp[e] = (float)(input_scale * rng_normal(seed, 9, e));
     layer->kind->forward(layer, &x, out, inp);
@@ -239,7 +81,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
                     else row_sum += p[t];
                 }
                 worst_row_sum = fmax(worst_row_sum, fabs(row_sum - 1.0));
-                double *ai = attn + ((size_t)b * seq_len + i) * d + (size_t)h * dh;
+                double *ai = av + ((size_t)b * seq_len + i) * d + (size_t)h * dh;
                 for (int t = 0; t <= i; t++)
                     for (int e = 0; e < dh; e++)
                         ai[e] += p[t] * v[((size_t)b * seq_len + t) * kv_dim + (size_t)(h / group) * dh + e];
@@ -248,7 +90,7 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
     for (int r = 0; r < rows; r++)
         for (int o = 0; o < d; o++) {
             double sum = 0.0;
-            for (int i = 0; i < d; i++) sum += attn[(size_t)r * d + i] * wo[(size_t)o * d + i];
+            for (int i = 0; i < d; i++) sum += av[(size_t)r * d + i] * wo[(size_t)o * d + i];
             expected[(size_t)r * d + o] = sum;
         }
     double err = testing_relative_error_f(out, expected, (size_t)rows * d);
@@ -264,28 +106,12 @@ static void check_nonapx_quadratic(const char *label, const decon_config *c, int
     free(out);
     free(probs);
     free(v);
-    free(attn);
+    free(av);
     free(expected);
     model_free(&m);
 }
 
 // ---- d. parameter counts ----------------------------------------------------------------
-
-// Sum of the "mixer" tensors a uniform model of `variant` registers in layer 0.
-static int64_t registered_mixer_params(const decon_config *base, const char *variant) {
-    decon_config c = *base;
-    snprintf(c.variant, sizeof c.variant, "%s", variant);
-    snprintf(c.layout, sizeof c.layout, "uniform");
-    model m;
-    model_build(&m, &c, "count");
-    int64_t count = 0;
-    for (int i = 0; i < m.registry.count; i++) {
-        const param_info *p = &m.registry.items[i];
-        if (p->layer == 0 && strcmp(p->group, "mixer") == 0) count += params_logical_count(p);
-    }
-    model_free(&m);
-    return count;
-}
 
 // One preset shape: nonapx == standard; mlp the nearest width (|diff| <= 3d/2, so within
 // one width unit 3d); every mixer's analytic count == what it registers.
@@ -309,7 +135,7 @@ static bool check_counts(const char *label, const decon_config *c, char *why, si
     }
     static const char *const all[] = {"standard", "mlp", "nonapx", "mhe-add", "mhe-mul"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        int64_t analytic = mixer_find(all[i])->param_count(c), registered = registered_mixer_params(c, all[i]);
+        int64_t analytic = mixer_find(all[i])->param_count(c), registered = test_registered_mixer_params(c, all[i]);
         if (analytic != registered) {
             snprintf(why, why_size, "%s: %s counts %lld but registers %lld", label, all[i], (long long)analytic,
                      (long long)registered);
@@ -378,7 +204,7 @@ static void check_preset_counts(void) {
 // output bias of d per layer that the study counts (decon's Wo has none).
 static void check_bert_base_counts(void) {
     decon_config c;
-    make_config(&c, "standard", "uniform", 768, 12, 12, 12, 3072, 30522, true, false);
+    test_model_config(&c, "standard", "uniform", 768, 12, 12, 12, 3072, 30522, true, false, 100.0);
     int64_t per_layer_bias = c.hidden_size;
     int64_t mha = c.num_hidden_layers * (mixer_standard()->param_count(&c) + per_layer_bias);
     int64_t mhe_add = c.num_hidden_layers * (mixer_find("mhe-add")->param_count(&c) + per_layer_bias);
@@ -396,7 +222,7 @@ static void check_bert_base_counts(void) {
 // The other analytic counts: FLOPs and cache sizes as docs/design.md states them.
 static void check_other_counts(void) {
     decon_config c;
-    make_config(&c, "standard", "uniform", 64, 2, 4, 2, 96, 50, true, true);
+    test_model_config(&c, "standard", "uniform", 64, 2, 4, 2, 96, 50, true, true, 100.0);
     const mixer_kind *mlp = mixer_find("mlp"), *nonapx = mixer_find("nonapx"), *mhe = mixer_find("mhe-mul");
     bool ok = mlp->forward_flops_per_token(&c, 7) == 2.0 * (double)mlp->param_count(&c) &&
               mlp->forward_flops_per_token(&c, 7) == mlp->forward_flops_per_token(&c, 4096) &&
@@ -417,26 +243,26 @@ int main(void) {
     for (int i = 0; i < MIXER_COUNT; i++) {
         const char *mixer = MIXERS[i];
         // a. d=16, 4 heads, vocab 11, batch 2 x seq 5 (1 layer) / 2 x 4 (2 layers, hybrid:even).
-        make_config(&c, mixer, "uniform", 16, 1, 4, 4, 8, 11, true, true);
+        test_model_config(&c, mixer, "uniform", 16, 1, 4, 4, 8, 11, true, true, 100.0);
         snprintf(label, sizeof label, "%s, 1 layer, tied, bias, MHA", mixer);
-        check_reference_gradient(label, &c, 2, 5, 100 + (uint64_t)i);
-        make_config(&c, mixer, "hybrid:even", 16, 2, 4, 2, 8, 11, false, false);
+        test_check_reference_gradient(label, &c, 2, 5, 1e-3, 0.0, 100 + (uint64_t)i);
+        test_model_config(&c, mixer, "hybrid:even", 16, 2, 4, 2, 8, 11, false, false, 100.0);
         snprintf(label, sizeof label, "%s, 2 layers hybrid:even, untied, no bias, GQA kv=2", mixer);
-        check_reference_gradient(label, &c, 2, 4, 110 + (uint64_t)i);
+        test_check_reference_gradient(label, &c, 2, 4, 1e-3, 0.0, 110 + (uint64_t)i);
 
         // b. alone (uniform, 1 layer), then inside 2-layer models.
-        make_config(&c, mixer, "uniform", 32, 1, 4, 4, 48, 41, true, true);
+        test_model_config(&c, mixer, "uniform", 32, 1, 4, 4, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "%s alone, MHA, bias, 2x9", mixer);
-        compare_with_reference(label, &c, 2, 9, 0, 200 + (uint64_t)i);
-        make_config(&c, mixer, "uniform", 32, 1, 4, 2, 48, 41, false, false);
+        test_compare_with_reference(label, &c, 2, 9, 0, 200 + (uint64_t)i);
+        test_model_config(&c, mixer, "uniform", 32, 1, 4, 2, 48, 41, false, false, 100.0);
         snprintf(label, sizeof label, "%s alone, GQA kv=2, no bias, 3x17 (spare)", mixer);
-        compare_with_reference(label, &c, 3, 17, 3, 210 + (uint64_t)i);
-        make_config(&c, mixer, "uniform", 32, 2, 4, 2, 48, 41, true, true);
+        test_compare_with_reference(label, &c, 3, 17, 3, 210 + (uint64_t)i);
+        test_model_config(&c, mixer, "uniform", 32, 2, 4, 2, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "%s, 2 layers uniform, GQA kv=2, bias, 2x13", mixer);
-        compare_with_reference(label, &c, 2, 13, 0, 220 + (uint64_t)i);
-        make_config(&c, mixer, "hybrid:even", 32, 2, 4, 4, 48, 41, true, true);
+        test_compare_with_reference(label, &c, 2, 13, 0, 220 + (uint64_t)i);
+        test_model_config(&c, mixer, "hybrid:even", 32, 2, 4, 4, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "%s, 2 layers hybrid:even, MHA, bias, 2x13", mixer);
-        compare_with_reference(label, &c, 2, 13, 0, 230 + (uint64_t)i);
+        test_compare_with_reference(label, &c, 2, 13, 0, 230 + (uint64_t)i);
     }
 
     // c. nonapx: linear vs quadratic outputs, and gradients (linear backward) against the
@@ -444,14 +270,14 @@ int main(void) {
     static const int lengths[] = {1, 2, 3, 7, 31, 64, 65, 129};
     for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
         int L = lengths[i];
-        make_config(&c, "nonapx", "uniform", 32, 1, 4, 2, 48, 41, true, true);
+        test_model_config(&c, "nonapx", "uniform", 32, 1, 4, 2, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "GQA kv=2, 3 x L=%d", L);
         check_nonapx_quadratic(label, &c, 3, L, 1.0, 300 + (uint64_t)L);
-        make_config(&c, "nonapx", "uniform", 32, 1, 4, 2, 48, 41, true, true);
+        test_model_config(&c, "nonapx", "uniform", 32, 1, 4, 2, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "nonapx linear backward vs quadratic reference, GQA kv=2, 2 x L=%d", L);
-        compare_with_reference(label, &c, 2, L, 0, 400 + (uint64_t)L);
+        test_compare_with_reference(label, &c, 2, L, 0, 400 + (uint64_t)L);
     }
-    make_config(&c, "nonapx", "uniform", 32, 1, 4, 4, 48, 41, true, true);
+    test_model_config(&c, "nonapx", "uniform", 32, 1, 4, 4, 48, 41, true, true, 100.0);
     check_nonapx_quadratic("MHA, inputs x 30 (scores in the hundreds), 2 x L=77", &c, 2, 77, 30.0, 500);
 
     // d, e.

@@ -18,6 +18,7 @@
 
 #include "../reference/model_reference.h"
 #include "../testing.h"
+#include "support/model_test_helpers.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/params.h"
@@ -25,207 +26,8 @@
 #include "model/model.h"
 #include "ops/ops.h"
 
-static void make_config(decon_config *c, const char *variant, const char *layout, int d, int layers, int heads,
-                        int kv_heads, int inter, int vocab, bool tied, bool bias) {
-    config_defaults(c);
-    snprintf(c->variant, sizeof c->variant, "%s", variant);
-    snprintf(c->layout, sizeof c->layout, "%s", layout);
-    c->hidden_size = d;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = heads;
-    c->num_key_value_heads = kv_heads;
-    c->intermediate_size = inter;
-    c->vocab_size = vocab;
-    c->tie_word_embeddings = tied;
-    c->attention_bias = bias;
-    c->rope_theta = 1000.0;
-}
-
-// Random tokens in [low, high) and targets in [0, vocab); every 7th target is -1.
-static void make_batch(int *tokens, int *targets, int rows, int low, int high, int vocab, uint64_t seed) {
-    for (int r = 0; r < rows; r++) {
-        tokens[r] = low + (int)(rng_mix(seed, 1, (uint64_t)r) % (uint64_t)(high - low));
-        if (targets) targets[r] = r % 7 == 3 ? -1 : (int)(rng_mix(seed, 2, (uint64_t)r) % (uint64_t)vocab);
-    }
-}
-
-static bool is_bias(const param_info *p) { return p->ndim == 1 && p->init == INIT_ZEROS; }
-static bool is_norm(const param_info *p) { return p->ndim == 1 && p->init == INIT_ONES; }
-
-// Weights ~ N(0, 1/in), norm weights ~ 1 + N(0, 0.3^2), biases ~ N(0, 0.3^2), in double.
-static void randomize_double(const param_registry *registry, double *params, uint64_t seed) {
-    memset(params, 0, registry->total * sizeof(double));
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name);
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            params[p->offset + e] = is_norm(p) ? 1.0 + 0.3 * z : is_bias(p) ? 0.3 * z : z / sqrt((double)p->shape[1]);
-        }
-    }
-}
-
-// Moves one fp32 tensor (name_part: every tensor whose name contains it; NULL: all) away
-// from its values: weights += N(0, 0.25/in), norms += N(0, 0.2^2), biases = N(0, 0.2^2).
-static void perturb_float(const param_registry *registry, float *params, uint64_t seed, const char *name_part) {
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        if (name_part && !strstr(p->name, name_part)) continue;
-        uint64_t stream = rng_hash_string(p->name) ^ 0x5bd1e995u;
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            float *v = &params[p->offset + e];
-            if (is_norm(p)) *v += (float)(0.2 * z);
-            else if (is_bias(p)) *v = (float)(0.2 * z);
-            else *v += (float)(0.5 * z / sqrt((double)p->shape[1]));
-        }
-    }
-}
-
-static void setup_model(model *m, const decon_config *c, const char *label, int batch, int seq_len, uint64_t seed) {
-    model_build(m, c, label);
-    model_allocate(m, batch, seq_len);
-    model_initialize(m, seed);
-    perturb_float(&m->registry, m->params, seed + 1, NULL);
-    if (m->fixed_stream_from_tokens) {  // t_s: any max_seq_len ids; tokens 10.. when the vocabulary allows
-        int *fixed = xcalloc((size_t)seq_len, sizeof(int));
-        int low = c->vocab_size > 20 ? 10 : 0;
-        make_batch(fixed, NULL, seq_len, low, c->vocab_size, c->vocab_size, seed + 2);
-        model_set_fixed_tokens(m, fixed);
-        free(fixed);
-    }
-}
-
-// The fixed stream's input for the reference, prefix of seq_len rows (NULL where unused).
-static double *fixed_input_of(const model *m, int seq_len) {
-    if (!m->has_fixed_stream || m->fixed_stream_from_tokens) return NULL;
-    size_t count = (size_t)seq_len * (size_t)m->config.hidden_size;
-    double *input = xcalloc(count, sizeof(double));
-    for (size_t e = 0; e < count; e++) input[e] = m->fixed_input[e];
-    return input;
-}
-
-static const int *fixed_tokens_of(const model *m) { return m->fixed_stream_from_tokens ? m->fixed_tokens : NULL; }
-
-// ---- a. the reference backward against finite differences ------------------------------
-
-static void check_reference_gradient(const char *label, const decon_config *c, int batch, int seq_len,
-                                     uint64_t seed) {
-    model m;
-    model_build(&m, c, label);  // the registry only
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len, d = c->hidden_size;
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    double *numeric = xcalloc(total, sizeof(double)), *fixed_input = NULL;
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    int *fixed_tokens = NULL;
-    randomize_double(registry, params, seed);
-    make_batch(tokens, targets, rows, 0, c->vocab_size, c->vocab_size, seed);
-    if (m.has_fixed_stream && m.fixed_stream_from_tokens) {
-        fixed_tokens = xcalloc((size_t)seq_len, sizeof(int));
-        make_batch(fixed_tokens, NULL, seq_len, 0, c->vocab_size, c->vocab_size, seed + 7);
-    } else if (m.has_fixed_stream) {
-        fixed_input = xcalloc((size_t)seq_len * d, sizeof(double));
-        for (size_t e = 0; e < (size_t)seq_len * d; e++) fixed_input[e] = rng_normal(seed, 99, e);
-    }
-    model_reference_loss_fixed(c, registry, params, tokens, targets, batch, seq_len, fixed_input, fixed_tokens, NULL,
-                               grads);
-
-    // Fourth-order central differences: f'(x) ~ (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h.
-    // h = 5e-4: the truncation error falls as h^4 (measured: fixedseqqk's embedding rows,
-    // which enter the fixed stream at scale 1/4 through an RMSNorm, give 5e-8 at h = 1e-3
-    // and 3e-9 at 5e-4); rounding stays far below.
-    const double h = 5e-4;
-    const double steps[4] = {-2 * h, -h, h, 2 * h}, weights[4] = {1, -8, 8, -1};
-    double worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        for (size_t e = 0; e < p->local_count; e++) {
-            double *v = &params[p->offset + e], saved = *v, sum = 0.0;
-            for (int s = 0; s < 4; s++) {
-                *v = saved + steps[s];
-                sum += weights[s] * model_reference_loss_fixed(c, registry, params, tokens, targets, batch, seq_len,
-                                                               fixed_input, fixed_tokens, NULL, NULL);
-            }
-            *v = saved;
-            numeric[p->offset + e] = sum / (12 * h);
-        }
-        double err = testing_relative_error_d(grads + p->offset, numeric + p->offset, p->local_count);
-        if (!(err <= worst)) {
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    double err = testing_relative_error_d(grads, numeric, total);
-    printf("# %s: relative error %.3g (worst tensor %s %.3g)\n", label, err, worst_name, worst);
-    char name[256];
-    snprintf(name, sizeof name, "reference backward vs finite differences (%s)", label);
-    testing_report(err < 1e-8, name, "norm-wise relative error %.3g >= 1e-8 (worst tensor %s: %.3g)", err, worst_name,
-                   worst);
-    free(params);
-    free(grads);
-    free(numeric);
-    free(fixed_input);
-    free(fixed_tokens);
-    free(tokens);
-    free(targets);
-    model_free(&m);
-}
-
-// ---- b. the fp32 model against the reference ----------------------------------------------
-
-// The worst per-tensor relative error of fp32 gradients against double ones.
-static double worst_tensor(const param_registry *registry, const float *grads, const double *ref, const char **name) {
-    double worst = 0.0;
-    *name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        double err = testing_relative_error_f(grads + p->offset, ref + p->offset, p->local_count);
-        if (!(err <= worst)) {  // also catches NaN
-            worst = err;
-            *name = p->name;
-        }
-    }
-    return worst;
-}
-
-// The model is allocated for `spare` more sequences and positions than the micro-batch uses.
-static void compare_with_reference(const char *label, const decon_config *c, int batch, int seq_len, int spare,
-                                   uint64_t seed) {
-    model m;
-    setup_model(&m, c, label, batch + spare, seq_len + spare, seed);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, 0, c->vocab_size, c->vocab_size, seed);
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    for (size_t e = 0; e < total; e++) params[e] = m.params[e];
-    double *fixed_input = fixed_input_of(&m, seq_len);
-
-    memset(m.grads, 0, total * sizeof(float));
-    double loss = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
-    double ref_loss = model_reference_loss_fixed(c, registry, params, tokens, targets, batch, seq_len, fixed_input,
-                                                 fixed_tokens_of(&m), NULL, grads);
-    double loss_err = fabs(loss - ref_loss) / fabs(ref_loss);
-    const char *worst_name;
-    double worst = worst_tensor(registry, m.grads, grads, &worst_name);
-    printf("# %s: loss %.6f (reference %.6f, rel %.3g), worst gradient tensor %s %.3g\n", label, loss, ref_loss,
-           loss_err, worst_name, worst);
-    char name[256];
-    snprintf(name, sizeof name, "fp32 model vs reference: loss (%s)", label);
-    testing_report(loss_err < 1e-5, name, "loss %.8g vs reference %.8g: relative error %.3g", loss, ref_loss, loss_err);
-    snprintf(name, sizeof name, "fp32 model vs reference: every gradient tensor (%s)", label);
-    testing_report(worst < 1e-4, name, "worst tensor %s: norm-wise relative error %.3g >= 1e-4", worst_name, worst);
-    free(fixed_input);
-    free(params);
-    free(grads);
-    free(tokens);
-    free(targets);
-    model_free(&m);
-}
+// ---- a, b. the reference backward against finite differences and the fp32 model against
+// the reference: tests/support/model_test_helpers.c, called from main ---------------------
 
 // ---- c. the fixed map ------------------------------------------------------------------
 
@@ -251,7 +53,7 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
     int L = m->seq_len, sequences = m->batch, heads = c->num_attention_heads, kv = config_kv_heads(c);
     size_t dh = (size_t)config_head_dim(c), group = (size_t)(heads / kv), q_dim = heads * dh, kv_dim = kv * dh;
     const float *q = m->mixers[layer].saved[0], *k = m->mixers[layer].saved[1];
-    const float *v = m->mixers[layer].saved[2], *attn = m->mixers[layer].saved[3];
+    const float *v = m->mixers[layer].saved[2], *av = m->mixers[layer].saved[3];
     size_t map_size = (size_t)heads * L * L, rows = (size_t)sequences * L;
     double *map = xcalloc(map_size, sizeof(double)), *expected = xcalloc(rows * q_dim, sizeof(double));
     for (int j = 0; j < heads; j++)
@@ -280,7 +82,7 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
                         expected[((size_t)b * L + i) * q_dim + j * dh + e] +=
                             map[((size_t)j * L + i) * L + t] * v[((size_t)b * L + t) * kv_dim + j / group * dh + e];
     }
-    double err = testing_relative_error_f(attn, expected, rows * q_dim);
+    double err = testing_relative_error_f(av, expected, rows * q_dim);
     free(map);
     free(expected);
     free(probs);
@@ -289,17 +91,17 @@ static double per_sequence_map_error(model *m, int layer, double *map_diff) {
 
 static void check_fixed_map(const char *variant) {
     decon_config c;
-    make_config(&c, variant, "uniform", 32, 2, 4, 2, 48, 41, true, true);
+    test_model_config(&c, variant, "uniform", 32, 2, 4, 2, 48, 41, true, true, 1000.0);
     int batch = 3, seq_len = 21, rows = batch * seq_len;
     model m;
-    setup_model(&m, &c, variant, batch, seq_len, 401);
+    test_model_setup(&m, &c, variant, batch, seq_len, 401);
     size_t map_size = (size_t)c.num_attention_heads * seq_len * seq_len;
     float *first = xcalloc(map_size, sizeof(float)), *other = xcalloc(map_size, sizeof(float));
     float *first0 = xcalloc(map_size, sizeof(float)), *other0 = xcalloc(map_size, sizeof(float));
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
     char name[256];
 
-    make_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 402);
+    test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 402);
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     map_of(&m, 1, 0, first);
     map_of(&m, 0, 0, first0);
@@ -309,7 +111,7 @@ static void check_fixed_map(const char *variant) {
     testing_report(fmax(map_diff[0], map_diff[1]) < 1e-6 && fmax(av_err[0], av_err[1]) < 1e-5, name,
                    "map max |diff| %.3g / %.3g, A V relative error %.3g / %.3g (layers 0 / 1)", map_diff[0],
                    map_diff[1], av_err[0], av_err[1]);
-    make_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 403);  // other tokens, same shape
+    test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 403);  // other tokens, same shape
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     map_of(&m, 1, 1, other);
     map_of(&m, 0, 1, other0);
@@ -326,12 +128,12 @@ static void check_fixed_map(const char *variant) {
     testing_report(diff < 1e-6, name, "max |difference| %.3g between batch 3 and batch 1", diff);
 
     // The map follows the weights: layer 1's through the fixed stream's pass through layer 0.
-    perturb_float(&m.registry, m.params, 404, "layers.0.mlp.down_proj");
+    test_params_perturb(&m.registry, m.params, 404, "layers.0.mlp.down_proj");
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     map_of(&m, 1, 0, other);
     map_of(&m, 0, 0, other0);
     double diff1 = max_abs_diff(first, other, map_size), diff0 = max_abs_diff(first0, other0, map_size);
-    perturb_float(&m.registry, m.params, 405, "layers.1.mixer.wk");
+    test_params_perturb(&m.registry, m.params, 405, "layers.1.mixer.wk");
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     float *third = first0;  // reuse: layer 1's map after the second change
     map_of(&m, 1, 0, third);
@@ -366,13 +168,13 @@ static void cut_backward(mixer_layer *layer, const mixer_context *x, float *d_in
 // (t_s); every other gradient must stay bit-identical.
 static void check_fixed_stream_backward(const char *variant) {
     decon_config c;
-    make_config(&c, variant, "uniform", 32, 2, 4, 2, 48, 41, true, true);
+    test_model_config(&c, variant, "uniform", 32, 2, 4, 2, 48, 41, true, true, 1000.0);
     int batch = 2, seq_len = 17, rows = batch * seq_len;
     model m;
-    setup_model(&m, &c, variant, batch, seq_len, 501);
+    test_model_setup(&m, &c, variant, batch, seq_len, 501);
     size_t total = m.registry.total;
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 502);
+    test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 502);
     float *full = xcalloc(total, sizeof(float));
     memset(m.grads, 0, total * sizeof(float));
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
@@ -428,12 +230,12 @@ static void check_fixed_stream_backward(const char *variant) {
 // map, down the fixed stream through layer 0. Non-zero and equal to the reference.
 static void check_fixed_tokens_gradient(void) {
     decon_config c;
-    make_config(&c, "fixedseqqk", "list:1", 32, 2, 4, 4, 48, 29, false, true);
+    test_model_config(&c, "fixedseqqk", "list:1", 32, 2, 4, 4, 48, 29, false, true, 1000.0);
     int batch = 2, seq_len = 15, rows = batch * seq_len, d = c.hidden_size;
     model m;
-    setup_model(&m, &c, "fixedseqqk t_s", batch, seq_len, 601);
+    test_model_setup(&m, &c, "fixedseqqk t_s", batch, seq_len, 601);
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, 0, 10, c.vocab_size, 602);
+    test_model_batch(tokens, targets, rows, 0, 10, c.vocab_size, 602);
     size_t total = m.registry.total;
     double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
     for (size_t e = 0; e < total; e++) params[e] = m.params[e];
@@ -459,26 +261,26 @@ static void check_fixed_tokens_gradient(void) {
 
 static void check_static_map(void) {
     decon_config c;
-    make_config(&c, "staticembqk", "uniform", 32, 2, 4, 2, 48, 41, true, true);
+    test_model_config(&c, "staticembqk", "uniform", 32, 2, 4, 2, 48, 41, true, true, 1000.0);
     int batch = 2, seq_len = 19, rows = batch * seq_len;
     model m;
-    setup_model(&m, &c, "staticembqk map", batch, seq_len, 701);
+    test_model_setup(&m, &c, "staticembqk map", batch, seq_len, 701);
     size_t map_size = (size_t)c.num_attention_heads * seq_len * seq_len;
     float *before = xcalloc(map_size, sizeof(float)), *after = xcalloc(map_size, sizeof(float));
     float *second = xcalloc(map_size, sizeof(float));
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 702);
+    test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 702);
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     map_of(&m, 1, 0, before);
     map_of(&m, 1, 1, second);
     double across = max_abs_diff(before, second, map_size);
-    perturb_float(&m.registry, m.params, 703, "layers.0.");
+    test_params_perturb(&m.registry, m.params, 703, "layers.0.");
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     map_of(&m, 1, 0, after);
     bool unchanged = memcmp(before, after, map_size * sizeof(float)) == 0;
     testing_report(unchanged, "staticembqk: perturbing every layer-0 weight leaves the layer-1 map bit-identical",
                    "max |difference| %.3g", max_abs_diff(before, after, map_size));
-    perturb_float(&m.registry, m.params, 704, "layers.1.input_layernorm");
+    test_params_perturb(&m.registry, m.params, 704, "layers.1.input_layernorm");
     model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
     map_of(&m, 1, 0, after);
     double moved = max_abs_diff(before, after, map_size);
@@ -559,7 +361,7 @@ static void check_shared_attention_ops(int heads, int kv_heads, int seq_len, int
 
 static void check_params(const char *variant) {
     decon_config c;
-    make_config(&c, "standard", "uniform", 32, 3, 4, 2, 48, 41, false, true);
+    test_model_config(&c, "standard", "uniform", 32, 3, 4, 2, 48, 41, false, true, 1000.0);
     model standard, other;
     model_build(&standard, &c, "standard");
     snprintf(c.variant, sizeof c.variant, "%s", variant);
@@ -586,25 +388,25 @@ int main(void) {
     for (int v = 0; v < 3; v++) check_params(variants[v]);
 
     // a. d=16, 4 heads, vocab 23, 2 x 5 tokens (+ the fixed sequence).
-    make_config(&c, "rndembqk", "uniform", 16, 2, 4, 2, 24, 23, true, true);
-    check_reference_gradient("rndembqk, tied, bias, GQA kv=2", &c, 2, 5, 101);
-    make_config(&c, "fixedseqqk", "uniform", 16, 2, 4, 4, 24, 23, false, false);
-    check_reference_gradient("fixedseqqk, untied, no bias, MHA", &c, 2, 5, 102);
-    make_config(&c, "staticembqk", "uniform", 16, 2, 4, 2, 24, 23, false, true);
-    check_reference_gradient("staticembqk, untied, bias, GQA kv=2", &c, 2, 5, 103);
+    test_model_config(&c, "rndembqk", "uniform", 16, 2, 4, 2, 24, 23, true, true, 1000.0);
+    test_check_reference_gradient("rndembqk, tied, bias, GQA kv=2", &c, 2, 5, 5e-4, 0.0, 101);
+    test_model_config(&c, "fixedseqqk", "uniform", 16, 2, 4, 4, 24, 23, false, false, 1000.0);
+    test_check_reference_gradient("fixedseqqk, untied, no bias, MHA", &c, 2, 5, 5e-4, 0.0, 102);
+    test_model_config(&c, "staticembqk", "uniform", 16, 2, 4, 2, 24, 23, false, true, 1000.0);
+    test_check_reference_gradient("staticembqk, untied, bias, GQA kv=2", &c, 2, 5, 5e-4, 0.0, 103);
 
     // b. every variant uniform and hybrid:even (3 layers: variant, standard, variant), GQA
     // with a micro-batch smaller than allocated; then MHA over a block boundary (L > 64).
     for (int v = 0; v < 3; v++) {
-        make_config(&c, variants[v], "uniform", 32, 2, 4, 2, 48, 41, true, true);
+        test_model_config(&c, variants[v], "uniform", 32, 2, 4, 2, 48, 41, true, true, 1000.0);
         snprintf(label, sizeof label, "%s uniform, GQA kv=2, tied, bias, 3x19 of 5x24", variants[v]);
-        compare_with_reference(label, &c, 3, 19, 5, 201 + v);
-        make_config(&c, variants[v], "hybrid:even", 32, 3, 4, 1, 48, 41, false, true);
+        test_compare_with_reference(label, &c, 3, 19, 5, 201 + v);
+        test_model_config(&c, variants[v], "hybrid:even", 32, 3, 4, 1, 48, 41, false, true, 1000.0);
         snprintf(label, sizeof label, "%s hybrid:even, MQA kv=1, untied, bias, 2x13", variants[v]);
-        compare_with_reference(label, &c, 2, 13, 0, 211 + v);
-        make_config(&c, variants[v], "uniform", 64, 2, 4, 4, 72, 61, false, false);
+        test_compare_with_reference(label, &c, 2, 13, 0, 211 + v);
+        test_model_config(&c, variants[v], "uniform", 64, 2, 4, 4, 72, 61, false, false, 1000.0);
         snprintf(label, sizeof label, "%s uniform, MHA, untied, no bias, 2x77", variants[v]);
-        compare_with_reference(label, &c, 2, 77, 0, 221 + v);
+        test_compare_with_reference(label, &c, 2, 77, 0, 221 + v);
     }
 
     // c, d.

@@ -20,6 +20,7 @@
 #include "../reference/linear_attention_reference.h"
 #include "../reference/model_reference.h"
 #include "../testing.h"
+#include "support/model_test_helpers.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/params.h"
@@ -329,157 +330,15 @@ static void check_diag_guard(void) {
 
 // ---- c. the models ----------------------------------------------------------------------
 
-static void make_config(decon_config *c, const char *variant, const char *layout, int d, int layers, int heads,
-                        int kv_heads, int inter, int vocab, bool tied, bool bias) {
-    config_defaults(c);
-    c->hidden_size = d;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = heads;
-    c->num_key_value_heads = kv_heads;
-    c->intermediate_size = inter;
-    c->vocab_size = vocab;
-    c->tie_word_embeddings = tied;
-    c->attention_bias = bias;
-    c->rope_theta = 100.0;
-    snprintf(c->variant, sizeof c->variant, "%s", variant);
-    snprintf(c->layout, sizeof c->layout, "%s", layout);
-}
-
-// Random tokens and targets; every 7th target is -1 (ignored).
-static void make_batch(int *tokens, int *targets, int rows, int vocab, uint64_t seed) {
-    for (int r = 0; r < rows; r++) {
-        tokens[r] = (int)(rng_mix(seed, 1, (uint64_t)r) % (uint64_t)vocab);
-        targets[r] = r % 7 == 3 ? -1 : (int)(rng_mix(seed, 2, (uint64_t)r) % (uint64_t)vocab);
-    }
-}
-
-static bool is_bias(const param_info *p) { return p->ndim == 1 && p->init == INIT_ZEROS; }
-static bool is_norm(const param_info *p) { return p->ndim == 1 && p->init == INIT_ONES; }
-
-// Double parameters away from special values: matrices ~ N(0, 1/cols), norms ~ 1 + N(0, 0.3^2),
-// biases ~ N(0, 0.3^2).
-static void randomize_double(const param_registry *registry, double *params, uint64_t seed) {
-    memset(params, 0, registry->total * sizeof(double));
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name);
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            params[p->offset + e] = is_norm(p) ? 1.0 + 0.3 * z : is_bias(p) ? 0.3 * z : z / sqrt((double)p->shape[1]);
-        }
-    }
-}
-
-// fp32 parameters: the initial values moved (weights += N(0, 0.25/cols), norms += N(0, 0.2^2),
-// biases = N(0, 0.2^2)).
-static void perturb_float(const param_registry *registry, float *params, uint64_t seed) {
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name) ^ 0x5bd1e995u;
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            float *v = &params[p->offset + e];
-            if (is_norm(p)) *v += (float)(0.2 * z);
-            else if (is_bias(p)) *v = (float)(0.2 * z);
-            else *v += (float)(0.5 * z / sqrt((double)p->shape[1]));
-        }
-    }
-}
-
-// With shared_qk_bias > 0 every query and key head's bias gets that value on the lowest
-// rotary frequency pair (elements dh/2-1 and dh-1, which RoPE barely turns over a few
-// positions), so q.k has a positive mean: approx-diag's first-order sums then stay out of
-// its guard's region, where the reciprocal's higher derivatives (of order 1/delta^k) make
-// fourth-order differences with h = 1e-3 inexact (2.6e-8 against the 1e-8 limit). This
-// check is about the model's chain rule; the op-level checks above cover the guard's
-// region on zero-mean q and k.
-static void check_model_fd(const char *label, const decon_config *c, int batch, int seq_len, double shared_qk_bias,
-                           uint64_t seed) {
-    model m;
-    model_build(&m, c, label);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    double *numeric = xcalloc(total, sizeof(double));
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    randomize_double(registry, params, seed);
-    int dh = c->hidden_size / c->num_attention_heads;
-    for (int i = 0; shared_qk_bias > 0.0 && i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        if (!strstr(p->name, ".mixer.bq") && !strstr(p->name, ".mixer.bk")) continue;
-        for (size_t e = 0; e < p->local_count; e++)
-            if ((int)(e % (size_t)dh) % (dh / 2) == dh / 2 - 1) params[p->offset + e] = shared_qk_bias;
-    }
-    make_batch(tokens, targets, rows, c->vocab_size, seed);
-    model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
-    const double h = 1e-3, steps[4] = {-2 * h, -h, h, 2 * h}, weights[4] = {1, -8, 8, -1};
-    double worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        for (size_t e = 0; e < p->local_count; e++) {
-            double *v = &params[p->offset + e], saved = *v, sum = 0.0;
-            for (int s = 0; s < 4; s++) {
-                *v = saved + steps[s];
-                sum += weights[s] * model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, NULL);
-            }
-            *v = saved;
-            numeric[p->offset + e] = sum / (12 * h);
-        }
-        double err = testing_relative_error_d(grads + p->offset, numeric + p->offset, p->local_count);
-        if (!(err <= worst)) {
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    double err = testing_relative_error_d(grads, numeric, total);
-    printf("# %s: relative error %.3g (worst tensor %s %.3g)\n", label, err, worst_name, worst);
-    char name[256];
-    snprintf(name, sizeof name, "reference model backward vs finite differences (%s)", label);
-    testing_report(err < 1e-8, name, "relative error %.3g >= 1e-8 (worst tensor %s %.3g)", err, worst_name, worst);
-    free(params), free(grads), free(numeric), free(tokens), free(targets);
-    model_free(&m);
-}
-
-// Layer l's saved tensor by the mixers' layout (q, k, v, attn first in both).
-enum { SAVED_Q, SAVED_K, SAVED_V, SAVED_ATTN };
+// Layer l's saved tensor by the mixers' layout (q, k, v, av first in both).
+enum { SAVED_Q, SAVED_K, SAVED_V, SAVED_AV };
 
 // The fp32 model vs the double reference; then, for every non-standard layer, A V from
 // attention_matrix against the layer's own saved output (the recording path).
 static void compare_with_reference(const char *label, const decon_config *c, int batch, int seq_len, uint64_t seed) {
     model m;
-    model_build(&m, c, label);
-    model_allocate(&m, batch, seq_len);
-    model_initialize(&m, seed);
-    perturb_float(&m.registry, m.params, seed + 1);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, c->vocab_size, seed);
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    for (size_t e = 0; e < total; e++) params[e] = m.params[e];
-    memset(m.grads, 0, total * sizeof(float));
-    double loss = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
-    double ref_loss = model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
-    double loss_err = fabs(loss - ref_loss) / fabs(ref_loss), worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        double err = testing_relative_error_f(m.grads + p->offset, grads + p->offset, p->local_count);
-        if (!(err <= worst)) {
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    printf("# %s: loss %.6f (reference %.6f, rel %.3g), worst tensor %s %.3g\n", label, loss, ref_loss, loss_err,
-           worst_name, worst);
-    char name[256];
-    snprintf(name, sizeof name, "fp32 model vs reference: loss (%s)", label);
-    testing_report(loss_err < 1e-5, name, "loss %.8g vs %.8g: relative error %.3g", loss, ref_loss, loss_err);
-    snprintf(name, sizeof name, "fp32 model vs reference: every gradient < 1e-4 (%s)", label);
-    testing_report(worst < 1e-4, name, "worst tensor %s: relative error %.3g", worst_name, worst);
+    test_model_setup(&m, c, label, batch, seq_len, seed);
+    test_compare_model_with_reference(&m, label, batch, seq_len, seed);
 
     // The recording path: A of each sequence times its V equals the saved attention output.
     mixer_context context = model_mixer_context(&m);
@@ -493,41 +352,29 @@ static void compare_with_reference(const char *label, const decon_config *c, int
         for (int b = 0; b < batch; b++) {
             m.plan[l]->attention_matrix(&m.mixers[l], &context, b, probs);
             size_t n = (size_t)seq_len * heads * dh;
-            double *av = xcalloc(n, sizeof(double));
+            double *expected = xcalloc(n, sizeof(double));
             const float *v = layer->saved[SAVED_V] + (size_t)b * seq_len * kv * dh;
-            const float *attn = layer->saved[SAVED_ATTN] + (size_t)b * seq_len * heads * dh;
+            const float *av = layer->saved[SAVED_AV] + (size_t)b * seq_len * heads * dh;
             for (int h = 0; h < heads; h++)
                 for (int i = 0; i < seq_len; i++)
                     for (int t = 0; t <= i; t++) {
                         double a = probs[((size_t)h * seq_len + i) * seq_len + t];
                         for (int e = 0; e < dh; e++)
-                            av[((size_t)i * heads + h) * dh + e] += a * v[((size_t)t * kv + h / group) * dh + e];
+                            expected[((size_t)i * heads + h) * dh + e] += a * v[((size_t)t * kv + h / group) * dh + e];
                     }
-            // compare attn (float) with av (double)
-            worst_av = fmax(worst_av, testing_relative_error_f(attn, av, n));
-            free(av);
+            // the saved A V (float) against A times V in double
+            worst_av = fmax(worst_av, testing_relative_error_f(av, expected, n));
+            free(expected);
         }
     }
+    char name[256];
     snprintf(name, sizeof name, "attention_matrix times V = the layer's output (%s)", label);
     testing_report(worst_av < 1e-4, name, "relative error %.3g", worst_av);
-    free(probs), free(params), free(grads), free(tokens), free(targets);
+    free(probs);
     model_free(&m);
 }
 
 // ---- d. counts ----------------------------------------------------------------------------
-
-static int64_t registered_mixer_params(const decon_config *base, const char *variant) {
-    decon_config c = *base;
-    snprintf(c.variant, sizeof c.variant, "%s", variant);
-    snprintf(c.layout, sizeof c.layout, "uniform");
-    model m;
-    model_build(&m, &c, variant);
-    int64_t count = 0;
-    for (int i = 0; i < m.registry.count; i++)
-        if (strstr(m.registry.items[i].name, ".mixer.")) count += params_logical_count(&m.registry.items[i]);
-    model_free(&m);
-    return count / c.num_hidden_layers;
-}
 
 static void check_counts(void) {
     static const char *const variants[] = {"approx", "approx-diag"};
@@ -542,11 +389,11 @@ static void check_counts(void) {
         char why[256] = "not registered";
         for (size_t s = 0; ok && s < sizeof shapes / sizeof shapes[0]; s++) {
             decon_config c;
-            make_config(&c, variants[v], "uniform", shapes[s].d, 2, shapes[s].heads, shapes[s].kv, 64, 50, true,
-                        shapes[s].bias);
+            test_model_config(&c, variants[v], "uniform", shapes[s].d, 2, shapes[s].heads, shapes[s].kv, 64, 50, true,
+                        shapes[s].bias, 100.0);
             int64_t want = standard->param_count(&c), analytic = kind->param_count(&c);
-            int64_t registered = registered_mixer_params(&c, variants[v]);
-            int64_t registered_std = registered_mixer_params(&c, "standard");
+            int64_t registered = test_registered_mixer_params(&c, variants[v]);
+            int64_t registered_std = test_registered_mixer_params(&c, "standard");
             if (analytic != want || registered != want || registered_std != want) {
                 ok = false;
                 snprintf(why, sizeof why, "d=%d h=%d kv=%d: analytic %lld, registered %lld, standard %lld/%lld",
@@ -561,7 +408,7 @@ static void check_counts(void) {
         // FLOPs per token tend to a constant (linear time); the cache does not depend on L.
         if (!kind) continue;
         decon_config c;
-        make_config(&c, variants[v], "uniform", 256, 1, 4, 4, 64, 50, true, true);
+        test_model_config(&c, variants[v], "uniform", 256, 1, 4, 4, 64, 50, true, true, 100.0);
         double f1 = kind->forward_flops_per_token(&c, 8192), f2 = kind->forward_flops_per_token(&c, 65536);
         double s1 = standard->forward_flops_per_token(&c, 8192), s2 = standard->forward_flops_per_token(&c, 65536);
         snprintf(label, sizeof label, "%s FLOPs per token constant in L (standard's grow)", variants[v]);
@@ -597,22 +444,28 @@ int main(void) {
 
     // c. models: reference FD, then fp32 vs reference
     decon_config c;
-    make_config(&c, "approx", "uniform", 16, 1, 4, 2, 24, 11, true, true);
-    make_config(&c, "approx", "uniform", 16, 1, 4, 2, 24, 11, true, true);
-    check_model_fd("approx, 1 layer, GQA kv=2, bias", &c, 2, 5, 0.0, 501);
-    make_config(&c, "approx-diag", "uniform", 16, 1, 4, 2, 24, 11, false, true);
-    check_model_fd("approx-diag, 1 layer, GQA kv=2, bias, untied", &c, 2, 5, 3.0, 502);
+    test_model_config(&c, "approx", "uniform", 16, 1, 4, 2, 24, 11, true, true, 100.0);
+    test_check_reference_gradient("approx, 1 layer, GQA kv=2, bias", &c, 2, 5, 1e-3, 0.0, 501);
+    test_model_config(&c, "approx-diag", "uniform", 16, 1, 4, 2, 24, 11, false, true, 100.0);
+    // shared_qk_bias 3: every query and key head's bias gets 3 on the lowest rotary
+    // frequency pair (elements dh/2-1 and dh-1, which RoPE barely turns over a few
+    // positions), so q.k has a positive mean: approx-diag's first-order sums then stay out
+    // of its guard's region, where the reciprocal's higher derivatives (of order 1/delta^k)
+    // make fourth-order differences with h = 1e-3 inexact (2.6e-8 against the 1e-8 limit).
+    // This check is about the model's chain rule; the op-level checks above cover the
+    // guard's region on zero-mean q and k.
+    test_check_reference_gradient("approx-diag, 1 layer, GQA kv=2, bias, untied", &c, 2, 5, 1e-3, 3.0, 502);
 
     static const char *const variants[] = {"approx", "approx-diag"};
     for (int v = 0; v < 2; v++) {
         char label[128];
-        make_config(&c, variants[v], "uniform", 32, 1, 4, 4, 48, 41, true, true);
+        test_model_config(&c, variants[v], "uniform", 32, 1, 4, 4, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "%s uniform 1 layer MHA bias, 2x70", variants[v]);
         compare_with_reference(label, &c, 2, 70, 601);
-        make_config(&c, variants[v], "hybrid:even", 32, 2, 4, 2, 48, 41, false, false);
+        test_model_config(&c, variants[v], "hybrid:even", 32, 2, 4, 2, 48, 41, false, false, 100.0);
         snprintf(label, sizeof label, "%s hybrid:even 2 layers GQA kv=2 no bias, 3x19", variants[v]);
         compare_with_reference(label, &c, 3, 19, 602);
-        make_config(&c, variants[v], "hybrid:even", 64, 2, 2, 1, 48, 41, true, true);
+        test_model_config(&c, variants[v], "hybrid:even", 64, 2, 2, 1, 48, 41, true, true, 100.0);
         snprintf(label, sizeof label, "%s hybrid:even 2 layers MQA d_h=32, 1x130", variants[v]);
         compare_with_reference(label, &c, 1, 130, 603);
     }

@@ -5,7 +5,7 @@
 // here by hand, and every shard must agree with the whole layer:
 //  - the sum over shards of the partial outputs is the full output (row-parallel Wo);
 //  - the sum over shards of the d_inp shares is the full d_inp (and of staticembqk's
-//    d_embedded shares the full d_embedded);
+//    d_normed_embeddings shares the full d_normed_embeddings);
 //  - a sharded tensor's gradient on a shard is the matching slice of the full gradient;
 //    a grad_partial_over_tp tensor's gradients sum to the full one; any other replicated
 //    tensor gets the full gradient on every shard;
@@ -49,14 +49,14 @@ typedef struct {
     mixer_layer layer;
     float *params, *grads;
     arena activations, scratch;
-    float *out, *d_inp, *d_embedded;
+    float *out, *d_inp, *d_normed_embeddings;
     float *probs, *scores;     // [local_heads, L, L] of sequence 0, NULL when the mixer has none
 } shard_run;
 
 // The shared inputs of one case: the block input, the output gradient, staticembqk's E.
 typedef struct {
     int batch, seq_len, fixed_sequence;
-    float *inp, *d_out, *embedded;
+    float *inp, *d_out, *normed_embeddings;
     float *rope_cos, *rope_sin;
 } case_inputs;
 
@@ -126,7 +126,7 @@ static void run_shard(shard_run *run, const mixer_kind *kind, const char *varian
     size_t rd = (size_t)in->batch * (size_t)in->seq_len * HIDDEN;
     run->out = zero_floats(rd);
     run->d_inp = zero_floats(rd);
-    run->d_embedded = zero_floats(rd);
+    run->d_normed_embeddings = zero_floats(rd);
     mixer_context x = {
         .config = c,
         .registry = &run->registry,
@@ -138,8 +138,8 @@ static void run_shard(shard_run *run, const mixer_kind *kind, const char *varian
         .batch = in->batch,
         .seq_len = in->seq_len,
         .fixed_sequence = in->fixed_sequence,
-        .embedded = in->embedded,
-        .d_embedded = run->d_embedded,
+        .normed_embeddings = in->normed_embeddings,
+        .d_normed_embeddings = run->d_normed_embeddings,
     };
     kind->forward(&run->layer, &x, run->out, in->inp);
     kind->backward(&run->layer, &x, run->d_inp, in->d_out, in->inp);
@@ -159,7 +159,7 @@ static void free_run(shard_run *run) {
     free(run->grads);
     free(run->out);
     free(run->d_inp);
-    free(run->d_embedded);
+    free(run->d_normed_embeddings);
     free(run->probs);
     free(run->scores);
     arena_free(&run->activations);
@@ -179,7 +179,7 @@ static double relative_error(const float *a, const float *b, size_t n) {
 typedef enum { OUT, D_INP, D_EMBEDDED } partial_buffer;
 
 static const float *buffer_of(const shard_run *run, partial_buffer which) {
-    return which == OUT ? run->out : which == D_INP ? run->d_inp : run->d_embedded;
+    return which == OUT ? run->out : which == D_INP ? run->d_inp : run->d_normed_embeddings;
 }
 
 // The sum over shards of one of their partial [rows, d] buffers, against the full run's.
@@ -264,7 +264,7 @@ static void check_case(const char *variant, int kv_heads, int tp) {
     size_t rd = (size_t)in.batch * (size_t)in.seq_len * HIDDEN;
     in.inp = random_floats(rd, 1, 1.0);
     in.d_out = random_floats(rd, 2, 1.0);
-    in.embedded = random_floats(rd, 3, 1.0);
+    in.normed_embeddings = random_floats(rd, 3, 1.0);
     int half = HIDDEN / HEADS / 2;
     in.rope_cos = zero_floats((size_t)in.seq_len * half);
     in.rope_sin = zero_floats((size_t)in.seq_len * half);
@@ -282,7 +282,7 @@ static void check_case(const char *variant, int kv_heads, int tp) {
            "the d_inp shares sum to the full d_inp", NULL);
     if (kind->uses_embeddings)
         report(relative_error_of_sum(shards, tp, D_EMBEDDED, rd, &full), label,
-               "the d_embedded shares sum to the full d_embedded", NULL);
+               "the d_normed_embeddings shares sum to the full d_normed_embeddings", NULL);
     const char *worst_name;
     double worst = gradient_error(&full, shards, tp, &worst_name);
     report(worst, label, "every parameter gradient is its slice (or share) of the full one", worst_name);
@@ -318,7 +318,7 @@ static void check_case(const char *variant, int kv_heads, int tp) {
     for (int r = 0; r < tp; r++) free_run(&shards[r]);
     free(in.inp);
     free(in.d_out);
-    free(in.embedded);
+    free(in.normed_embeddings);
     free(in.rope_cos);
     free(in.rope_sin);
 }

@@ -13,6 +13,7 @@
 
 #include "../reference/model_reference.h"
 #include "../testing.h"
+#include "support/model_test_helpers.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/params.h"
@@ -21,182 +22,20 @@
 #include "model/model.h"
 #include "ops/ops.h"
 
-static void make_config(decon_config *c, int d, int layers, int heads, int kv_heads, int inter, int vocab, bool tied,
-                        bool bias, double theta) {
-    config_defaults(c);
-    c->hidden_size = d;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = heads;
-    c->num_key_value_heads = kv_heads;
-    c->intermediate_size = inter;
-    c->vocab_size = vocab;
-    c->tie_word_embeddings = tied;
-    c->attention_bias = bias;
-    c->rope_theta = theta;
-}
-
-// Random tokens and targets; every 7th target is -1 (ignored).
-static void make_batch(int *tokens, int *targets, int rows, int vocab, uint64_t seed) {
-    for (int r = 0; r < rows; r++) {
-        tokens[r] = (int)(rng_mix(seed, 1, (uint64_t)r) % (uint64_t)vocab);
-        targets[r] = r % 7 == 3 ? -1 : (int)(rng_mix(seed, 2, (uint64_t)r) % (uint64_t)vocab);
-    }
-}
-
-static bool is_bias(const param_info *p) { return p->ndim == 1 && p->init == INIT_ZEROS; }
-static bool is_norm(const param_info *p) { return p->ndim == 1 && p->init == INIT_ONES; }
-
-// Parameters away from their initial values, in double: weights ~ N(0, 1/in), norm
-// weights ~ 1 + N(0, 0.3^2), biases ~ N(0, 0.3^2).
-static void randomize_double(const param_registry *registry, double *params, uint64_t seed) {
-    memset(params, 0, registry->total * sizeof(double));
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name);
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            params[p->offset + e] = is_norm(p) ? 1.0 + 0.3 * z : is_bias(p) ? 0.3 * z : z / sqrt((double)p->shape[1]);
-        }
-    }
-}
-
-// Moves the fp32 model's initial parameters: weights += N(0, 0.25/in), norm weights +=
-// N(0, 0.2^2), biases = N(0, 0.2^2), so no tensor is at a special value.
-static void perturb_float(const param_registry *registry, float *params, uint64_t seed) {
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        uint64_t stream = rng_hash_string(p->name) ^ 0x5bd1e995u;
-        for (size_t e = 0; e < p->local_count; e++) {
-            double z = rng_normal(seed, stream, e);
-            float *v = &params[p->offset + e];
-            if (is_norm(p)) *v += (float)(0.2 * z);
-            else if (is_bias(p)) *v = (float)(0.2 * z);
-            else *v += (float)(0.5 * z / sqrt((double)p->shape[1]));
-        }
-    }
-}
-
-// ---- a. the reference backward against finite differences of the reference loss ------
-
-static void check_reference_gradient(const char *label, const decon_config *c, int batch, int seq_len,
-                                     uint64_t seed) {
-    model m;
-    model_build(&m, c, label);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    double *numeric = xcalloc(total, sizeof(double));
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    randomize_double(registry, params, seed);
-    make_batch(tokens, targets, rows, c->vocab_size, seed);
-    model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
-
-    // Fourth-order central differences: f'(x) ~ (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h.
-    const double h = 1e-3;
-    const double steps[4] = {-2 * h, -h, h, 2 * h}, weights[4] = {1, -8, 8, -1};
-    int64_t checked = 0;
-    double worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        for (size_t e = 0; e < p->local_count; e++) {
-            double *v = &params[p->offset + e], saved = *v, sum = 0.0;
-            for (int s = 0; s < 4; s++) {
-                *v = saved + steps[s];
-                sum += weights[s] * model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, NULL);
-            }
-            *v = saved;
-            numeric[p->offset + e] = sum / (12 * h);
-            checked++;
-        }
-        double err = testing_relative_error_d(grads + p->offset, numeric + p->offset, p->local_count);
-        if (err > worst) {
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    double err = testing_relative_error_d(grads, numeric, total);
-    printf("# %s: %lld parameters, relative error %.3g (worst tensor %s %.3g)\n", label, (long long)checked, err,
-           worst_name, worst);
-    char name[256];
-    snprintf(name, sizeof name, "reference backward vs finite differences (%s)", label);
-    testing_report(err < 1e-8, name, "norm-wise relative error %.3g >= 1e-8 (worst tensor %s: %.3g)", err,
-                   worst_name, worst);
-    free(params);
-    free(grads);
-    free(numeric);
-    free(tokens);
-    free(targets);
-    model_free(&m);
-}
-
-// ---- b, f. the fp32 model against the reference on the same parameters --------------
-
-static void setup_model(model *m, const decon_config *c, const char *label, int batch, int seq_len, uint64_t seed) {
-    model_build(m, c, label);
-    model_allocate(m, batch, seq_len);
-    model_initialize(m, seed);
-    perturb_float(&m->registry, m->params, seed + 1);
-}
-
-// The model is allocated for spare more sequences and positions than the micro-batch uses.
-static void compare_with_reference(const char *label, const decon_config *c, int batch, int seq_len, int spare,
-                                   uint64_t seed) {
-    model m;
-    setup_model(&m, c, label, batch + spare, seq_len + spare, seed);
-    const param_registry *registry = &m.registry;
-    size_t total = registry->total;
-    int rows = batch * seq_len;
-    int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, c->vocab_size, seed);
-    double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
-    for (size_t e = 0; e < total; e++) params[e] = m.params[e];
-
-    memset(m.grads, 0, total * sizeof(float));
-    double loss = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
-    double ref_loss = model_reference_loss(c, registry, params, tokens, targets, batch, seq_len, NULL, grads);
-
-    double loss_err = fabs(loss - ref_loss) / fabs(ref_loss);
-    double grad_err = testing_relative_error_f(m.grads, grads, total);
-    double worst = 0.0;
-    const char *worst_name = "";
-    for (int i = 0; i < registry->count; i++) {
-        const param_info *p = &registry->items[i];
-        double err = testing_relative_error_f(m.grads + p->offset, grads + p->offset, p->local_count);
-        if (!(err <= worst)) {  // also catches NaN
-            worst = err;
-            worst_name = p->name;
-        }
-    }
-    printf("# %s: loss %.6f (reference %.6f, rel %.3g), gradient rel %.3g, worst tensor %s %.3g\n", label, loss,
-           ref_loss, loss_err, grad_err, worst_name, worst);
-    char name[256];
-    snprintf(name, sizeof name, "fp32 model vs reference: loss (%s)", label);
-    testing_report(loss_err < 1e-5, name, "loss %.8g vs reference %.8g: relative error %.3g", loss, ref_loss, loss_err);
-    snprintf(name, sizeof name, "fp32 model vs reference: gradient overall (%s)", label);
-    testing_report(grad_err < 1e-4, name, "norm-wise relative error %.3g >= 1e-4 (worst tensor %s: %.3g)", grad_err,
-                   worst_name, worst);
-    snprintf(name, sizeof name, "fp32 model vs reference: gradient per tensor (%s)", label);
-    testing_report(worst < 1e-4, name, "worst tensor %s: norm-wise relative error %.3g >= 1e-4", worst_name, worst);
-    free(params);
-    free(grads);
-    free(tokens);
-    free(targets);
-    model_free(&m);
-}
+// ---- a, b, f. the reference backward and the fp32 model against the reference: shared
+// with the mixer tests (tests/support/model_test_helpers.c), called from main ---------
 
 // ---- c. forward only, per-token losses, loss_scale and accumulation ------------------
 
 static void check_forward_only(void) {
     decon_config c;
-    make_config(&c, 32, 2, 4, 2, 40, 37, true, true, 10000.0);
+    test_model_config(&c, NULL, NULL, 32, 2, 4, 2, 40, 37, true, true, 10000.0);
     int batch = 3, seq_len = 9, rows = batch * seq_len;
     model m;
-    setup_model(&m, &c, "forward-only", batch, seq_len, 11);
+    test_model_setup(&m, &c, "forward-only", batch, seq_len, 11);
     size_t total = m.registry.total;
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
-    make_batch(tokens, targets, rows, c.vocab_size, 12);
+    test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 12);
     float *losses_forward = xcalloc((size_t)rows, sizeof(float)), *losses_backward = xcalloc((size_t)rows, sizeof(float));
     float *sentinel = xcalloc(total, sizeof(float)), *grads1 = xcalloc(total, sizeof(float));
     for (size_t e = 0; e < total; e++) sentinel[e] = m.grads[e] = 0.25f + (float)(e % 7);
@@ -258,7 +97,7 @@ static void check_forward_only(void) {
 
 static void check_overfit(void) {
     decon_config c;
-    make_config(&c, 32, 2, 4, 4, 64, 64, true, true, 10000.0);
+    test_model_config(&c, NULL, NULL, 32, 2, 4, 4, 64, 64, true, true, 10000.0);
     int batch = 4, seq_len = 16, rows = batch * seq_len, max_steps = 400;
     model m;
     model_build(&m, &c, "overfit");
@@ -294,7 +133,7 @@ static void check_overfit(void) {
 
 static void plan_letters(char *out, const char *variant, const char *layout, int layers) {
     decon_config c;
-    make_config(&c, 16, layers, 2, 0, 16, 8, true, true, 10000.0);
+    test_model_config(&c, NULL, NULL, 16, layers, 2, 0, 16, 8, true, true, 10000.0);
     snprintf(c.variant, sizeof c.variant, "%s", variant);
     snprintf(c.layout, sizeof c.layout, "%s", layout);
     const mixer_kind **plan = (const mixer_kind **)xcalloc((size_t)layers, sizeof(const mixer_kind *));
@@ -397,7 +236,7 @@ static void check_layer_plan(void) {
 
     // A model built with a hybrid layout has the uniform model's registry.
     decon_config c;
-    make_config(&c, 16, 4, 2, 0, 24, 11, false, true, 10000.0);
+    test_model_config(&c, NULL, NULL, 16, 4, 2, 0, 24, 11, false, true, 10000.0);
     model uniform, hybrid;
     model_build(&uniform, &c, "uniform");
     snprintf(c.layout, sizeof c.layout, "hybrid:odd");
@@ -425,24 +264,24 @@ int main(void) {
     check_layer_plan();
 
     // a. d=16, 2 layers, 4 heads, vocab 23, batch 2 x seq 5.
-    make_config(&c, 16, 2, 4, 4, 24, 23, true, true, 100.0);
-    check_reference_gradient("tied, bias, MHA", &c, 2, 5, 101);
-    make_config(&c, 16, 2, 4, 2, 24, 23, false, false, 100.0);
-    check_reference_gradient("untied, no bias, GQA kv=2", &c, 2, 5, 102);
+    test_model_config(&c, NULL, NULL, 16, 2, 4, 4, 24, 23, true, true, 100.0);
+    test_check_reference_gradient("tied, bias, MHA", &c, 2, 5, 1e-3, 0.0, 101);
+    test_model_config(&c, NULL, NULL, 16, 2, 4, 2, 24, 23, false, false, 100.0);
+    test_check_reference_gradient("untied, no bias, GQA kv=2", &c, 2, 5, 1e-3, 0.0, 102);
 
     // b. the fp32 model on the same parameters; the second config crosses block sizes.
-    make_config(&c, 16, 2, 4, 4, 24, 23, true, true, 100.0);
-    compare_with_reference("tied, bias, MHA, 2x5", &c, 2, 5, 0, 201);
-    make_config(&c, 64, 2, 4, 4, 72, 131, false, false, 10000.0);
-    compare_with_reference("untied, no bias, MHA, 2x77", &c, 2, 77, 0, 202);
+    test_model_config(&c, NULL, NULL, 16, 2, 4, 4, 24, 23, true, true, 100.0);
+    test_compare_with_reference("tied, bias, MHA, 2x5", &c, 2, 5, 0, 201);
+    test_model_config(&c, NULL, NULL, 64, 2, 4, 4, 72, 131, false, false, 10000.0);
+    test_compare_with_reference("untied, no bias, MHA, 2x77", &c, 2, 77, 0, 202);
 
     // f. GQA / MQA (the first two in a model allocated for larger micro-batches).
-    make_config(&c, 32, 2, 4, 2, 48, 41, true, true, 10000.0);
-    compare_with_reference("GQA kv=2, 3x19", &c, 3, 19, 5, 301);
-    make_config(&c, 32, 2, 4, 1, 48, 41, false, true, 10000.0);
-    compare_with_reference("MQA kv=1, 3x19", &c, 3, 19, 5, 302);
-    make_config(&c, 64, 1, 8, 2, 48, 41, true, false, 10000.0);
-    compare_with_reference("GQA 8 heads kv=2, 2x70", &c, 2, 70, 0, 303);
+    test_model_config(&c, NULL, NULL, 32, 2, 4, 2, 48, 41, true, true, 10000.0);
+    test_compare_with_reference("GQA kv=2, 3x19", &c, 3, 19, 5, 301);
+    test_model_config(&c, NULL, NULL, 32, 2, 4, 1, 48, 41, false, true, 10000.0);
+    test_compare_with_reference("MQA kv=1, 3x19", &c, 3, 19, 5, 302);
+    test_model_config(&c, NULL, NULL, 64, 1, 8, 2, 48, 41, true, false, 10000.0);
+    test_compare_with_reference("GQA 8 heads kv=2, 2x70", &c, 2, 70, 0, 303);
 
     // c, d.
     check_forward_only();

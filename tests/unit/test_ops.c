@@ -518,6 +518,11 @@ typedef struct {
     double *hidden, *weight;
 } xent_case;
 
+// A vocab shard that holds the whole vocabulary: its combines leave the statistics as they
+// are, so the phased path must give the unsharded result bit for bit.
+static void count_combine_max(void *context, float *row_max, int n) { (void)row_max, (void)n, ++*(int *)context; }
+static void count_combine_sums(void *context, double *stats, int n) { (void)stats, (void)n, ++*(int *)context; }
+
 static double xent_objective(void *context) {
     xent_case *c = context;
     return c->loss_scale * reference_lm_head_cross_entropy(NULL, NULL, NULL, c->hidden, c->weight,
@@ -546,9 +551,19 @@ static void test_cross_entropy(int rows, int dim, int vocab, int ignore_from, in
         double *p_h = random_doubles(n_h, 1.0), *p_w = random_doubles(n_w, 1.0);
         float *g_h = to_float(p_h, n_h), *g_w = to_float(p_w, n_w);
         double got = lm_head_cross_entropy(lossesf, g_h, g_w, hidden, weight, c.targets, rows, dim,
-                                           vocab, (float)c.loss_scale, scratch);
+                                           vocab, (float)c.loss_scale, scratch, NULL);
         double got_forward_only = lm_head_cross_entropy(loss_only, NULL, NULL, hidden, weight, c.targets,
-                                                        rows, dim, vocab, (float)c.loss_scale, scratch);
+                                                        rows, dim, vocab, (float)c.loss_scale, scratch, NULL);
+        float *s_h = to_float(p_h, n_h), *s_w = to_float(p_w, n_w), *s_losses = malloc(sizeof(float) * rows);
+        int combines = 0;
+        lm_head_vocab_shard whole = {0, count_combine_max, count_combine_sums, &combines};
+        double got_sharded = lm_head_cross_entropy(s_losses, s_h, s_w, hidden, weight, c.targets, rows, dim,
+                                                   vocab, (float)c.loss_scale, scratch, &whole);
+        bool same = got_sharded == got && combines > 0 && memcmp(s_losses, lossesf, sizeof(float) * rows) == 0 &&
+                    memcmp(s_h, g_h, sizeof(float) * n_h) == 0 && memcmp(s_w, g_w, sizeof(float) * n_w) == 0;
+        testing_report(same, NAME("%s phased through a whole-vocabulary shard equals unsharded", label),
+                       "loss %.17g vs %.17g, %d combines", got_sharded, got, combines);
+        free(s_h), free(s_w), free(s_losses);
         check(NAME("%s total loss", label), fabs(got - total) / total, OP_TOLERANCE);
         check_f(NAME("%s per-row losses (0 when ignored)", label), lossesf, losses, rows);
         check(NAME("%s loss without gradients", label), fabs(got_forward_only - total) / total, OP_TOLERANCE);

@@ -11,8 +11,8 @@
 // (batch, kv head), which walks the key blocks and, inside, every query head of the
 // group, so the d_k / d_v rows of a kv head and the d_q rows of its query heads belong
 // to one task: no races, no atomics, and results independent of the thread count.
-// The block products are small gemms (block_gemm) whose inner loops the compiler
-// vectorises; OpenBLAS is never called here (we are inside a parallel region).
+// The block products are small register-tiled gemms (tile_gemm.h) whose inner loops the
+// compiler vectorises; OpenBLAS is never called here (we are inside a parallel region).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,57 +20,12 @@
 #include <omp.h>
 
 #include "core/errors.h"
+#include "ops/cpu/blocking.h"
 #include "ops/cpu/fast_exp.h"
+#include "ops/cpu/tile_gemm.h"
 #include "ops/ops.h"
 
 enum { BLOCK = 64 };                         // query and key rows per block
-enum { TILE_ROWS = 8, TILE_COLS = 16 };      // register tile of block_gemm
-
-// c[m,n] = (accumulate ? c : 0) + a[m,k] b[k,n]. Element (i,p) of a is at
-// a[i*a_row + p*a_col], so a transposed operand is just a swap of the two strides;
-// b and c are row-major with leading dimensions ldb, ldc. Full TILE_ROWS x TILE_COLS
-// tiles keep their accumulators in registers; the edges take a plain loop. fmaf is
-// explicit because -std=c11 turns off GCC's contraction of a * b + c into one FMA
-// (twice the speed where the CPU has FMA: 8x16 tiles reach ~125 GFLOP/s a core here).
-static void block_gemm(int m, int n, int k, const float *restrict a, int a_row, int a_col,
-                       const float *restrict b, int ldb, float *restrict c, int ldc,
-                       bool accumulate) {
-    int m_full = m - m % TILE_ROWS, n_full = n - n % TILE_COLS;
-    for (int i = 0; i < m_full; i += TILE_ROWS) {
-        for (int j = 0; j < n_full; j += TILE_COLS) {
-            float acc[TILE_ROWS][TILE_COLS];
-            for (int r = 0; r < TILE_ROWS; r++)
-                for (int x = 0; x < TILE_COLS; x++)
-                    acc[r][x] = accumulate ? c[(size_t)(i + r) * ldc + j + x] : 0.0f;
-            for (int p = 0; p < k; p++) {
-                const float *bp = b + (size_t)p * ldb + j;
-                for (int r = 0; r < TILE_ROWS; r++) {
-                    float ar = a[(size_t)(i + r) * a_row + (size_t)p * a_col];
-                    #pragma omp simd
-                    for (int x = 0; x < TILE_COLS; x++) acc[r][x] = fmaf(ar, bp[x], acc[r][x]);
-                }
-            }
-            for (int r = 0; r < TILE_ROWS; r++)
-                memcpy(c + (size_t)(i + r) * ldc + j, acc[r], sizeof acc[r]);
-        }
-    }
-    // Edges: the rows below m_full (every column), then the columns right of n_full.
-    for (int pass = 0; pass < 2; pass++) {
-        int i0 = pass == 0 ? m_full : 0, i1 = pass == 0 ? m : m_full;
-        int j0 = pass == 0 ? 0 : n_full;
-        for (int i = i0; i < i1; i++) {
-            float *ci = c + (size_t)i * ldc;
-            if (!accumulate)
-                for (int j = j0; j < n; j++) ci[j] = 0.0f;
-            for (int p = 0; p < k; p++) {
-                float ai = a[(size_t)i * a_row + (size_t)p * a_col];
-                const float *bp = b + (size_t)p * ldb;
-                #pragma omp simd
-                for (int j = j0; j < n; j++) ci[j] = fmaf(ai, bp[j], ci[j]);
-            }
-        }
-    }
-}
 
 // dst[d][j] = src[j*ld + d] for j < rows: a block of key (or value) rows, transposed
 // so that q k^T becomes a plain row-major product.
@@ -92,8 +47,6 @@ static attention_shape make_shape(int batch, int seq_len, int heads, int kv_head
                              heads * head_dim, kv_heads * head_dim, scale};
 }
 
-static int min_int(int a, int b) { return a < b ? a : b; }
-
 // ----------------------------------------------------------------------------------
 // forward
 
@@ -104,9 +57,6 @@ typedef struct {
     float *row_max;   // (BLOCK)
     double *row_sum;  // (BLOCK)
 } forward_workspace;
-
-// Per-thread workspaces are rounded to whole cache lines (16 floats).
-static size_t round_to_line(size_t floats) { return (floats + 15) / 16 * 16; }
 
 static size_t forward_workspace_floats(int head_dim) {
     return round_to_line(2 * (size_t)head_dim * BLOCK + (size_t)BLOCK * BLOCK + (size_t)3 * BLOCK);
@@ -144,7 +94,7 @@ static void forward_query_block(float *out, float *logsumexp, const float *q, co
         const float *kb = kbase + (size_t)j0 * sh->kv_ld, *vb = vbase + (size_t)j0 * sh->kv_ld;
         transpose_rows(w.kt, kb, nk, sh->kv_ld, D);
         // s[nq,nk] = q_block[nq,D] k_block^T
-        block_gemm(nq, nk, D, qb, sh->q_ld, 1, w.kt, BLOCK, w.s, BLOCK, false);
+        tile_gemm(nq, nk, D, qb, sh->q_ld, 1, w.kt, BLOCK, w.s, BLOCK, false);
         for (int i = 0; i < nq; i++) {
             float *row = w.s + (size_t)i * BLOCK;
             int valid = min_int(nk, i0 + i - j0 + 1);  // causal: keys j0 .. i0+i
@@ -174,7 +124,7 @@ static void forward_query_block(float *out, float *logsumexp, const float *q, co
             w.row_max[i] = m_new;
         }
         // o[nq,D] += p[nq,nk] v_block[nk,D]
-        block_gemm(nq, D, nk, w.s, BLOCK, 1, vb, sh->kv_ld, w.o, D, true);
+        tile_gemm(nq, D, nk, w.s, BLOCK, 1, vb, sh->kv_ld, w.o, D, true);
     }
     float *ob = out + ((size_t)(b * L + i0) * sh->heads + h) * D;
     float *lse = logsumexp + ((size_t)b * sh->heads + h) * L + i0;
@@ -258,8 +208,8 @@ static void backward_block_pair(float *d_q, bool want_dk, bool want_dv, const fl
     const float *delta = w.delta + (size_t)(h % sh->group) * L + i0;
     float scale = sh->scale;
 
-    block_gemm(nq, nk, D, qb, sh->q_ld, 1, w.kt, BLOCK, w.p, BLOCK, false);    // q k^T
-    block_gemm(nq, nk, D, dob, sh->q_ld, 1, w.vt, BLOCK, w.ds, BLOCK, false);  // dp = do v^T
+    tile_gemm(nq, nk, D, qb, sh->q_ld, 1, w.kt, BLOCK, w.p, BLOCK, false);    // q k^T
+    tile_gemm(nq, nk, D, dob, sh->q_ld, 1, w.vt, BLOCK, w.ds, BLOCK, false);  // dp = do v^T
     for (int i = 0; i < nq; i++) {
         float *p = w.p + (size_t)i * BLOCK, *ds = w.ds + (size_t)i * BLOCK;
         int valid = min_int(nk, i0 + i - j0 + 1);  // causal: keys j0 .. i0+i (i0 >= j0 here)
@@ -273,11 +223,11 @@ static void backward_block_pair(float *d_q, bool want_dk, bool want_dv, const fl
         for (int j = valid; j < nk; j++) p[j] = ds[j] = 0.0f;
     }
     if (want_dv)  // dv[nk,D] += p^T[nk,nq] do[nq,D]
-        block_gemm(nk, D, nq, w.p, 1, BLOCK, dob, sh->q_ld, w.dv, D, true);
+        tile_gemm(nk, D, nq, w.p, 1, BLOCK, dob, sh->q_ld, w.dv, D, true);
     if (want_dk)  // dk[nk,D] += ds^T[nk,nq] q[nq,D]
-        block_gemm(nk, D, nq, w.ds, 1, BLOCK, qb, sh->q_ld, w.dk, D, true);
+        tile_gemm(nk, D, nq, w.ds, 1, BLOCK, qb, sh->q_ld, w.dk, D, true);
     if (d_q != NULL)  // dq[nq,D] += ds[nq,nk] k[nk,D]
-        block_gemm(nq, D, nk, w.ds, BLOCK, 1, kb, sh->kv_ld, d_q + q_off, sh->q_ld, true);
+        tile_gemm(nq, D, nk, w.ds, BLOCK, 1, kb, sh->kv_ld, d_q + q_off, sh->q_ld, true);
 }
 
 // Every gradient that kv head kvh of sequence b takes part in.
@@ -370,8 +320,8 @@ void attention_probabilities(float *probs, const float *q, const float *k, int s
     }
 }
 
-void attention_scores(float *scores, const float *q, const float *k, int seq_len, int heads, int kv_heads,
-                      int head_dim, float scale) {
+void attention_score_matrix(float *scores, const float *q, const float *k, int seq_len, int heads, int kv_heads,
+                            int head_dim, float scale) {
     int group = heads / kv_heads;
     #pragma omp parallel for collapse(2) schedule(dynamic, 8)
     for (int h = 0; h < heads; h++) {

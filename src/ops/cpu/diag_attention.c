@@ -34,6 +34,7 @@
 #include <omp.h>
 
 #include "core/errors.h"
+#include "ops/cpu/blocking.h"
 #include "ops/ops.h"
 
 typedef struct {
@@ -67,8 +68,6 @@ static first_order first_order_reciprocal(float x, float a_norm2, float c_sum, i
     }
     return f;
 }
-
-static size_t round_to_line(size_t floats) { return (floats + 15) / 16 * 16; }
 
 // ----------------------------------------------------------------------------------
 // running sums

@@ -28,3 +28,6 @@ static inline float fast_expf(float x) {
     memcpy(&two_n, &bits, sizeof two_n);
     return y * two_n;
 }
+
+// The logistic function on fast_expf (SiLU of SwiGLU and of nonapx's scores).
+static inline float sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }

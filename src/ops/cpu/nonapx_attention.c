@@ -30,10 +30,9 @@
 #include <omp.h>
 
 #include "core/errors.h"
+#include "ops/cpu/blocking.h"
 #include "ops/cpu/fast_exp.h"
 #include "ops/ops.h"
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
 
 // g = scale * silu(q) . k over head_dim
 static inline float nonapx_score(const float *q, const float *k, int head_dim, float scale) {
@@ -86,7 +85,7 @@ void nonapx_attention_backward(float *d_q, float *d_k, float *d_v, const float *
                                const float *v, int batch, int seq_len, int heads, int kv_heads, int head_dim,
                                float scale) {
     int group = heads / kv_heads;
-    size_t per_thread = ((size_t)head_dim + 15) / 16 * 16;
+    size_t per_thread = round_to_line((size_t)head_dim);
     float *workspace = xaligned_alloc(sizeof(float) * per_thread * (size_t)omp_get_max_threads());
     #pragma omp parallel
     {

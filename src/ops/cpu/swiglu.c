@@ -4,8 +4,6 @@
 
 enum { PARALLEL_MIN = 1 << 14 };
 
-static inline float sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
-
 void swiglu_forward(float *out, const float *gate, const float *up, size_t count) {
     long n = (long)count;
     #pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)

@@ -38,6 +38,7 @@
 #include <omp.h>
 
 #include "core/errors.h"
+#include "ops/cpu/blocking.h"
 #include "ops/cpu/tile_gemm.h"
 #include "ops/ops.h"
 
@@ -58,8 +59,6 @@ static taylor_shape make_shape(int batch, int seq_len, int heads, int kv_heads, 
                        scale / sqrtf(2.0f), scale};
     return sh;
 }
-
-static int min_int(int a, int b) { return a < b ? a : b; }
 
 static float taylor_f(float x) { return 1.0f + x + 0.5f * x * x; }
 
@@ -144,8 +143,6 @@ typedef struct {
     float *x, *ds;             // [CHUNK, CHUNK] scores -> weights; score gradients
     float *den, *dden;         // [CHUNK]
 } workspace;
-
-static size_t round_to_line(size_t floats) { return (floats + 15) / 16 * 16; }
 
 static size_t workspace_floats(const taylor_shape *sh) {
     size_t F = (size_t)sh->features, d = (size_t)sh->head_dim;

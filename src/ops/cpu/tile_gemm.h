@@ -1,6 +1,6 @@
 // A small register-tiled matrix product for use INSIDE OpenMP parallel regions, where
-// OpenBLAS must not be called (ops/cpu/taylor_attention.c, the chunked linear-time
-// attention). Private to ops/cpu.
+// OpenBLAS must not be called (ops/cpu/attention.c's blocks, ops/cpu/taylor_attention.c's
+// chunks). Private to ops/cpu.
 //
 //   c[m,n] = (accumulate ? c : 0) + sum_p a(i,p) b(p,j)
 //

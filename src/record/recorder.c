@@ -1,4 +1,4 @@
-#include "train/recorder.h"
+#include "record/recorder.h"
 
 #include <math.h>
 #include <string.h>
@@ -7,7 +7,6 @@
 #include "io/attention_record.h"
 #include "io/token_shard.h"
 #include "model/layer_plan.h"
-#include "train/progress.h"
 
 // The file-level description of a recording of this model (letters: num_layers + 1 chars).
 static attention_record_info describe(const attention_recorder *r, const decon_config *c,
@@ -134,7 +133,7 @@ static void measure_rows(layer_totals *t, const float *probs, int heads, int L) 
 
 recording_result recorder_record(attention_recorder *r, model *m, int64_t step, const char *config_text,
                                  MPI_Comm comm) {
-    double t0 = wall_seconds();
+    double t0 = MPI_Wtime();
     const decon_config *c = &m->config;
     int n = c->num_hidden_layers, L = r->seq_len, K = r->sequences;
     if (L > m->max_seq_len) fatal("internal: recording length %d exceeds the model's %d", L, m->max_seq_len);
@@ -206,6 +205,6 @@ recording_result recorder_record(attention_recorder *r, model *m, int64_t step, 
     result.bytes = attention_record_close(file, result.loss);
     free(totals);
     free(letters);
-    result.seconds = wall_seconds() - t0;
+    result.seconds = MPI_Wtime() - t0;
     return result;
 }

@@ -99,3 +99,11 @@ printf 'preset = tiny\nvariant = approx\nvary = train.learning_rate=1e-3,banana\
 one_line_refusal vary_value "vary.sweep:3: .*learning_rate" "$WORK/vary.sweep" --dry-run
 printf 'preset = tiny\n' >"$WORK/site.sweep"
 one_line_refusal unreadable_site "cannot read the site settings" "$WORK/site.sweep" --site "$WORK/no-site.conf" --dry-run
+mkdir -p "$WORK/no-slurm-bin"   # a PATH with bash and python but no Slurm commands
+ln -s /bin/bash /usr/bin/python3 "$WORK/no-slurm-bin/"
+env -i PATH="$WORK/no-slurm-bin" python3 jobs/sweep input/sweeps/tiny_test.sweep --out "$WORK/no-slurm" \
+    >"$WORK/no-slurm.out" 2>&1
+status=$?
+[ $status -ne 0 ] && [ "$(wc -l <"$WORK/no-slurm.out")" -eq 1 ] && grep -q "sbatch/squeue not found" "$WORK/no-slurm.out"
+check sweep_refuses_without_slurm $? "status $status: $(head -c 300 "$WORK/no-slurm.out")"
+

@@ -1,6 +1,6 @@
 // Publishing a finished file under its final name so that the name never holds a partial
-// file, even after a crash or a power cut: checkpoints (io/checkpoint.c) and attention
-// recordings (io/attention_record.c) are written to a temporary name, then published.
+// file, even after a crash or a power cut: checkpoints (io/checkpoint_*.c) and attention
+// recordings (io/attention_record*.c) are written to a temporary name, then published.
 #pragma once
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
-// The HDF5 calls checkpoints (io/checkpoint.c) and attention recordings
-// (io/attention_record.c) share: how decon opens a file, and scalar and string
+// The HDF5 calls checkpoints (io/checkpoint_*.c) and attention recordings
+// (io/attention_record*.c) share: how decon opens a file, and scalar and string
 // attributes. Failures are returned, never fatal here: each caller names its own file
 // and advice in its one error line.
 #pragma once

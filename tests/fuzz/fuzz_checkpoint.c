@@ -1,4 +1,4 @@
-// libFuzzer harness: the checkpoint loader (io/checkpoint.c) as decon-train --resume and
+// libFuzzer harness: the checkpoint loader (io/checkpoint_*.c) as decon-train --resume and
 // decon-eval drive it, on one MPI rank through the real MPI-IO driver: the validity check
 // (checkpoint_is_valid), the stored config (checkpoint_read_config + config_load_text +
 // config_validate), /params + /optim + /state into the registry of checkpoint_model.ini's

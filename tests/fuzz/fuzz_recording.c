@@ -2,8 +2,8 @@
 // (analysis/recording.c: recording_scan, then A of the first and last sequence and head and
 // the score histograms of every recorded layer of every step, into buffers sized as
 // decon-analyze sizes them) and as decon-train --resume checks an existing one before
-// appending to it (io/attention_record.c: attention_record_probe, against the setup of the
-// seeds that tests/fuzz/make_seeds.sh records from checkpoint_model.ini).
+// appending to it (io/attention_record_checks.c: attention_record_probe, against the setup
+// of the seeds that tests/fuzz/make_seeds.sh records from checkpoint_model.ini).
 #include <stdlib.h>
 
 #include "analysis/recording.h"

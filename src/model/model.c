@@ -116,6 +116,9 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
     arena_reserve(&m->activations, saved * sizeof(float) + (size_t)64 * 16);
     arena_reserve(&m->scratch, scratch * sizeof(float) + (size_t)64 * 16);
+    // The attention ops' own scratch: the backend's workspace, reserved here once.
+    ops_workspace_reserve(ops_attention_workspace_floats(max_seq_len, config_local_heads(c), config_local_kv_heads(c),
+                                                         config_head_dim(c)));
 
     arena *a = &m->activations;
     m->inputs = (int *)arena_floats(a, full);

@@ -10,6 +10,29 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+// --- backend memory ------------------------------------------------------------
+// Every tensor (parameters, gradients, Adam moments, activations, scratch) lives in
+// memory from ops_alloc, and the ops' own scratch in the backend's workspace: host memory
+// on the CPU backend, device memory on a GPU backend. Both are sized before the step
+// loop (model_allocate, optimizer_allocate); nothing is allocated inside it.
+void *ops_alloc(size_t bytes);              // 64-byte aligned, zeroed; fatal() on failure
+void ops_free(void *tensor);
+// The host reads and writes tensor memory only through these explicit copies (loss,
+// gradient norm, recordings, checkpoint I/O, MPI staging). On the CPU backend tensors
+// are host memory: a copy between one buffer and itself does nothing.
+void ops_to_host(void *host, const void *tensor, size_t bytes);
+void ops_from_host(void *tensor, const void *host, size_t bytes);
+// The workspace the ops take their per-call scratch from (per-thread tiles, running
+// states): grown to at least `floats` (it never shrinks). An op needing more than was
+// reserved grows it, allocating; reserve ops_attention_workspace_floats of the largest
+// shapes before the step loop so that it never does.
+void ops_workspace_reserve(size_t floats);
+size_t ops_workspace_reserved(void);
+// The most workspace the attention ops (attention_*, taylor_attention_*,
+// diag_attention_*, nonapx_attention_* forward and backward) take for these shapes at
+// the current thread count (ops_set_threads).
+size_t ops_attention_workspace_floats(int seq_len, int heads, int kv_heads, int head_dim);
+
 // --- runtime ---------------------------------------------------------------
 void ops_set_threads(int threads);          // OpenMP and BLAS threads
 const char *ops_blas_core_name(void);       // openblas_get_corename()

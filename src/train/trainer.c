@@ -166,6 +166,8 @@ int trainer_run(const trainer_options *options) {
     // ZeRO-1: this rank's Adam moments cover its dp partition of the flat buffer only.
     moment_range *partitions = xcalloc((size_t)grid.data_size, sizeof *partitions);
     zero_partition_all(&m.registry, grid.data_size, partitions);
+    zero_gather gather;
+    zero_gather_init(&gather, partitions, grid.data_size);
     adamw_state optimizer;
     if (c->zero_stage == 1) optimizer_allocate_range(&optimizer, &m.registry, partitions[grid.data_rank]);
     else optimizer_allocate(&optimizer, &m.registry);
@@ -298,7 +300,7 @@ int trainer_run(const trainer_options *options) {
             // Adam's bias correction counts the updates applied, not the skipped steps.
             optimizer_step(&optimizer, &m.registry, m.params, m.grads, c, lr, grad_norm,
                            state.step + 1 - state.skipped_steps);
-            if (c->zero_stage == 1) zero_all_gather_params(m.params, partitions, grid.data, &grid.traffic);
+            if (c->zero_stage == 1) zero_all_gather_params(m.params, &gather, grid.data, &grid.traffic);
         }
         state.step++;
         state.tokens_seen += (int64_t)tokens_per_step;
@@ -333,7 +335,7 @@ int trainer_run(const trainer_options *options) {
         bool last = state.step == c->max_steps;
         if (have_validation && (last || (c->eval_every > 0 && state.step % c->eval_every == 0))) {
             validation_loss = evaluate_loss(&m, &validation_data, c->eval_batches, c->micro_batch_size,
-                                            c->sequence_length);
+                                            c->sequence_length, inputs, targets);
             progress_end_line(&meter);
             info("validation at step %lld: loss %.4f, perplexity %.2f", (long long)state.step, validation_loss,
                  exp(validation_loss));
@@ -372,6 +374,7 @@ int trainer_run(const trainer_options *options) {
     optimizer_free(&optimizer);
     grad_reducer_free(&reducer);
     free(partitions);
+    zero_gather_free(&gather);
     model_free(&m);
     process_grid_free(&grid);
     return exit_code;

@@ -1,5 +1,11 @@
-// Backend-neutral op declarations. Exactly one implementation is linked per binary
-// (ops/cpu/ now; hip/ later). Conventions, as in llm.c:
+// Backend-neutral op declarations: the seam between the trainer and the hardware.
+// The rule: exactly ONE backend implements this header in a binary, chosen by the
+// Makefile (`BACKEND := cpu` links src/ops/cpu/; src/ops/hip/ next). Every tensor
+// (parameters, gradients, Adam moments, activations, scratch) is memory of that backend
+// (ops_alloc, and the ops' workspace), allocated before the step loop, never inside it;
+// the host touches tensor contents only through the ops below, and reads or writes them
+// (loss, gradient norm, recordings, checkpoint I/O, MPI staging) through the explicit
+// ops_to_host / ops_from_host copies. Conventions, as in llm.c:
 //  * every op is a pair foo_forward / foo_backward, argument order: outputs, what forward
 //    saves for backward, inputs, weights, sizes;
 //  * tensors are row-major fp32; "rows" is the number of tokens (batch * seq_len);

@@ -94,6 +94,10 @@ static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, m
     snprintf(name, sizeof name, "step_%08lld.h5", (long long)state->step);
     snprintf(path, PATH_MAX, "%s/%s", checkpoint_dir, name);
     double t0 = wall_seconds();
+    // Checkpoint I/O reads host memory: the parameters and this rank's moments come over.
+    ops_to_host(m->params, m->params, m->registry.total * sizeof(float));
+    ops_to_host(optimizer->m, optimizer->m, optimizer->count * sizeof(float));
+    ops_to_host(optimizer->v, optimizer->v, optimizer->count * sizeof(float));
     checkpoint_write_partitioned(path, &m->registry, m->params, optimizer->m, optimizer->v, &optimizer->range, state,
                                  config_text, MPI_COMM_WORLD);
     if (log_rank() == 0) point_latest(checkpoint_dir, name);
@@ -214,6 +218,9 @@ int trainer_run(const trainer_options *options) {
         free(stored_text);
         checkpoint_read_partitioned(latest, &m.registry, m.params, optimizer.m, optimizer.v, &optimizer.range, &state,
                                     MPI_COMM_WORLD);
+        ops_from_host(m.params, m.params, m.registry.total * sizeof(float));
+        ops_from_host(optimizer.m, optimizer.m, optimizer.count * sizeof(float));
+        ops_from_host(optimizer.v, optimizer.v, optimizer.count * sizeof(float));
         data_position position = {state.data_epoch, state.data_index};
         data_loader_seek(&train_data, position);
         info("resumed from %s at step %lld (%lld tokens seen)", latest, (long long)state.step,
@@ -222,7 +229,8 @@ int trainer_run(const trainer_options *options) {
         free(latest);
     } else {
         if (options->resume) info("no valid checkpoint in %s: starting from scratch", checkpoint_dir);
-        model_initialize(&m, (uint64_t)c->seed);
+        model_initialize(&m, (uint64_t)c->seed);  // drawn on the host (core/params.c)
+        ops_from_host(m.params, m.params, m.registry.total * sizeof(float));
     }
 
     char path[2048];

@@ -56,6 +56,8 @@ void linear_backward(float *d_inp, float *d_weight, float *d_bias, const float *
                      const float *inp, const float *weight, int rows, int in_dim, int out_dim);
 
 // --- elementwise and reductions ------------------------------------------------
+void fill_floats(float *y, float value, size_t count);              // y = value
+void copy_floats(float *y, const float *x, size_t count);           // y = x (no overlap)
 void add_inplace(float *y, const float *x, size_t count);           // y += x
 void scale_inplace(float *y, float factor, size_t count);          // y *= factor
 double sum_of_squares(const float *x, size_t count);                // accumulated in double

@@ -76,8 +76,8 @@ static void nonapx_attention_scores(mixer_layer *layer, const mixer_context *x, 
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < L; i++) {
             float *row = scores + ((size_t)h * L + i) * L;
-            copy_floats(row, g + (size_t)h * L, (size_t)(i + 1));
-            fill_floats(row + i + 1, 0.0f, (size_t)(L - i - 1));
+            copy_floats(row, g + (size_t)h * L, (size_t)i + 1);
+            fill_floats(row + i + 1, 0.0f, (size_t)L - (size_t)i - 1);
         }
 }
 

@@ -33,7 +33,9 @@ BIN        := $(BUILD)/bin
 endif
 # ----------------------------------------------------------------------------------------
 
-LIB_SRC := $(wildcard src/core/*.c src/ops/cpu/*.c src/mixers/*.c src/model/*.c src/record/*.c \
+# The one ops backend linked into every program (src/ops/ops.h): cpu now, hip next.
+BACKEND ?= cpu
+LIB_SRC := $(wildcard src/core/*.c src/ops/$(BACKEND)/*.c src/mixers/*.c src/model/*.c src/record/*.c \
                       src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a

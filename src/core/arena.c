@@ -2,11 +2,13 @@
 
 #include "core/errors.h"
 
-void arena_reserve(arena *a, size_t bytes) {
-    a->base = xaligned_alloc(bytes);
+void arena_over(arena *a, void *base, size_t bytes) {
+    a->base = base;
     a->capacity = bytes;
     a->used = a->peak = 0;
 }
+
+void arena_reserve(arena *a, size_t bytes) { arena_over(a, xaligned_alloc(bytes), bytes); }
 
 void arena_free(arena *a) {
     free(a->base);

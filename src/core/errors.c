@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -89,19 +90,28 @@ void warn(const char *format, ...) {
     fprintf(stderr, "decon: warning: %s\n", message);
 }
 
+static atomic_ullong allocations;
+
+unsigned long long core_allocation_count(void) { return atomic_load_explicit(&allocations, memory_order_relaxed); }
+
+static void count_allocation(void) { atomic_fetch_add_explicit(&allocations, 1, memory_order_relaxed); }
+
 void *xmalloc(size_t bytes) {
+    count_allocation();
     void *p = malloc(bytes ? bytes : 1);
     if (!p) fatal("out of memory allocating %zu bytes; use a smaller model or batch", bytes);
     return p;
 }
 
 void *xcalloc(size_t count, size_t size) {
+    count_allocation();
     void *p = calloc(count ? count : 1, size ? size : 1);
     if (!p) fatal("out of memory allocating %zu x %zu bytes", count, size);
     return p;
 }
 
 void *xaligned_alloc(size_t bytes) {
+    count_allocation();
     size_t rounded = (bytes + 63) / 64 * 64;
     void *p = aligned_alloc(64, rounded ? rounded : 64);
     if (!p) fatal("out of memory allocating %zu bytes; use a smaller model or batch", bytes);

@@ -40,3 +40,6 @@ void *xmalloc(size_t bytes);          // fatal() on failure
 void *xcalloc(size_t count, size_t size);
 void *xaligned_alloc(size_t bytes);   // 64-byte aligned, zeroed
 char *xstrdup(const char *s);
+// How many allocations the x*alloc functions above have made in this process (one atomic
+// increment each): the test that nothing is allocated inside the step loop reads it.
+unsigned long long core_allocation_count(void);

@@ -16,7 +16,6 @@
 // flash attention op, which recomputes the same scores and exponentials for every
 // sequence (docs/design.md).
 #include <math.h>
-#include <string.h>
 
 #include "core/errors.h"
 #include "mixers/mixer.h"
@@ -111,10 +110,10 @@ static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_
     float *d_q = arena_floats(x->scratch, (size_t)L * s.q_dim);
     float *d_k = arena_floats(x->scratch, (size_t)L * s.kv_dim);
     float *workspace = workspace_from(x, &s);
-    memset(d_av, 0, (size_t)rows * s.q_dim * sizeof(float));
-    memset(d_v, 0, (size_t)rows * s.kv_dim * sizeof(float));
-    memset(d_q, 0, (size_t)L * s.q_dim * sizeof(float));
-    memset(d_k, 0, (size_t)L * s.kv_dim * sizeof(float));
+    fill_floats(d_av, 0.0f, (size_t)rows * s.q_dim);
+    fill_floats(d_v, 0.0f, (size_t)rows * s.kv_dim);
+    fill_floats(d_q, 0.0f, (size_t)L * s.q_dim);
+    fill_floats(d_k, 0.0f, (size_t)L * s.kv_dim);
 
     linear_backward(d_av, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_AV],
                     qkvo_param(layer, x, QKVO_WO), rows, s.q_dim, d);

@@ -11,7 +11,6 @@
 // replicated, grad_partial_over_tp) and then only its own heads (its rows of e^Q, e^K,
 // e^V, its columns of Wo).
 #include <math.h>
-#include <string.h>
 
 #include "mixers/mixer.h"
 #include "ops/ops.h"
@@ -132,13 +131,13 @@ static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     float *d_qs = arena_floats(x->scratch, s_size);
     float *d_ks = arena_floats(x->scratch, s_size);
     float *d_vs = arena_floats(x->scratch, s_size);
-    memset(d_av, 0, q_size * sizeof(float));
-    memset(d_q, 0, q_size * sizeof(float));
-    memset(d_k, 0, kv_size * sizeof(float));
-    memset(d_v, 0, kv_size * sizeof(float));
-    memset(d_qs, 0, s_size * sizeof(float));
-    memset(d_ks, 0, s_size * sizeof(float));
-    memset(d_vs, 0, s_size * sizeof(float));
+    fill_floats(d_av, 0.0f, q_size);
+    fill_floats(d_q, 0.0f, q_size);
+    fill_floats(d_k, 0.0f, kv_size);
+    fill_floats(d_v, 0.0f, kv_size);
+    fill_floats(d_qs, 0.0f, s_size);
+    fill_floats(d_ks, 0.0f, s_size);
+    fill_floats(d_vs, 0.0f, s_size);
 
     linear_backward(d_av, grad_or_null(layer, x, P_WO), NULL, d_out, layer->saved[S_AV],
                     param_or_null(layer, x, P_WO), rows, heads * dh, d);

@@ -9,7 +9,6 @@
 // Tensor parallel (Megatron): each rank holds a slice of the width, m_r of the balanced
 // split (m need not divide tp), and its output is the partial sum over its slice.
 #include <math.h>
-#include <string.h>
 
 #include "mixers/mixer.h"
 #include "ops/ops.h"
@@ -92,9 +91,9 @@ static void mlp_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     float *d_act = arena_floats(x->scratch, size);
     float *d_gate = arena_floats(x->scratch, size);
     float *d_up = arena_floats(x->scratch, size);
-    memset(d_act, 0, size * sizeof(float));
-    memset(d_gate, 0, size * sizeof(float));
-    memset(d_up, 0, size * sizeof(float));
+    fill_floats(d_act, 0.0f, size);
+    fill_floats(d_gate, 0.0f, size);
+    fill_floats(d_up, 0.0f, size);
     linear_backward(d_act, grad_at(layer, x, P_DOWN), NULL, d_out, layer->saved[S_ACT], param_at(layer, x, P_DOWN),
                     rows, m, d);
     swiglu_backward(d_gate, d_up, d_act, layer->saved[S_GATE], layer->saved[S_UP], size);

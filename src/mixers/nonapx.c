@@ -9,7 +9,6 @@
 // No RoPE: RoPE rotates q and k by their positions so that q_i . k_t depends on i - t;
 // here q and k always come from the same token (the rotation would cancel exactly).
 #include <math.h>
-#include <string.h>
 
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
@@ -77,8 +76,8 @@ static void nonapx_attention_scores(mixer_layer *layer, const mixer_context *x, 
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < L; i++) {
             float *row = scores + ((size_t)h * L + i) * L;
-            memcpy(row, g + (size_t)h * L, (size_t)(i + 1) * sizeof(float));
-            memset(row + i + 1, 0, (size_t)(L - i - 1) * sizeof(float));
+            copy_floats(row, g + (size_t)h * L, (size_t)i + 1);
+            fill_floats(row + i + 1, 0.0f, (size_t)L - (size_t)i - 1);
         }
 }
 

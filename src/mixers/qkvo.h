@@ -3,7 +3,6 @@
 // shapes, sharding and initialisation cannot drift, then find their tensors by name.
 #pragma once
 #include <stdio.h>
-#include <string.h>
 
 #include "core/arena.h"
 #include "core/params.h"
@@ -135,10 +134,10 @@ static inline qkvo_gradients qkvo_gradients_take(const mixer_context *x) {
     g.d_q = arena_floats(x->scratch, q_size);
     g.d_k = arena_floats(x->scratch, kv_size);
     g.d_v = arena_floats(x->scratch, kv_size);
-    memset(g.d_av, 0, q_size * sizeof(float));
-    memset(g.d_q, 0, q_size * sizeof(float));
-    memset(g.d_k, 0, kv_size * sizeof(float));
-    memset(g.d_v, 0, kv_size * sizeof(float));
+    fill_floats(g.d_av, 0.0f, q_size);
+    fill_floats(g.d_q, 0.0f, q_size);
+    fill_floats(g.d_k, 0.0f, kv_size);
+    fill_floats(g.d_v, 0.0f, kv_size);
     return g;
 }
 

@@ -94,8 +94,8 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     size_t full = (size_t)max_batch * (size_t)max_seq_len, local = sp ? full / (size_t)tp : full;
     size_t d = (size_t)c->hidden_size, inter = (size_t)m->intermediate_local;
     int half = config_head_dim(c) / 2;
-    m->params = xaligned_alloc(m->registry.total * sizeof(float));
-    m->grads = xaligned_alloc(m->registry.total * sizeof(float));
+    m->params = ops_alloc(m->registry.total * sizeof(float));
+    m->grads = ops_alloc(m->registry.total * sizeof(float));
 
     // Activations saved for backward and the model's own temporaries, counted exactly as
     // they are handed out below.
@@ -114,8 +114,12 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     size_t lm = padded(lm_head_scratch_floats((int)full, m->vocab_local));
     size_t mlp_scratch = 3 * padded(full * inter);
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
-    arena_reserve(&m->activations, saved * sizeof(float) + (size_t)64 * 16);
-    arena_reserve(&m->scratch, scratch * sizeof(float) + (size_t)64 * 16);
+    size_t activation_bytes = saved * sizeof(float) + (size_t)64 * 16, scratch_bytes = scratch * sizeof(float) + (size_t)64 * 16;
+    arena_over(&m->activations, ops_alloc(activation_bytes), activation_bytes);
+    arena_over(&m->scratch, ops_alloc(scratch_bytes), scratch_bytes);
+    // The attention ops' own scratch: the backend's workspace, reserved here once.
+    ops_workspace_reserve(ops_attention_workspace_floats(max_seq_len, config_local_heads(c), config_local_kv_heads(c),
+                                                         config_head_dim(c)));
 
     arena *a = &m->activations;
     m->inputs = (int *)arena_floats(a, full);
@@ -156,14 +160,15 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     // X_1 of rndembqk's fixed stream: Gaussian noise from its own counter-RNG stream.
     for (size_t i = 0; i < (size_t)max_seq_len * d; i++)
         m->fixed_input[i] = (float)(c->fixed_stream_std * rng_normal((uint64_t)c->seed, rng_hash_string("fixed_stream"), i));
+    ops_from_host(m->fixed_input, m->fixed_input, (size_t)max_seq_len * d * sizeof(float));
     m->lm_scratch = arena_floats(&m->scratch, lm - 16);
 }
 
 void model_free(model *m) {
-    free(m->params);
-    free(m->grads);
-    arena_free(&m->activations);
-    arena_free(&m->scratch);
+    ops_free(m->params);
+    ops_free(m->grads);
+    ops_free(m->activations.base);
+    ops_free(m->scratch.base);
     free((void *)m->plan);
     free(m->mixers);
     free(m->blocks);

@@ -1,5 +1,11 @@
-// Backend-neutral op declarations. Exactly one implementation is linked per binary
-// (ops/cpu/ now; hip/ later). Conventions, as in llm.c:
+// Backend-neutral op declarations: the seam between the trainer and the hardware.
+// The rule: exactly ONE backend implements this header in a binary, chosen by the
+// Makefile (`BACKEND := cpu` links src/ops/cpu/; src/ops/hip/ next). Every tensor
+// (parameters, gradients, Adam moments, activations, scratch) is memory of that backend
+// (ops_alloc, and the ops' workspace), allocated before the step loop, never inside it;
+// the host touches tensor contents only through the ops below, and reads or writes them
+// (loss, gradient norm, recordings, checkpoint I/O, MPI staging) through the explicit
+// ops_to_host / ops_from_host copies. Conventions, as in llm.c:
 //  * every op is a pair foo_forward / foo_backward, argument order: outputs, what forward
 //    saves for backward, inputs, weights, sizes;
 //  * tensors are row-major fp32; "rows" is the number of tokens (batch * seq_len);
@@ -9,6 +15,29 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+
+// --- backend memory ------------------------------------------------------------
+// Every tensor (parameters, gradients, Adam moments, activations, scratch) lives in
+// memory from ops_alloc, and the ops' own scratch in the backend's workspace: host memory
+// on the CPU backend, device memory on a GPU backend. Both are sized before the step
+// loop (model_allocate, optimizer_allocate); nothing is allocated inside it.
+void *ops_alloc(size_t bytes);              // 64-byte aligned, zeroed; fatal() on failure
+void ops_free(void *tensor);
+// The host reads and writes tensor memory only through these explicit copies (loss,
+// gradient norm, recordings, checkpoint I/O, MPI staging). On the CPU backend tensors
+// are host memory: a copy between one buffer and itself does nothing.
+void ops_to_host(void *host, const void *tensor, size_t bytes);
+void ops_from_host(void *tensor, const void *host, size_t bytes);
+// The workspace the ops take their per-call scratch from (per-thread tiles, running
+// states): grown to at least `floats` (it never shrinks). An op needing more than was
+// reserved grows it, allocating; reserve ops_attention_workspace_floats of the largest
+// shapes before the step loop so that it never does.
+void ops_workspace_reserve(size_t floats);
+size_t ops_workspace_reserved(void);
+// The most workspace the attention ops (attention_*, taylor_attention_*,
+// diag_attention_*, nonapx_attention_* forward and backward) take for these shapes at
+// the current thread count (ops_set_threads).
+size_t ops_attention_workspace_floats(int seq_len, int heads, int kv_heads, int head_dim);
 
 // --- runtime ---------------------------------------------------------------
 void ops_set_threads(int threads);          // OpenMP and BLAS threads
@@ -27,6 +56,8 @@ void linear_backward(float *d_inp, float *d_weight, float *d_bias, const float *
                      const float *inp, const float *weight, int rows, int in_dim, int out_dim);
 
 // --- elementwise and reductions ------------------------------------------------
+void fill_floats(float *y, float value, size_t count);              // y = value
+void copy_floats(float *y, const float *x, size_t count);           // y = x (no overlap)
 void add_inplace(float *y, const float *x, size_t count);           // y += x
 void scale_inplace(float *y, float factor, size_t count);          // y *= factor
 double sum_of_squares(const float *x, size_t count);                // accumulated in double

@@ -1,6 +1,7 @@
 #include "par/zero.h"
 
 #include <limits.h>
+#include <stdlib.h>
 
 #include "core/errors.h"
 
@@ -22,22 +23,29 @@ void zero_partition_all(const param_registry *registry, int dp_size, moment_rang
 
 // MPI_Allgatherv takes int counts and displacements: checked, since a large model's
 // buffer can pass 2^31 floats.
-void zero_all_gather_params(float *params, const moment_range *ranges, MPI_Comm data_comm, traffic_counter *traffic) {
-    int dp_size;
-    MPI_Comm_size(data_comm, &dp_size);
-    if (dp_size == 1) return;
-    int *counts = xmalloc((size_t)dp_size * sizeof *counts);
-    int *displacements = xmalloc((size_t)dp_size * sizeof *displacements);
-    double bytes = 0.0;
+void zero_gather_init(zero_gather *gather, const moment_range *ranges, int dp_size) {
+    gather->dp_size = dp_size;
+    gather->counts = xmalloc((size_t)dp_size * sizeof *gather->counts);
+    gather->displacements = xmalloc((size_t)dp_size * sizeof *gather->displacements);
+    gather->bytes = 0.0;
     for (int r = 0; r < dp_size; r++) {
         if (ranges[r].end > (size_t)INT_MAX || ranges[r].end < ranges[r].begin)
             fatal("ZeRO-1: parameter range [%zu, %zu) does not fit MPI's int counts", ranges[r].begin, ranges[r].end);
-        counts[r] = (int)(ranges[r].end - ranges[r].begin);
-        displacements[r] = (int)ranges[r].begin;
-        bytes += (double)counts[r] * sizeof(float);
+        gather->counts[r] = (int)(ranges[r].end - ranges[r].begin);
+        gather->displacements[r] = (int)ranges[r].begin;
+        gather->bytes += (double)gather->counts[r] * sizeof(float);
     }
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displacements, MPI_FLOAT, data_comm);
-    traffic_add(traffic, TRAFFIC_DP_ALL_GATHER, traffic_all_gather_bytes(bytes, dp_size));
-    free(counts);
-    free(displacements);
+}
+
+void zero_gather_free(zero_gather *gather) {
+    free(gather->counts);
+    free(gather->displacements);
+    gather->counts = gather->displacements = NULL;
+}
+
+void zero_all_gather_params(float *params, const zero_gather *gather, MPI_Comm data_comm, traffic_counter *traffic) {
+    if (gather->dp_size == 1) return;
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, gather->counts, gather->displacements, MPI_FLOAT,
+                   data_comm);
+    traffic_add(traffic, TRAFFIC_DP_ALL_GATHER, traffic_all_gather_bytes(gather->bytes, gather->dp_size));
 }

@@ -14,10 +14,19 @@
 // and cover [0, registry->total). Ranges may cut tensors. The same on every tp rank only
 // when their registries have the same total (it is per dp group that it must agree).
 moment_range zero_partition(const param_registry *registry, int dp_rank, int dp_size);
-// ranges[dp_size]: every dp rank's zero_partition, for zero_all_gather_params.
+// ranges[dp_size]: every dp rank's zero_partition, for zero_gather_init.
 void zero_partition_all(const param_registry *registry, int dp_size, moment_range *ranges);
+// The all-gather's MPI counts and displacements, built once before the step loop from
+// every dp rank's range in dp rank order (so the step allocates nothing); fatal when a
+// range does not fit MPI's int counts.
+typedef struct {
+    int dp_size;
+    int *counts, *displacements;
+    double bytes;                       // floats gathered, in bytes
+} zero_gather;
+void zero_gather_init(zero_gather *gather, const moment_range *ranges_of_all_dp_ranks, int dp_size);
+void zero_gather_free(zero_gather *gather);
 // After the step: each dp rank contributes params[its range] and receives the others'
-// (MPI_Allgatherv in place over data_comm, counted as TRAFFIC_DP_ALL_GATHER). ranges holds
-// every dp rank's range in dp rank order. Nothing happens on one dp rank. Collective.
-void zero_all_gather_params(float *params, const moment_range *ranges_of_all_dp_ranks, MPI_Comm data_comm,
-                            traffic_counter *traffic);
+// (MPI_Allgatherv in place over data_comm, counted as TRAFFIC_DP_ALL_GATHER). Nothing
+// happens on one dp rank. Collective.
+void zero_all_gather_params(float *params, const zero_gather *gather, MPI_Comm data_comm, traffic_counter *traffic);

@@ -7,6 +7,7 @@
 #include "io/attention_record.h"
 #include "io/token_shard.h"
 #include "model/layer_plan.h"
+#include "ops/ops.h"
 
 // The file-level description of a recording of this model (letters: num_layers + 1 chars).
 static attention_record_info describe(const attention_recorder *r, const decon_config *c,
@@ -67,10 +68,11 @@ void recorder_init(attention_recorder *r, const decon_config *c, const char *pat
         r->targets[i] = (int)token_shard_get(&tokens, i + 1);
     }
     token_shard_close(&tokens);
-    // A and the scores of one sequence, [heads, L, L] each (this rank's heads are at most all).
+    // A and the scores of one sequence, [heads, L, L] each (this rank's heads are at most
+    // all): the mixers' ops write them, so they are backend memory, copied to the host.
     size_t map = (size_t)c->num_attention_heads * (size_t)L * (size_t)L;
-    r->probs = xmalloc(map * sizeof(float));
-    r->scores = xmalloc(map * sizeof(float));
+    r->probs = ops_alloc(map * sizeof(float));
+    r->scores = ops_alloc(map * sizeof(float));
 
     // An existing file must take this setup; a new one must be creatable: fail now, not
     // at the first record.
@@ -87,8 +89,8 @@ void recorder_free(attention_recorder *r) {
     free(r->layers);
     free(r->inputs);
     free(r->targets);
-    free(r->probs);
-    free(r->scores);
+    ops_free(r->probs);
+    ops_free(r->scores);
     memset(r, 0, sizeof *r);
 }
 
@@ -166,6 +168,7 @@ recording_result recorder_record(attention_recorder *r, model *m, int64_t step, 
 
     // Forward only, as many sequences at a time as the model was allocated for.
     double loss_sum = 0.0;
+    size_t map_bytes = (size_t)heads * (size_t)L * (size_t)L * sizeof(float);
     for (int k0 = 0; k0 < K; k0 += m->max_batch) {
         int batch = K - k0 < m->max_batch ? K - k0 : m->max_batch;
         size_t offset = (size_t)k0 * (size_t)L;
@@ -176,10 +179,12 @@ recording_result recorder_record(attention_recorder *r, model *m, int64_t step, 
             if (!r->layers[l] || !kind->attention_matrix) continue;
             for (int s = 0; s < batch; s++) {
                 kind->attention_matrix(&m->mixers[l], &context, s, r->probs);
+                ops_to_host(r->probs, r->probs, map_bytes);
                 if (writes) measure_rows(&totals[l], r->probs, heads, L);
                 attention_record_write_attn(file, l, k0 + s, head_start, heads, r->probs, writes);
                 if (kind->attention_scores && writes) {
                     kind->attention_scores(&m->mixers[l], &context, s, r->scores);
+                    ops_to_host(r->scores, r->scores, map_bytes);
                     score_histogram_add(&totals[l].scores, r->scores, heads, L, kind->scores_per_token);
                 }
             }

@@ -5,5 +5,7 @@
 #include "io/data_loader.h"
 #include "model/model.h"
 
-// Mean per-token loss; batches is capped by what the shard holds.
-double evaluate_loss(model *m, data_loader *loader, int batches, int micro_batch, int seq_len);
+// Mean per-token loss; batches is capped by what the shard holds. inputs and targets hold
+// micro_batch x seq_len tokens each (the caller's, so that nothing is allocated here).
+double evaluate_loss(model *m, data_loader *loader, int batches, int micro_batch, int seq_len, int *inputs,
+                     int *targets);

@@ -16,13 +16,13 @@ void optimizer_allocate_range(adamw_state *state, const param_registry *registry
               range.end, registry->total);
     state->range = range;
     state->count = range.end - range.begin;
-    state->m = xaligned_alloc(state->count * sizeof(float));
-    state->v = xaligned_alloc(state->count * sizeof(float));
+    state->m = ops_alloc(state->count * sizeof(float));
+    state->v = ops_alloc(state->count * sizeof(float));
 }
 
 void optimizer_free(adamw_state *state) {
-    free(state->m);
-    free(state->v);
+    ops_free(state->m);
+    ops_free(state->v);
     state->m = state->v = NULL;
 }
 

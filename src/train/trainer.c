@@ -94,6 +94,10 @@ static void save_checkpoint(const char *checkpoint_dir, const decon_config *c, m
     snprintf(name, sizeof name, "step_%08lld.h5", (long long)state->step);
     snprintf(path, PATH_MAX, "%s/%s", checkpoint_dir, name);
     double t0 = wall_seconds();
+    // Checkpoint I/O reads host memory: the parameters and this rank's moments come over.
+    ops_to_host(m->params, m->params, m->registry.total * sizeof(float));
+    ops_to_host(optimizer->m, optimizer->m, optimizer->count * sizeof(float));
+    ops_to_host(optimizer->v, optimizer->v, optimizer->count * sizeof(float));
     checkpoint_write_partitioned(path, &m->registry, m->params, optimizer->m, optimizer->v, &optimizer->range, state,
                                  config_text, MPI_COMM_WORLD);
     if (log_rank() == 0) point_latest(checkpoint_dir, name);
@@ -166,6 +170,8 @@ int trainer_run(const trainer_options *options) {
     // ZeRO-1: this rank's Adam moments cover its dp partition of the flat buffer only.
     moment_range *partitions = xcalloc((size_t)grid.data_size, sizeof *partitions);
     zero_partition_all(&m.registry, grid.data_size, partitions);
+    zero_gather gather;
+    zero_gather_init(&gather, partitions, grid.data_size);
     adamw_state optimizer;
     if (c->zero_stage == 1) optimizer_allocate_range(&optimizer, &m.registry, partitions[grid.data_rank]);
     else optimizer_allocate(&optimizer, &m.registry);
@@ -212,6 +218,9 @@ int trainer_run(const trainer_options *options) {
         free(stored_text);
         checkpoint_read_partitioned(latest, &m.registry, m.params, optimizer.m, optimizer.v, &optimizer.range, &state,
                                     MPI_COMM_WORLD);
+        ops_from_host(m.params, m.params, m.registry.total * sizeof(float));
+        ops_from_host(optimizer.m, optimizer.m, optimizer.count * sizeof(float));
+        ops_from_host(optimizer.v, optimizer.v, optimizer.count * sizeof(float));
         data_position position = {state.data_epoch, state.data_index};
         data_loader_seek(&train_data, position);
         info("resumed from %s at step %lld (%lld tokens seen)", latest, (long long)state.step,
@@ -220,7 +229,8 @@ int trainer_run(const trainer_options *options) {
         free(latest);
     } else {
         if (options->resume) info("no valid checkpoint in %s: starting from scratch", checkpoint_dir);
-        model_initialize(&m, (uint64_t)c->seed);
+        model_initialize(&m, (uint64_t)c->seed);  // drawn on the host (core/params.c)
+        ops_from_host(m.params, m.params, m.registry.total * sizeof(float));
     }
 
     char path[2048];
@@ -298,7 +308,7 @@ int trainer_run(const trainer_options *options) {
             // Adam's bias correction counts the updates applied, not the skipped steps.
             optimizer_step(&optimizer, &m.registry, m.params, m.grads, c, lr, grad_norm,
                            state.step + 1 - state.skipped_steps);
-            if (c->zero_stage == 1) zero_all_gather_params(m.params, partitions, grid.data, &grid.traffic);
+            if (c->zero_stage == 1) zero_all_gather_params(m.params, &gather, grid.data, &grid.traffic);
         }
         state.step++;
         state.tokens_seen += (int64_t)tokens_per_step;
@@ -333,7 +343,7 @@ int trainer_run(const trainer_options *options) {
         bool last = state.step == c->max_steps;
         if (have_validation && (last || (c->eval_every > 0 && state.step % c->eval_every == 0))) {
             validation_loss = evaluate_loss(&m, &validation_data, c->eval_batches, c->micro_batch_size,
-                                            c->sequence_length);
+                                            c->sequence_length, inputs, targets);
             progress_end_line(&meter);
             info("validation at step %lld: loss %.4f, perplexity %.2f", (long long)state.step, validation_loss,
                  exp(validation_loss));
@@ -372,6 +382,7 @@ int trainer_run(const trainer_options *options) {
     optimizer_free(&optimizer);
     grad_reducer_free(&reducer);
     free(partitions);
+    zero_gather_free(&gather);
     model_free(&m);
     process_grid_free(&grid);
     return exit_code;

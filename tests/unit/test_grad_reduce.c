@@ -454,6 +454,8 @@ static void test_zero(const grid *g, const param_registry *registry) {
     memcpy(reference, params, bytes);
     moment_range *ranges = xmalloc((size_t)g->dp_size * sizeof *ranges);
     zero_partition_all(registry, g->dp_size, ranges);
+    zero_gather gather;
+    zero_gather_init(&gather, ranges, g->dp_size);
     adamw_state sharded, whole;
     optimizer_allocate_range(&sharded, registry, ranges[g->dp_rank]);
     optimizer_allocate(&whole, registry);
@@ -469,7 +471,7 @@ static void test_zero(const grid *g, const param_registry *registry) {
         grad_reducer_finish(&r);
         double norm = grad_reducer_global_norm(&r), lr = 1e-2 * step;
         optimizer_step(&sharded, registry, params, grads, &c, lr, norm, step);
-        zero_all_gather_params(params, ranges, g->data, &traffic);
+        zero_all_gather_params(params, &gather, g->data, &traffic);
         optimizer_step(&whole, registry, reference, grads, &c, lr, norm, step);
         if (!why[0]) describe_difference(registry, params, reference, why, sizeof why);
     }
@@ -489,6 +491,7 @@ static void test_zero(const grid *g, const param_registry *registry) {
     optimizer_free(&sharded);
     optimizer_free(&whole);
     free(ranges);
+    zero_gather_free(&gather);
     free(grads);
     free(params);
     free(reference);

@@ -22,6 +22,11 @@
 // positions remains), so those few tensors move by O(lr) in random directions in any two
 // implementations; the worst tensor is printed for information. Every mixer runs with
 // its default settings (approx-diag's guard included: docs/design.md, "approx-diag").
+//
+// The runs of several steps also check that nothing is allocated inside the step loop
+// (issue 11): core_allocation_count() (every x*alloc) must not move during steps 2..N of
+// the parallel model and of the single-rank reference, forward, backward, the dp
+// reduction, AdamW and ZeRO-1's all-gather included.
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -109,6 +114,7 @@ typedef struct {
     double parameters;                  // ||p - p_reference|| / ||p_reference - p_initial||, whole model
     double worst_tensor;                // the worst tensor's ||p - p_reference|| / ||p_reference - p_initial||
     double traffic;                     // |counted - formula| / formula of step 0's tp activation and dp bytes
+    double step_allocations;            // x*alloc calls during steps 2..N (the most on any rank)
     char worst_gradient[PARAM_NAME_MAX], worst_parameter[PARAM_NAME_MAX];
 } case_errors;
 
@@ -139,6 +145,8 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     bool zero = c.zero_stage == 1;
     moment_range *ranges = xcalloc((size_t)dp, sizeof *ranges);
     zero_partition_all(&parallel.registry, dp, ranges);
+    zero_gather gather;
+    zero_gather_init(&gather, ranges, dp);
     adamw_state optimizer, reference_optimizer;
     if (zero) optimizer_allocate_range(&optimizer, &parallel.registry, ranges[grid->data_rank]);
     else optimizer_allocate(&optimizer, &parallel.registry);
@@ -147,6 +155,7 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     case_errors errors = {0};
     int inputs[GLOBAL_BATCH * SEQ_LEN], targets[GLOBAL_BATCH * SEQ_LEN];
     int per_rank = GLOBAL_BATCH / dp;
+    unsigned long long allocations_after_first_step = 0;
     for (int step = 0; step < steps; step++) {
         traffic_reset(&grid->traffic);
         batch_tokens(inputs, targets, step);
@@ -188,8 +197,10 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
                        &reference_config, reference_config.learning_rate, reference_norm, step + 1);
         optimizer_step(&optimizer, &parallel.registry, parallel.params, parallel.grads, &c, c.learning_rate, norm,
                        step + 1);
-        if (zero) zero_all_gather_params(parallel.params, ranges, grid->data, &grid->traffic);
+        if (zero) zero_all_gather_params(parallel.params, &gather, grid->data, &grid->traffic);
+        if (step == 0) allocations_after_first_step = core_allocation_count();
     }
+    errors.step_allocations = (double)(core_allocation_count() - allocations_after_first_step);
     // Squared differences of this rank's slices (replicated tensors once per tp group)
     // against the reference, and the reference's squared travel from initialisation.
     double sums[2] = {0.0, 0.0};
@@ -217,9 +228,10 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     free(expected);
     MPI_Allreduce(MPI_IN_PLACE, sums, 1, MPI_DOUBLE, MPI_SUM, grid->tensor);
     errors.parameters = sqrt(sums[0]) / fmax(sqrt(sums[1]), 1e-30);
-    double worst[6] = {errors.loss, errors.gradients, errors.norm, errors.parameters, errors.worst_tensor,
-                       errors.traffic};
-    MPI_Allreduce(MPI_IN_PLACE, worst, 6, MPI_DOUBLE, MPI_MAX, grid->world);
+    double worst[7] = {errors.loss, errors.gradients, errors.norm, errors.parameters, errors.worst_tensor,
+                       errors.traffic, errors.step_allocations};
+    MPI_Allreduce(MPI_IN_PLACE, worst, 7, MPI_DOUBLE, MPI_MAX, grid->world);
+    errors.step_allocations = worst[6];
     errors.traffic = worst[5];
     errors.loss = worst[0];
     errors.gradients = worst[1];
@@ -228,6 +240,7 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     errors.worst_tensor = worst[4];
     free(initial);
     free(ranges);
+    zero_gather_free(&gather);
     optimizer_free(&optimizer);
     optimizer_free(&reference_optimizer);
     grad_reducer_free(&reducer);
@@ -258,6 +271,10 @@ static int child_main(int tp, bool sp, int zero_stage, int steps, const char *la
             snprintf(name, sizeof name, "%s %s %s: parameters after %d AdamW steps", label, VARIANTS[v], LAYOUTS[l],
                      steps);
             testing_report(e.parameters < 1e-3, name, "parameters %.2e", e.parameters);
+            if (steps < 2) continue;
+            snprintf(name, sizeof name, "%s %s %s: nothing allocated in steps 2..%d", label, VARIANTS[v],
+                     LAYOUTS[l], steps);
+            testing_report(e.step_allocations == 0.0, name, "%.0f allocations", e.step_allocations);
         }
     process_grid_free(&grid);
     return testing_exit_code();

@@ -23,6 +23,7 @@
 #include "ops/cpu/blocking.h"
 #include "ops/cpu/fast_exp.h"
 #include "ops/cpu/tile_gemm.h"
+#include "ops/cpu/workspace.h"
 #include "ops/ops.h"
 
 enum { BLOCK = 64 };                         // query and key rows per block
@@ -144,7 +145,7 @@ void attention_forward(float *out, float *logsumexp, const float *q, const float
     int blocks = (seq_len + BLOCK - 1) / BLOCK;
     int tasks = batch * heads * blocks;
     size_t per_thread = forward_workspace_floats(head_dim);
-    float *workspace = xaligned_alloc(sizeof(float) * per_thread * omp_get_max_threads());
+    float *workspace = ops_workspace_take(per_thread);
     #pragma omp parallel
     {
         forward_workspace w =
@@ -158,7 +159,6 @@ void attention_forward(float *out, float *logsumexp, const float *q, const float
                                 block * BLOCK, w);
         }
     }
-    free(workspace);
 }
 
 // ----------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
     attention_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
     int tasks = batch * kv_heads;
     size_t per_thread = backward_workspace_floats(head_dim, sh.group, seq_len);
-    float *workspace = xaligned_alloc(sizeof(float) * per_thread * omp_get_max_threads());
+    float *workspace = ops_workspace_take(per_thread);
     #pragma omp parallel
     {
         backward_workspace w =
@@ -285,7 +285,12 @@ void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
             backward_kv_head(d_q, d_k, d_v, d_out, out, logsumexp, q, k, v, &sh,
                              task / kv_heads, task % kv_heads, w);
     }
-    free(workspace);
+}
+
+size_t attention_workspace_per_thread(int seq_len, int heads, int kv_heads, int head_dim) {
+    size_t forward = forward_workspace_floats(head_dim);
+    size_t backward = backward_workspace_floats(head_dim, heads / kv_heads, seq_len);
+    return forward > backward ? forward : backward;
 }
 
 // ----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@
 
 #include "core/errors.h"
 #include "ops/cpu/blocking.h"
+#include "ops/cpu/workspace.h"
 #include "ops/ops.h"
 
 typedef struct {
@@ -177,7 +178,7 @@ void diag_attention_forward(float *out, const float *q, const float *k, const fl
                             int heads, int kv_heads, int head_dim, float scale, float guard, float eps) {
     diag_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale, guard, eps);
     size_t per_thread = state_floats(head_dim);
-    float *buffer = xaligned_alloc(sizeof(float) * per_thread * (size_t)omp_get_max_threads());
+    float *buffer = ops_workspace_take(per_thread);
     int tasks = batch * kv_heads;
     #pragma omp parallel
     {
@@ -185,7 +186,6 @@ void diag_attention_forward(float *out, const float *q, const float *k, const fl
         #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < tasks; task++) forward_task(out, q, k, v, &sh, task / kv_heads, task % kv_heads, s);
     }
-    free(buffer);
 }
 
 // ----------------------------------------------------------------------------------
@@ -282,13 +282,17 @@ static void backward_task(float *d_q, float *d_k, float *d_v, const float *d_out
     }
 }
 
+size_t diag_attention_workspace_per_thread(int seq_len, int heads, int kv_heads, int head_dim) {
+    return state_floats(head_dim) + round_to_line((size_t)(heads / kv_heads) * seq_len * saved_stride(head_dim));
+}
+
 void diag_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *q, const float *k,
                              const float *v, int batch, int seq_len, int heads, int kv_heads, int head_dim,
                              float scale, float guard, float eps) {
     diag_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale, guard, eps);
     size_t kept = round_to_line((size_t)sh.group * seq_len * saved_stride(head_dim));
     size_t per_thread = state_floats(head_dim) + kept;
-    float *buffer = xaligned_alloc(sizeof(float) * per_thread * (size_t)omp_get_max_threads());
+    float *buffer = ops_workspace_take(per_thread);
     int tasks = batch * kv_heads;
     #pragma omp parallel
     {
@@ -299,7 +303,6 @@ void diag_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_
             backward_task(d_q, d_k, d_v, d_out, q, k, v, &sh, task / kv_heads, task % kv_heads, s,
                           mine + state_floats(head_dim));
     }
-    free(buffer);
 }
 
 // ----------------------------------------------------------------------------------

@@ -1,8 +1,21 @@
 // Elementwise updates and reductions over flat buffers (residual adds, gradient
 // scaling, the global gradient norm). Short buffers stay on one thread.
+#include <string.h>
+
 #include "ops/ops.h"
 
 enum { PARALLEL_MIN = 1 << 15 };  // below this many elements a thread team costs more than it saves
+
+// y = value (zero, the common case, as memset)
+void fill_floats(float *y, float value, size_t count) {
+    if (value == 0.0f) {
+        memset(y, 0, count * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < count; i++) y[i] = value;
+}
+
+void copy_floats(float *y, const float *x, size_t count) { memcpy(y, x, count * sizeof(float)); }
 
 // y += x
 void add_inplace(float *y, const float *x, size_t count) {

@@ -32,6 +32,7 @@
 #include "core/errors.h"
 #include "ops/cpu/blocking.h"
 #include "ops/cpu/fast_exp.h"
+#include "ops/cpu/workspace.h"
 #include "ops/ops.h"
 
 // g = scale * silu(q) . k over head_dim
@@ -80,13 +81,15 @@ void nonapx_attention_forward(float *out, float *score, float *logsumexp, const 
     }
 }
 
+size_t nonapx_attention_workspace_per_thread(int head_dim) { return round_to_line((size_t)head_dim); }
+
 void nonapx_attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *out,
                                const float *score, const float *logsumexp, const float *q, const float *k,
                                const float *v, int batch, int seq_len, int heads, int kv_heads, int head_dim,
                                float scale) {
     int group = heads / kv_heads;
-    size_t per_thread = round_to_line((size_t)head_dim);
-    float *workspace = xaligned_alloc(sizeof(float) * per_thread * (size_t)omp_get_max_threads());
+    size_t per_thread = nonapx_attention_workspace_per_thread(head_dim);
+    float *workspace = ops_workspace_take(per_thread);
     #pragma omp parallel
     {
         float *r = workspace + per_thread * (size_t)omp_get_thread_num();
@@ -135,7 +138,6 @@ void nonapx_attention_backward(float *d_q, float *d_k, float *d_v, const float *
             }
         }
     }
-    free(workspace);
 }
 
 // The quadratic reference: per head, the scores g_t of every token go into the last row

@@ -39,6 +39,7 @@
 
 #include "core/errors.h"
 #include "ops/cpu/blocking.h"
+#include "ops/cpu/workspace.h"
 #include "ops/cpu/tile_gemm.h"
 #include "ops/ops.h"
 
@@ -150,6 +151,11 @@ static size_t workspace_floats(const taylor_shape *sh) {
     return round_to_line(F * d) + round_to_line(F) + 3 * F * c + 5 * d * c + 2 * c * d + 2 * c * c + 2 * c;
 }
 
+size_t taylor_attention_workspace_per_thread(int seq_len, int heads, int kv_heads, int head_dim) {
+    taylor_shape sh = make_shape(1, seq_len, heads, kv_heads, head_dim, 1.0f);
+    return workspace_floats(&sh);
+}
+
 static workspace workspace_at(float *base, const taylor_shape *sh) {
     size_t F = (size_t)sh->features, d = (size_t)sh->head_dim;
     workspace w;
@@ -253,7 +259,7 @@ void taylor_attention_forward(float *out, float *den, const float *q, const floa
                               int seq_len, int heads, int kv_heads, int head_dim, float scale) {
     taylor_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
     size_t per_thread = workspace_floats(&sh);
-    float *buffer = xaligned_alloc(sizeof(float) * per_thread * (size_t)omp_get_max_threads());
+    float *buffer = ops_workspace_take(per_thread);
     int tasks = batch * kv_heads;
     #pragma omp parallel
     {
@@ -261,7 +267,6 @@ void taylor_attention_forward(float *out, float *den, const float *q, const floa
         #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < tasks; task++) forward_task(out, den, q, k, v, &sh, task / kv_heads, task % kv_heads, w);
     }
-    free(buffer);
 }
 
 // ----------------------------------------------------------------------------------
@@ -384,7 +389,7 @@ void taylor_attention_backward(float *d_q, float *d_k, float *d_v, const float *
                                int seq_len, int heads, int kv_heads, int head_dim, float scale) {
     taylor_shape sh = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
     size_t per_thread = workspace_floats(&sh);
-    float *buffer = xaligned_alloc(sizeof(float) * per_thread * (size_t)omp_get_max_threads());
+    float *buffer = ops_workspace_take(per_thread);
     int tasks = batch * kv_heads;
     #pragma omp parallel
     {
@@ -393,7 +398,6 @@ void taylor_attention_backward(float *d_q, float *d_k, float *d_v, const float *
         for (int task = 0; task < tasks; task++)
             backward_task(d_q, d_k, d_v, d_out, out, den, q, k, v, &sh, task / kv_heads, task % kv_heads, w);
     }
-    free(buffer);
 }
 
 // ----------------------------------------------------------------------------------

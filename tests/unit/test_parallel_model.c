@@ -154,8 +154,8 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
         for (int i = 0; i < GLOBAL_BATCH * SEQ_LEN; i++) valid += targets[i] >= 0;
         float scale = 1.0f / (float)valid;
         memset(reference.grads, 0, reference.registry.total * sizeof(float));
-        double reference_loss =
-            model_forward_backward(&reference, inputs, targets, GLOBAL_BATCH, SEQ_LEN, scale, true, NULL);
+        model_forward(&reference, inputs, GLOBAL_BATCH, SEQ_LEN);
+        double reference_loss = model_backward(&reference, targets, scale, NULL);
         memset(parallel.grads, 0, parallel.registry.total * sizeof(float));
         double loss = 0.0;
         for (int m0 = 0; m0 < per_rank; m0 += micro) {
@@ -163,8 +163,8 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
             if (last) grad_reducer_begin(&reducer);
             parallel.reducer = last ? &reducer : NULL;
             size_t offset = (size_t)(grid->data_rank * per_rank + m0) * SEQ_LEN;
-            loss += model_forward_backward(&parallel, inputs + offset, targets + offset, micro, SEQ_LEN, scale, true,
-                                           NULL);
+            model_forward(&parallel, inputs + offset, micro, SEQ_LEN);
+            loss += model_backward(&parallel, targets + offset, scale, NULL);
         }
         grad_reducer_finish(&reducer);
         MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, grid->data);

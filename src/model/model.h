@@ -9,8 +9,9 @@
 // and returns a partial output that the tp group sums (all-reduce), or, with sequence
 // parallelism, the residual stream between blocks is this rank's sequence shard: the
 // normalised input is all-gathered before the mixer and the MLP and their partial
-// outputs reduce-scattered (par/tensor_collectives.h). "local" rows below are the
-// shard (= all rows without sp), "full" rows every position of the micro-batch.
+// outputs reduce-scattered (the edges of the column- and row-parallel layers,
+// par/layers.h). "local" rows below are the shard (= all rows without sp), "full" rows
+// every position of the micro-batch.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>

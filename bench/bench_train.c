@@ -52,9 +52,10 @@ int main(int argc, char **argv) {
     for (int step = 0; step <= steps; step++) {  // step 0 warms caches and is not counted
         double t0 = wall_seconds();
         memset(m.grads, 0, m.registry.total * sizeof(float));
-        for (int micro = 0; micro < accumulation; micro++)
-            model_forward_backward(&m, inputs, targets, c.micro_batch_size, c.sequence_length,
-                                   (float)(1.0 / tokens_per_step), true, NULL);
+        for (int micro = 0; micro < accumulation; micro++) {
+            model_forward(&m, inputs, c.micro_batch_size, c.sequence_length);
+            model_backward(&m, targets, (float)(1.0 / tokens_per_step), NULL);
+        }
         double norm = gradient_global_norm(m.grads, m.registry.total);
         optimizer_step(&optimizer, &m.registry, m.params, m.grads, &c, schedule_learning_rate(&c, step), norm, step + 1);
         double t = wall_seconds() - t0;

@@ -1,7 +1,7 @@
 // Logits of chosen rows of the last forward pass. The model fuses its LM head with the
 // loss (the [tokens, vocab] matrix never exists); the evaluator needs the argmax at a few
 // positions, so it recomputes those rows: logits = final_normed[rows] W_lmhead^T, one
-// sgemm, from the final normalised hidden states model_forward_backward keeps in
+// sgemm, from the final normalised hidden states model_forward keeps in
 // m->final_normed (rows of the loss-carrying sequences, batch-major).
 #pragma once
 #include "model/model.h"

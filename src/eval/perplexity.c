@@ -47,7 +47,8 @@ perplexity_result perplexity_evaluate(model *m, const int *tokens, int64_t count
             }
             r.tokens_scored += length - w.first_scored;
         }
-        r.loss_sum += model_forward_backward(m, inputs, targets, in_batch, length, 0.0f, false, NULL);
+        model_forward(m, inputs, in_batch, length);
+        r.loss_sum += model_loss(m, targets, NULL);
     }
     free(inputs);
     free(targets);

@@ -52,7 +52,8 @@ void scoring_evaluate(model *m, const scoring_request *requests, int count, scor
             for (int p = 0; p < seq_len; p++) out[p] = -1;
             memcpy(out + r->context_length - 1, r->continuation, (size_t)r->continuation_length * sizeof(int));
         }
-        model_forward_backward(m, inputs, targets, batch, seq_len, 0.0f, false, losses);
+        model_forward(m, inputs, batch, seq_len);
+        model_loss(m, targets, losses);
         for (int b = 0; b < batch; b++) {
             int index = order[first + b].index;
             const scoring_request *r = &requests[index];

@@ -21,6 +21,7 @@
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
+#include "par/parallel_linear.h"
 
 enum { S_Q, S_K, S_V, S_AV };  // Qf, Kf (after RoPE) of the fixed sequence; V, A V of all
 static const size_t PAD = 16;    // alignment slack per arena tensor
@@ -86,16 +87,19 @@ static void fixed_forward(mixer_layer *layer, const mixer_context *x, float *out
     int L = s.seq_len, rows = s.batch * L, d = x->config->hidden_size;
     const float *fixed_inp = inp + (size_t)x->fixed_sequence * L * d;
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *av = layer->saved[S_AV];
-    linear_forward(q, fixed_inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), L, d, s.q_dim);
-    linear_forward(k, fixed_inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), L, d, s.kv_dim);
-    linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, s.kv_dim);
+    column_parallel_linear_forward(q, fixed_inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), L, d,
+                                   s.q_dim);
+    column_parallel_linear_forward(k, fixed_inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), L, d,
+                                   s.kv_dim);
+    column_parallel_linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d,
+                                   s.kv_dim);
     rope_forward(q, x->rope_cos, x->rope_sin, 1, L, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, 1, L, s.kv_heads, s.head_dim);
     size_t mark = arena_mark(x->scratch);
     shared_attention_forward(av, q, k, v, s.batch, L, s.heads, s.kv_heads, s.head_dim, s.scale,
                              workspace_from(x, &s));
     arena_release(x->scratch, mark);
-    linear_forward(out, av, qkvo_param(layer, x, QKVO_WO), NULL, rows, s.q_dim, d);
+    row_parallel_linear_forward(out, av, qkvo_param(layer, x, QKVO_WO), rows, s.q_dim, d);
 }
 
 static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
@@ -115,18 +119,18 @@ static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_
     fill_floats(d_q, 0.0f, (size_t)L * s.q_dim);
     fill_floats(d_k, 0.0f, (size_t)L * s.kv_dim);
 
-    linear_backward(d_av, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[S_AV],
-                    qkvo_param(layer, x, QKVO_WO), rows, s.q_dim, d);
+    row_parallel_linear_backward(d_av, qkvo_grad(layer, x, QKVO_WO), d_out, layer->saved[S_AV],
+                                 qkvo_param(layer, x, QKVO_WO), rows, s.q_dim, d);
     shared_attention_backward(d_q, d_k, d_v, d_av, layer->saved[S_Q], layer->saved[S_K], layer->saved[S_V], s.batch,
                               L, s.heads, s.kv_heads, s.head_dim, s.scale, workspace);
     rope_backward(d_q, x->rope_cos, x->rope_sin, 1, L, s.heads, s.head_dim);
     rope_backward(d_k, x->rope_cos, x->rope_sin, 1, L, s.kv_heads, s.head_dim);
-    linear_backward(d_inp + fixed_offset, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q,
-                    inp + fixed_offset, qkvo_param(layer, x, QKVO_WQ), L, d, s.q_dim);
-    linear_backward(d_inp + fixed_offset, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k,
-                    inp + fixed_offset, qkvo_param(layer, x, QKVO_WK), L, d, s.kv_dim);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
-                    qkvo_param(layer, x, QKVO_WV), rows, d, s.kv_dim);
+    column_parallel_linear_backward(d_inp + fixed_offset, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ),
+                                    d_q, inp + fixed_offset, qkvo_param(layer, x, QKVO_WQ), L, d, s.q_dim);
+    column_parallel_linear_backward(d_inp + fixed_offset, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK),
+                                    d_k, inp + fixed_offset, qkvo_param(layer, x, QKVO_WK), L, d, s.kv_dim);
+    column_parallel_linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
+                                    qkvo_param(layer, x, QKVO_WV), rows, d, s.kv_dim);
     arena_release(x->scratch, mark);
 }
 

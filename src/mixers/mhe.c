@@ -14,6 +14,7 @@
 
 #include "mixers/mixer.h"
 #include "ops/ops.h"
+#include "par/parallel_linear.h"
 
 enum { P_WQ, P_BQ, P_WK, P_BK, P_WV, P_BV, P_EQ, P_EK, P_EV, P_WO };
 // shared projections [rows, d_h]; per-head Q_j (after RoPE) [rows, heads, d_h], K_j (after
@@ -113,7 +114,7 @@ static void mhe_forward(mixer_layer *layer, const mixer_context *x, float *out, 
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
     attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh,
                       1.0f / sqrtf((float)dh));
-    linear_forward(out, layer->saved[S_AV], param_or_null(layer, x, P_WO), NULL, rows, heads * dh, d);
+    row_parallel_linear_forward(out, layer->saved[S_AV], param_or_null(layer, x, P_WO), rows, heads * dh, d);
 }
 
 static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
@@ -139,8 +140,8 @@ static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     fill_floats(d_ks, 0.0f, s_size);
     fill_floats(d_vs, 0.0f, s_size);
 
-    linear_backward(d_av, grad_or_null(layer, x, P_WO), NULL, d_out, layer->saved[S_AV],
-                    param_or_null(layer, x, P_WO), rows, heads * dh, d);
+    row_parallel_linear_backward(d_av, grad_or_null(layer, x, P_WO), d_out, layer->saved[S_AV],
+                                 param_or_null(layer, x, P_WO), rows, heads * dh, d);
     attention_backward(d_q, d_k, d_v, d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
                        1.0f / sqrtf((float)dh));

@@ -4,8 +4,10 @@
 //
 // Tensor parallelism (Megatron, DESIGN.md 7): with config->tensor_parallel = tp > 1 each
 // rank holds its shard of every tensor (registry) and runs the mixer on its own heads
-// (config_local_heads, config_local_kv_heads; mlp: its slice of the width). Mixers never
-// communicate; the model does. `inp` is the full normalised input on every rank, `out`
+// (config_local_heads, config_local_kv_heads; mlp: its slice of the width). Their
+// projections are column-parallel (Wq, Wk, Wv; gate, up) and row-parallel (Wo; down)
+// linear layers (par/parallel_linear.h); mixers never communicate: the model runs the
+// layers' edges (par/layers.h). `inp` is the full normalised input on every rank, `out`
 // is this rank's partial output (row-parallel Wo: the sum over ranks is the output),
 // `d_out` is the full gradient, `d_inp +=` this rank's share. Sharded tensors get their
 // slice's complete gradient; replicated tensors used by only this rank's heads are marked

@@ -12,6 +12,7 @@
 
 #include "mixers/mixer.h"
 #include "ops/ops.h"
+#include "par/parallel_linear.h"
 
 enum { P_GATE, P_UP, P_DOWN };
 enum { S_GATE, S_UP, S_ACT };
@@ -77,10 +78,10 @@ static float *grad_at(const mixer_layer *layer, const mixer_context *x, int whic
 static void mlp_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     int rows = x->batch * x->seq_len, d = x->config->hidden_size, m = mlp_local_width(layer, x);
     float *gate = layer->saved[S_GATE], *up = layer->saved[S_UP], *act = layer->saved[S_ACT];
-    linear_forward(gate, inp, param_at(layer, x, P_GATE), NULL, rows, d, m);
-    linear_forward(up, inp, param_at(layer, x, P_UP), NULL, rows, d, m);
+    column_parallel_linear_forward(gate, inp, param_at(layer, x, P_GATE), NULL, rows, d, m);
+    column_parallel_linear_forward(up, inp, param_at(layer, x, P_UP), NULL, rows, d, m);
     swiglu_forward(act, gate, up, (size_t)rows * (size_t)m);
-    linear_forward(out, act, param_at(layer, x, P_DOWN), NULL, rows, m, d);
+    row_parallel_linear_forward(out, act, param_at(layer, x, P_DOWN), rows, m, d);
 }
 
 static void mlp_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
@@ -94,11 +95,13 @@ static void mlp_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     fill_floats(d_act, 0.0f, size);
     fill_floats(d_gate, 0.0f, size);
     fill_floats(d_up, 0.0f, size);
-    linear_backward(d_act, grad_at(layer, x, P_DOWN), NULL, d_out, layer->saved[S_ACT], param_at(layer, x, P_DOWN),
-                    rows, m, d);
+    row_parallel_linear_backward(d_act, grad_at(layer, x, P_DOWN), d_out, layer->saved[S_ACT],
+                                 param_at(layer, x, P_DOWN), rows, m, d);
     swiglu_backward(d_gate, d_up, d_act, layer->saved[S_GATE], layer->saved[S_UP], size);
-    linear_backward(d_inp, grad_at(layer, x, P_GATE), NULL, d_gate, inp, param_at(layer, x, P_GATE), rows, d, m);
-    linear_backward(d_inp, grad_at(layer, x, P_UP), NULL, d_up, inp, param_at(layer, x, P_UP), rows, d, m);
+    column_parallel_linear_backward(d_inp, grad_at(layer, x, P_GATE), NULL, d_gate, inp, param_at(layer, x, P_GATE),
+                                    rows, d, m);
+    column_parallel_linear_backward(d_inp, grad_at(layer, x, P_UP), NULL, d_up, inp, param_at(layer, x, P_UP), rows, d,
+                                    m);
     arena_release(x->scratch, mark);
 }
 

@@ -8,6 +8,7 @@
 #include "core/params.h"
 #include "mixers/mixer.h"
 #include "ops/ops.h"
+#include "par/parallel_linear.h"
 
 enum { QKVO_WQ, QKVO_BQ, QKVO_WK, QKVO_BK, QKVO_WV, QKVO_BV, QKVO_WO, QKVO_COUNT };
 
@@ -42,9 +43,12 @@ static inline void qkvo_linear_forward(const mixer_layer *layer, const mixer_con
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d, heads * dh);
-    linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d, kv_heads * dh);
-    linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d, kv_heads * dh);
+    column_parallel_linear_forward(q, inp, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), rows, d,
+                                   heads * dh);
+    column_parallel_linear_forward(k, inp, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), rows, d,
+                                   kv_heads * dh);
+    column_parallel_linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), rows, d,
+                                   kv_heads * dh);
 }
 
 // Its backward: d_inp += (this rank's partial share; the model sums it over tp) and the
@@ -54,12 +58,12 @@ static inline void qkvo_linear_backward(const mixer_layer *layer, const mixer_co
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, d = c->hidden_size, dh = config_head_dim(c);
     int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
-                    qkvo_param(layer, x, QKVO_WQ), rows, d, heads * dh);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, inp,
-                    qkvo_param(layer, x, QKVO_WK), rows, d, kv_heads * dh);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
-                    qkvo_param(layer, x, QKVO_WV), rows, d, kv_heads * dh);
+    column_parallel_linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), d_q, inp,
+                                    qkvo_param(layer, x, QKVO_WQ), rows, d, heads * dh);
+    column_parallel_linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), d_k, inp,
+                                    qkvo_param(layer, x, QKVO_WK), rows, d, kv_heads * dh);
+    column_parallel_linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), d_v, inp,
+                                    qkvo_param(layer, x, QKVO_WV), rows, d, kv_heads * dh);
 }
 
 // The projections, then RoPE on Q and K.
@@ -147,7 +151,7 @@ static inline qkvo_gradients qkvo_gradients_take(const mixer_context *x) {
 static inline void qkvo_output_forward(const mixer_layer *layer, const mixer_context *x, float *out) {
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, q_dim = config_local_heads(c) * config_head_dim(c);
-    linear_forward(out, layer->saved[3], qkvo_param(layer, x, QKVO_WO), NULL, rows, q_dim, c->hidden_size);
+    row_parallel_linear_forward(out, layer->saved[3], qkvo_param(layer, x, QKVO_WO), rows, q_dim, c->hidden_size);
 }
 
 // The start of every q/k/v/o backward: the temporaries (qkvo_gradients_take), then the
@@ -157,7 +161,7 @@ static inline qkvo_gradients qkvo_backward_begin(const mixer_layer *layer, const
     const decon_config *c = x->config;
     int rows = x->batch * x->seq_len, q_dim = config_local_heads(c) * config_head_dim(c);
     qkvo_gradients g = qkvo_gradients_take(x);
-    linear_backward(g.d_av, qkvo_grad(layer, x, QKVO_WO), NULL, d_out, layer->saved[3],
-                    qkvo_param(layer, x, QKVO_WO), rows, q_dim, c->hidden_size);
+    row_parallel_linear_backward(g.d_av, qkvo_grad(layer, x, QKVO_WO), d_out, layer->saved[3],
+                                 qkvo_param(layer, x, QKVO_WO), rows, q_dim, c->hidden_size);
     return g;
 }

@@ -15,6 +15,7 @@
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
+#include "par/parallel_linear.h"
 
 enum { S_Q, S_K, S_V, S_AV, S_LSE };
 
@@ -55,9 +56,12 @@ static void static_forward(mixer_layer *layer, const mixer_context *x, float *ou
     static_shape s = shape_of(x);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     const float *normed = x->normed_embeddings;  // E = RMSNorm(e), from the model
-    linear_forward(q, normed, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), s.rows, s.d, s.q_dim);
-    linear_forward(k, normed, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), s.rows, s.d, s.kv_dim);
-    linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), s.rows, s.d, s.kv_dim);
+    column_parallel_linear_forward(q, normed, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), s.rows, s.d,
+                                   s.q_dim);
+    column_parallel_linear_forward(k, normed, qkvo_param(layer, x, QKVO_WK), qkvo_param(layer, x, QKVO_BK), s.rows, s.d,
+                                   s.kv_dim);
+    column_parallel_linear_forward(v, inp, qkvo_param(layer, x, QKVO_WV), qkvo_param(layer, x, QKVO_BV), s.rows, s.d,
+                                   s.kv_dim);
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
     attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads,
@@ -75,12 +79,12 @@ static void static_backward(mixer_layer *layer, const mixer_context *x, float *d
     rope_backward(g.d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_backward(g.d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
     // dE += this rank's share (its heads' rows of Wq, Wk); the model sums it over tp.
-    linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ), g.d_q,
-                    x->normed_embeddings, qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
-    linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK), g.d_k,
-                    x->normed_embeddings, qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
-    linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), g.d_v, inp,
-                    qkvo_param(layer, x, QKVO_WV), s.rows, s.d, s.kv_dim);
+    column_parallel_linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WQ), qkvo_grad(layer, x, QKVO_BQ),
+                                    g.d_q, x->normed_embeddings, qkvo_param(layer, x, QKVO_WQ), s.rows, s.d, s.q_dim);
+    column_parallel_linear_backward(x->d_normed_embeddings, qkvo_grad(layer, x, QKVO_WK), qkvo_grad(layer, x, QKVO_BK),
+                                    g.d_k, x->normed_embeddings, qkvo_param(layer, x, QKVO_WK), s.rows, s.d, s.kv_dim);
+    column_parallel_linear_backward(d_inp, qkvo_grad(layer, x, QKVO_WV), qkvo_grad(layer, x, QKVO_BV), g.d_v, inp,
+                                    qkvo_param(layer, x, QKVO_WV), s.rows, s.d, s.kv_dim);
     arena_release(x->scratch, g.mark);
 }
 

@@ -7,7 +7,7 @@
 #include "core/rng.h"
 #include "model/layer_plan.h"
 #include "ops/ops.h"
-#include "par/tensor_collectives.h"
+#include "par/layers.h"
 #include "par/vocab_parallel.h"
 
 static float *param_of(const model *m, int index) { return m->params + m->registry.items[index].offset; }
@@ -212,75 +212,57 @@ void model_set_skipped(model *m, const bool *skipped) {
 
 static void zero(float *x, size_t count) { memset(x, 0, count * sizeof(float)); }
 
-// The activation collectives around a tensor-parallel branch (par/tensor_collectives.h).
-// The normalised input of a mixer or MLP: with sp it was written to normed_local and is
-// gathered into full; without, it was written to full directly.
-static float *normed_output(model *m, float *full) { return m->config.sequence_parallel ? m->normed_local : full; }
-static void gather_normed(model *m, float *full, int sequences, int seq_len) {
-    if (m->config.sequence_parallel)
-        sequence_all_gather(m->grid, full, m->normed_local, sequences, seq_len, m->config.hidden_size);
-}
-// A branch's partial output (or a partial input gradient) [full rows, d] summed over the
-// tp group into local: reduce-scatter with sp; in place all-reduce without (local == partial).
-static void reduce_partial(model *m, float *local, float *partial, int sequences, int seq_len) {
-    int d = m->config.hidden_size;
-    if (m->config.sequence_parallel)
-        sequence_reduce_scatter(m->grid, local, partial, sequences, seq_len, d);
-    else
-        tensor_all_reduce(m->grid, partial, (size_t)sequences * (size_t)seq_len * (size_t)d, TRAFFIC_TP_ALL_REDUCE);
-}
-// Where a branch writes its partial output: straight into local without sp.
-static float *partial_output(model *m, float *local) { return m->config.sequence_parallel ? m->branch_out : local; }
-// The gradient of a branch's output on full rows: the local residual gradient, gathered with sp.
-static const float *gathered_gradient(model *m, const float *local, int sequences, int seq_len) {
-    if (!m->config.sequence_parallel) return local;
-    sequence_all_gather(m->grid, m->d_out_full, local, sequences, seq_len, m->config.hidden_size);
-    return m->d_out_full;
+// The rows of the last forward's micro-batch: the sequences that carry the loss, then
+// (with a fixed stream) one more sequence; with sp each rank holds seq_len/tp positions of
+// every sequence ("local" rows).
+typedef struct {
+    int sequences, batch, seq_len;    // sequences = batch (+ the fixed stream)
+    int rows, loss_rows, local_rows, local_loss_rows;
+} micro_batch_rows;
+
+static micro_batch_rows rows_of(const model *m) {
+    int tp = m->grid->tensor_size;
+    bool sp = m->config.sequence_parallel;
+    micro_batch_rows r = {m->batch, m->batch - m->has_fixed_stream, m->seq_len, 0, 0, 0, 0};
+    r.rows = r.sequences * r.seq_len;
+    r.loss_rows = r.batch * r.seq_len;
+    r.local_rows = sp ? r.rows / tp : r.rows;
+    r.local_loss_rows = sp ? r.loss_rows / tp : r.loss_rows;
+    return r;
 }
 
-double model_forward_backward(model *m, const int *inputs, const int *targets, int batch, int seq_len,
-                              float loss_scale, bool backward, float *losses) {
+void model_forward(model *m, const int *inputs, int batch, int seq_len) {
     const decon_config *c = &m->config;
     if (batch > m->max_batch || seq_len > m->max_seq_len)
         fatal("internal: micro-batch %dx%d exceeds the allocated %dx%d", batch, seq_len, m->max_batch, m->max_seq_len);
-    int tp = m->grid->tensor_size;
-    bool sp = c->sequence_parallel;
-    if (sp && seq_len % tp != 0)
-        fatal("internal: sequence length %d is not divisible by the tensor-parallel size %d", seq_len, tp);
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local;
-    // Rows that carry the loss, then (with a fixed stream) one more sequence; with sp each
-    // rank holds seq_len/tp positions of every sequence ("local" rows).
-    int sequences = batch + m->has_fixed_stream;
-    int loss_rows = batch * seq_len, rows = sequences * seq_len;
-    int local_rows = sp ? rows / tp : rows, local_loss_rows = sp ? loss_rows / tp : loss_rows;
-    size_t rd = (size_t)rows * (size_t)d, ri = (size_t)rows * (size_t)inter, local_rd = (size_t)local_rows * (size_t)d;
-    float eps = (float)c->rms_norm_eps;
-    m->batch = sequences;
+    if (c->sequence_parallel && seq_len % m->grid->tensor_size != 0)
+        fatal("internal: sequence length %d is not divisible by the tensor-parallel size %d", seq_len,
+              m->grid->tensor_size);
+    m->batch = batch + m->has_fixed_stream;
     m->seq_len = seq_len;
-    memcpy(m->inputs, inputs, (size_t)loss_rows * sizeof(int));
-    memcpy(m->targets, targets, (size_t)loss_rows * sizeof(int));
-    if (m->has_fixed_stream) {  // fixedseqqk embeds t_s; rndembqk's rows embed no token (zeros, then its X_1)
-        for (int i = loss_rows; i < rows; i++) {
-            m->inputs[i] = m->fixed_stream_from_tokens ? m->fixed_tokens[i - loss_rows] : -1;
-            m->targets[i] = -1;
-        }
-    }
+    micro_batch_rows r = rows_of(m);
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local;
+    size_t ri = (size_t)r.rows * (size_t)inter, local_rd = (size_t)r.local_rows * (size_t)d;
+    float eps = (float)c->rms_norm_eps;
+    process_grid *grid = m->grid;
+    memcpy(m->inputs, inputs, (size_t)r.loss_rows * sizeof(int));
+    if (m->has_fixed_stream)  // fixedseqqk embeds t_s; rndembqk's rows embed no token (zeros, then its X_1)
+        for (int i = r.loss_rows; i < r.rows; i++)
+            m->inputs[i] = m->fixed_stream_from_tokens ? m->fixed_tokens[i - r.loss_rows] : -1;
     mixer_context context = model_mixer_context(m);
-    bool any_skipped = false;
-    for (int l = 0; l < n; l++) any_skipped |= m->skipped[l];
-    if (backward && any_skipped) fatal("internal: backward through a model with skipped layers");
 
-    // ---- forward ----
-    // e = Emb(t), this rank's rows: each rank embeds the tokens of its vocabulary rows and
-    // the tp group sums (nothing to sum on one rank).
+    // e = Emb(t), this rank's rows: the vocab-parallel embedding is row-parallel, each rank
+    // embeds the tokens of its vocabulary rows and the tp group sums.
     float *embeddings = m->blocks[0].residual_in;
-    float *partial = partial_output(m, embeddings);
-    embedding_forward(partial, m->inputs, param_of(m, m->embed), rows, d, m->vocab_start, m->vocab_local);
-    reduce_partial(m, embeddings, partial, sequences, seq_len);
+    region_activation e = row_parallel_output_of(grid, embeddings, m->branch_out);
+    embedding_forward(e.full, m->inputs, param_of(m, m->embed), r.rows, d, m->vocab_start, m->vocab_local);
+    row_parallel_output_forward(grid, e, r.sequences, seq_len, d);
     if (m->has_fixed_stream && !m->fixed_stream_from_tokens) {  // rndembqk's X_1: the same on every rank
-        float *fixed_rows = embeddings + (size_t)local_loss_rows * d;
-        if (sp) sequence_take_shard(m->grid, fixed_rows, m->fixed_input, 1, seq_len, d);
-        else memcpy(fixed_rows, m->fixed_input, (size_t)seq_len * d * sizeof(float));
+        float *fixed_rows = embeddings + (size_t)r.local_loss_rows * d;
+        if (c->sequence_parallel)
+            scatter_to_sequence_parallel_region_forward(grid, fixed_rows, m->fixed_input, 1, seq_len, d);
+        else
+            memcpy(fixed_rows, m->fixed_input, (size_t)seq_len * d * sizeof(float));
     }
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
@@ -289,51 +271,77 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
             memcpy(next, b->residual_in, local_rd * sizeof(float));
             continue;
         }
-        rmsnorm_forward(normed_output(m, b->mixer_input), b->rstd1, b->residual_in, param_of(m, b->input_norm),
-                        local_rows, d, eps);
-        gather_normed(m, b->mixer_input, sequences, seq_len);
+        // The mixer: column-parallel in (its projections), row-parallel out (Wo).
+        region_activation x = column_parallel_input_of(grid, b->mixer_input, m->normed_local);
+        rmsnorm_forward(x.shard, b->rstd1, b->residual_in, param_of(m, b->input_norm), r.local_rows, d, eps);
+        column_parallel_input_forward(grid, x, r.sequences, seq_len, d);
         if (b->normed_embeddings) {  // staticembqk: RMSNorm(e) with this block's input norm weight
-            rmsnorm_forward(normed_output(m, b->normed_embeddings), b->normed_embeddings_rstd, embeddings,
-                            param_of(m, b->input_norm), local_rows, d, eps);
-            gather_normed(m, b->normed_embeddings, sequences, seq_len);
+            region_activation x_e = column_parallel_input_of(grid, b->normed_embeddings, m->normed_local);
+            rmsnorm_forward(x_e.shard, b->normed_embeddings_rstd, embeddings, param_of(m, b->input_norm),
+                            r.local_rows, d, eps);
+            column_parallel_input_forward(grid, x_e, r.sequences, seq_len, d);
             context.normed_embeddings = b->normed_embeddings;
         }
-        float *partial = partial_output(m, b->residual_mid);
-        m->plan[l]->forward(&m->mixers[l], &context, partial, b->mixer_input);
-        reduce_partial(m, b->residual_mid, partial, sequences, seq_len);
+        region_activation y = row_parallel_output_of(grid, b->residual_mid, m->branch_out);
+        m->plan[l]->forward(&m->mixers[l], &context, y.full, x.full);
+        row_parallel_output_forward(grid, y, r.sequences, seq_len, d);
         add_inplace(b->residual_mid, b->residual_in, local_rd);
-        rmsnorm_forward(normed_output(m, b->mlp_input), b->rstd2, b->residual_mid, param_of(m, b->post_norm),
-                        local_rows, d, eps);
-        gather_normed(m, b->mlp_input, sequences, seq_len);
-        linear_forward(b->gate_out, b->mlp_input, param_of(m, b->gate), NULL, rows, d, inter);
-        linear_forward(b->up_out, b->mlp_input, param_of(m, b->up), NULL, rows, d, inter);
+        // The MLP: gate and up column-parallel, down row-parallel.
+        x = column_parallel_input_of(grid, b->mlp_input, m->normed_local);
+        rmsnorm_forward(x.shard, b->rstd2, b->residual_mid, param_of(m, b->post_norm), r.local_rows, d, eps);
+        column_parallel_input_forward(grid, x, r.sequences, seq_len, d);
+        column_parallel_linear_forward(b->gate_out, x.full, param_of(m, b->gate), NULL, r.rows, d, inter);
+        column_parallel_linear_forward(b->up_out, x.full, param_of(m, b->up), NULL, r.rows, d, inter);
         swiglu_forward(b->act, b->gate_out, b->up_out, ri);
-        partial = partial_output(m, next);
-        linear_forward(partial, b->act, param_of(m, b->down), NULL, rows, inter, d);
-        reduce_partial(m, next, partial, sequences, seq_len);
+        y = row_parallel_output_of(grid, next, m->branch_out);
+        row_parallel_linear_forward(y.full, b->act, param_of(m, b->down), r.rows, inter, d);
+        row_parallel_output_forward(grid, y, r.sequences, seq_len, d);
         add_inplace(next, b->residual_mid, local_rd);
     }
     // The fixed stream's output feeds nothing: the final norm and LM head see loss rows
-    // only (the first `batch` sequences, also of a sequence shard).
-    rmsnorm_forward(normed_output(m, m->final_normed), m->final_rstd, m->residual_out, param_of(m, m->final_norm),
-                    local_loss_rows, d, eps);
-    gather_normed(m, m->final_normed, batch, seq_len);
+    // only (the first `batch` sequences, also of a sequence shard). The vocab-parallel LM
+    // head is column-parallel.
+    region_activation h = column_parallel_input_of(grid, m->final_normed, m->normed_local);
+    rmsnorm_forward(h.shard, m->final_rstd, m->residual_out, param_of(m, m->final_norm), r.local_loss_rows, d, eps);
+    column_parallel_input_forward(grid, h, batch, seq_len, d);
+}
 
-    // ---- loss (and its gradient w.r.t. the final hidden states and the LM head) ----
-    if (backward) zero(m->d_normed, (size_t)loss_rows * d);
-    float *d_hidden = backward ? m->d_normed : NULL, *d_head = backward ? grad_of(m, m->lm_head) : NULL;
-    double loss_sum = vocab_parallel_cross_entropy(m->grid, losses, d_hidden, d_head, m->final_normed,
-                                                   param_of(m, m->lm_head), targets, loss_rows, d, m->vocab_start,
-                                                   m->vocab_local, loss_scale, m->lm_scratch);
-    if (!backward) return loss_sum;
+// The LM head fused with the cross entropy over the last forward's final hidden states;
+// with d_hidden (and the LM head's gradient) when backward is set.
+static double lm_head_loss(model *m, const int *targets, float loss_scale, bool backward, float *losses) {
+    micro_batch_rows r = rows_of(m);
+    int d = m->config.hidden_size;
+    if (backward) zero(m->d_normed, (size_t)r.loss_rows * d);
+    return vocab_parallel_cross_entropy(m->grid, losses, backward ? m->d_normed : NULL,
+                                        backward ? grad_of(m, m->lm_head) : NULL, m->final_normed,
+                                        param_of(m, m->lm_head), targets, r.loss_rows, d, m->vocab_start,
+                                        m->vocab_local, loss_scale, m->lm_scratch);
+}
 
-    // ---- backward, mirroring the forward line by line ----
-    float *d_res = m->d_residual, *d_norm = m->d_normed, *d_norm_local = m->d_normed_local;
-    reduce_partial(m, d_norm_local, d_norm, batch, seq_len);  // the vocab shards' shares of dL/dh
+double model_loss(model *m, const int *targets, float *losses) { return lm_head_loss(m, targets, 0.0f, false, losses); }
+
+double model_backward(model *m, const int *targets, float loss_scale, float *losses) {
+    const decon_config *c = &m->config;
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        if (m->skipped[l]) fatal("internal: backward through a model with skipped layers");
+    micro_batch_rows r = rows_of(m);
+    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local, seq_len = r.seq_len;
+    size_t rd = (size_t)r.rows * (size_t)d, ri = (size_t)r.rows * (size_t)inter;
+    size_t local_rd = (size_t)r.local_rows * (size_t)d;
+    mixer_context context = model_mixer_context(m);
+    float *embeddings = m->blocks[0].residual_in;
+    process_grid *grid = m->grid;
+    float *d_res = m->d_residual;
+
+    // The loss and its gradient w.r.t. the final hidden states and the LM head, then the
+    // forward's lines in reverse.
+    double loss_sum = lm_head_loss(m, targets, loss_scale, true, losses);
+    region_activation d_h = column_parallel_input_of(grid, m->d_normed, m->d_normed_local);
+    column_parallel_input_backward(grid, d_h, r.batch, seq_len, d);  // the vocab shards' shares of dL/dh
     zero(d_res, local_rd);
     if (m->uses_embeddings) zero(m->d_embeddings, local_rd);
-    rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_norm_local, m->residual_out, param_of(m, m->final_norm),
-                     m->final_rstd, local_loss_rows, d);
+    rmsnorm_backward(d_res, grad_of(m, m->final_norm), d_h.shard, m->residual_out, param_of(m, m->final_norm),
+                     m->final_rstd, r.local_loss_rows, d);
     if (m->reducer) {
         grad_reducer_tensor_ready(m->reducer, m->final_norm);
         if (m->lm_head != m->embed) grad_reducer_tensor_ready(m->reducer, m->lm_head);
@@ -347,41 +355,48 @@ double model_forward_backward(model *m, const int *inputs, const int *targets, i
         zero(d_act, ri);
         zero(d_gate, ri);
         zero(d_up, ri);
-        // d_res holds d(block output) = d(residual_mid) through the skip connection.
-        const float *d_out = gathered_gradient(m, d_res, sequences, seq_len);
-        linear_backward(d_act, grad_of(m, b->down), NULL, d_out, b->act, param_of(m, b->down), rows, inter, d);
+        // The MLP. d_res holds d(block output) = d(residual_mid) through the skip connection.
+        region_activation d_y = row_parallel_output_of(grid, d_res, m->d_out_full);
+        row_parallel_output_backward(grid, d_y, r.sequences, seq_len, d);
+        row_parallel_linear_backward(d_act, grad_of(m, b->down), d_y.full, b->act, param_of(m, b->down), r.rows, inter,
+                                     d);
         swiglu_backward(d_gate, d_up, d_act, b->gate_out, b->up_out, ri);
-        zero(d_norm, rd);
-        linear_backward(d_norm, grad_of(m, b->gate), NULL, d_gate, b->mlp_input, param_of(m, b->gate), rows, d, inter);
-        linear_backward(d_norm, grad_of(m, b->up), NULL, d_up, b->mlp_input, param_of(m, b->up), rows, d, inter);
+        region_activation d_x = column_parallel_input_of(grid, m->d_normed, m->d_normed_local);
+        zero(d_x.full, rd);
+        column_parallel_linear_backward(d_x.full, grad_of(m, b->gate), NULL, d_gate, b->mlp_input,
+                                        param_of(m, b->gate), r.rows, d, inter);
+        column_parallel_linear_backward(d_x.full, grad_of(m, b->up), NULL, d_up, b->mlp_input, param_of(m, b->up),
+                                        r.rows, d, inter);
         arena_release(&m->scratch, mark);
-        reduce_partial(m, d_norm_local, d_norm, sequences, seq_len);
-        rmsnorm_backward(d_res, grad_of(m, b->post_norm), d_norm_local, b->residual_mid, param_of(m, b->post_norm),
-                         b->rstd2, local_rows, d);
-        // d_res now holds d(residual_mid) = d(residual_in) through the skip connection.
-        d_out = gathered_gradient(m, d_res, sequences, seq_len);
-        zero(d_norm, rd);
+        column_parallel_input_backward(grid, d_x, r.sequences, seq_len, d);
+        rmsnorm_backward(d_res, grad_of(m, b->post_norm), d_x.shard, b->residual_mid, param_of(m, b->post_norm),
+                         b->rstd2, r.local_rows, d);
+        // The mixer. d_res now holds d(residual_mid) = d(residual_in) through the skip connection.
+        d_y = row_parallel_output_of(grid, d_res, m->d_out_full);
+        row_parallel_output_backward(grid, d_y, r.sequences, seq_len, d);
+        zero(d_x.full, rd);
         if (b->normed_embeddings) {
             context.normed_embeddings = b->normed_embeddings;
             zero(m->d_normed_embeddings, rd);
         }
-        m->plan[l]->backward(&m->mixers[l], &context, d_norm, d_out, b->mixer_input);
-        reduce_partial(m, d_norm_local, d_norm, sequences, seq_len);
-        rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_norm_local, b->residual_in, param_of(m, b->input_norm),
-                         b->rstd1, local_rows, d);
+        m->plan[l]->backward(&m->mixers[l], &context, d_x.full, d_y.full, b->mixer_input);
+        column_parallel_input_backward(grid, d_x, r.sequences, seq_len, d);
+        rmsnorm_backward(d_res, grad_of(m, b->input_norm), d_x.shard, b->residual_in, param_of(m, b->input_norm),
+                         b->rstd1, r.local_rows, d);
         if (b->normed_embeddings) {  // the mixer's share of dL/d RMSNorm(e), then through that norm to e
-            float *d_e_local = sp ? d_norm_local : m->d_normed_embeddings;
-            reduce_partial(m, d_e_local, m->d_normed_embeddings, sequences, seq_len);
-            rmsnorm_backward(m->d_embeddings, grad_of(m, b->input_norm), d_e_local, embeddings,
-                             param_of(m, b->input_norm), b->normed_embeddings_rstd, local_rows, d);
+            region_activation d_x_e = column_parallel_input_of(grid, m->d_normed_embeddings, m->d_normed_local);
+            column_parallel_input_backward(grid, d_x_e, r.sequences, seq_len, d);
+            rmsnorm_backward(m->d_embeddings, grad_of(m, b->input_norm), d_x_e.shard, embeddings,
+                             param_of(m, b->input_norm), b->normed_embeddings_rstd, r.local_rows, d);
         }
         if (m->reducer) grad_reducer_layer_ready(m->reducer, l);
     }
     if (m->uses_embeddings) add_inplace(d_res, m->d_embeddings, local_rd);
-    // rndembqk's X_1 is fixed noise: its rows send nothing to the embedding table.
-    int embedded_rows = m->has_fixed_stream && !m->fixed_stream_from_tokens ? loss_rows : rows;
-    embedding_backward(grad_of(m, m->embed), gathered_gradient(m, d_res, sequences, seq_len), m->inputs,
-                       embedded_rows, d, m->vocab_start, m->vocab_local);
+    // The embedding. rndembqk's X_1 is fixed noise: its rows send nothing to the table.
+    int embedded_rows = m->has_fixed_stream && !m->fixed_stream_from_tokens ? r.loss_rows : r.rows;
+    region_activation d_e = row_parallel_output_of(grid, d_res, m->d_out_full);
+    row_parallel_output_backward(grid, d_e, r.sequences, seq_len, d);
+    embedding_backward(grad_of(m, m->embed), d_e.full, m->inputs, embedded_rows, d, m->vocab_start, m->vocab_local);
     return loss_sum;
 }
 

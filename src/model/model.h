@@ -9,8 +9,9 @@
 // and returns a partial output that the tp group sums (all-reduce), or, with sequence
 // parallelism, the residual stream between blocks is this rank's sequence shard: the
 // normalised input is all-gathered before the mixer and the MLP and their partial
-// outputs reduce-scattered (par/tensor_collectives.h). "local" rows below are the
-// shard (= all rows without sp), "full" rows every position of the micro-batch.
+// outputs reduce-scattered (the edges of the column- and row-parallel layers,
+// par/layers.h). "local" rows below are the shard (= all rows without sp), "full" rows
+// every position of the micro-batch.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,14 +88,22 @@ void model_allocate(model *m, int max_batch, int max_seq_len);
 void model_free(model *m);
 void model_initialize(model *m, uint64_t seed);
 
-// Forward pass and loss over batch x seq_len tokens. Returns the SUM of per-token
-// losses (targets < 0 ignored); per-token losses written to losses[] when non-NULL.
-// With backward set, also accumulates loss_scale * d(sum loss)/d(params) into m->grads.
-// Under tensor parallelism every rank of the tp group passes the same tokens and gets
-// the same loss; gradients are this rank's shard (replicated tensors' partial shares
-// flagged grad_partial_over_tp are summed by the grad_reducer).
-double model_forward_backward(model *m, const int *inputs, const int *targets, int batch, int seq_len,
-                              float loss_scale, bool backward, float *losses);
+// One micro-batch, as llm.c: model_forward, then model_loss (evaluation) or
+// model_backward (training). Under tensor parallelism every rank of the tp group passes
+// the same tokens and gets the same loss; gradients are this rank's shard (replicated
+// tensors' partial shares flagged grad_partial_over_tp are summed by the grad_reducer).
+//
+// The forward pass over batch x seq_len tokens (+ the fixed stream): embedding, blocks,
+// final norm, keeping what backward needs and the final normalised hidden states of the
+// loss rows (m->final_normed, which eval_logits reads).
+void model_forward(model *m, const int *inputs, int batch, int seq_len);
+// The LM head and the loss of the last forward: returns the SUM of per-token losses
+// (targets < 0 ignored); per-token losses written to losses[] when non-NULL.
+double model_loss(model *m, const int *targets, float *losses);
+// The backward pass of the last forward: the LM head fused with the loss (it returns and
+// writes what model_loss does) and its gradient, then the blocks in reverse;
+// accumulates loss_scale * d(sum loss)/d(params) into m->grads.
+double model_backward(model *m, const int *targets, float loss_scale, float *losses);
 // The context the mixers see for the last forward (for recordings).
 mixer_context model_mixer_context(model *m);
 // fixedseqqk's fixed token sequence t_s (max_seq_len tokens; ids < vocab_size).

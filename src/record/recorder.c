@@ -172,7 +172,8 @@ recording_result recorder_record(attention_recorder *r, model *m, int64_t step, 
     for (int k0 = 0; k0 < K; k0 += m->max_batch) {
         int batch = K - k0 < m->max_batch ? K - k0 : m->max_batch;
         size_t offset = (size_t)k0 * (size_t)L;
-        loss_sum += model_forward_backward(m, r->inputs + offset, r->targets + offset, batch, L, 0.0f, false, NULL);
+        model_forward(m, r->inputs + offset, batch, L);
+        loss_sum += model_loss(m, r->targets + offset, NULL);
         mixer_context context = model_mixer_context(m);
         for (int l = 0; l < n; l++) {
             const mixer_kind *kind = m->plan[l];

@@ -14,7 +14,8 @@ double evaluate_loss(model *m, data_loader *loader, int batches, int micro_batch
     double sum = 0.0;
     for (int b = 0; b < batches; b++) {
         data_loader_next(loader, inputs, targets, micro_batch, 0, 1);
-        sum += model_forward_backward(m, inputs, targets, micro_batch, seq_len, 0.0f, false, NULL);
+        model_forward(m, inputs, micro_batch, seq_len);
+        sum += model_loss(m, targets, NULL);
     }
     return sum / ((double)batches * (double)rows);
 }

@@ -279,8 +279,8 @@ int trainer_run(const trainer_options *options) {
             if (last_micro) grad_reducer_begin(&reducer);
             m.reducer = last_micro ? &reducer : NULL;
             data_loader_next(&train_data, inputs, targets, c->micro_batch_size, grid.data_rank, grid.data_size);
-            loss_sum += model_forward_backward(&m, inputs, targets, c->micro_batch_size, c->sequence_length,
-                                               (float)(1.0 / tokens_per_step), true, NULL);
+            model_forward(&m, inputs, c->micro_batch_size, c->sequence_length);
+            loss_sum += model_backward(&m, targets, (float)(1.0 / tokens_per_step), NULL);
         }
         grad_reducer_finish(&reducer);
         MPI_Allreduce(MPI_IN_PLACE, &loss_sum, 1, MPI_DOUBLE, MPI_SUM, grid.data);

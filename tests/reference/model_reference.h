@@ -1,5 +1,5 @@
 // An independent double-precision reference of the decon model (DESIGN.md sections 4-5)
-// for the tests: the same loss as model_forward_backward, written in the plainest loops
+// for the tests: the same loss as model_forward + model_loss, written in the plainest loops
 // (full logits, naive full-softmax attention), and its gradient by a hand-written reverse
 // pass. It shares nothing with src/ops or src/model except the parameter registry (to
 // find each tensor by name) and the layer plan (which mixer runs in which layer).

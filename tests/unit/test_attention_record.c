@@ -171,7 +171,7 @@ static void recompute(model *m, const attention_recorder *rec, expected *e) {
     for (int k0 = 0; k0 < SEQUENCES; k0 += m->max_batch) {
         int batch = SEQUENCES - k0 < m->max_batch ? SEQUENCES - k0 : m->max_batch;
         size_t offset = (size_t)k0 * L;
-        model_forward_backward(m, rec->inputs + offset, rec->targets + offset, batch, L, 0.0f, false, NULL);
+        model_forward(m, rec->inputs + offset, batch, L);
         mixer_context context = model_mixer_context(m);
         for (int l = 0; l < n; l++) {
             const mixer_kind *kind = m->plan[l];

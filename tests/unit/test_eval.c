@@ -249,7 +249,8 @@ static void check_batching(void) {
     // One window covering everything = one forward pass over the whole sequence.
     int targets[32];
     for (int p = 0; p < 31; p++) targets[p] = tokens[p + 1];
-    double whole = model_forward_backward(&m, tokens, targets, 1, 31, 0.0f, false, NULL) / 31.0;
+    model_forward(&m, tokens, 1, 31);
+    double whole = model_loss(&m, targets, NULL) / 31.0;
     perplexity_result one = perplexity_evaluate(&m, tokens, 32, 31, 31, 0);
     check("eval_perplexity_single_window_is_one_forward", one.windows == 1 && fabs(one.loss - whole) < 1e-6,
           "%.9g vs %.9g", one.loss, whole);
@@ -282,7 +283,8 @@ static void check_batching(void) {
         inputs[i] = tokens[i];
         outputs[i] = tokens[i + 1];
     }
-    model_forward_backward(&m, inputs, outputs, 2, 20, 0.0f, false, losses);
+    model_forward(&m, inputs, 2, 20);
+    model_loss(&m, outputs, losses);
     float logits[40 * 37];
     eval_logits(&m, 0, 40, logits);
     worst = 0.0;

@@ -102,7 +102,7 @@ static void check_fixed_map(const char *variant) {
     char name[256];
 
     test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 402);
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     map_of(&m, 1, 0, first);
     map_of(&m, 0, 0, first0);
     double map_diff[2], av_err[2];
@@ -112,7 +112,7 @@ static void check_fixed_map(const char *variant) {
                    "map max |diff| %.3g / %.3g, A V relative error %.3g / %.3g (layers 0 / 1)", map_diff[0],
                    map_diff[1], av_err[0], av_err[1]);
     test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 403);  // other tokens, same shape
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     map_of(&m, 1, 1, other);
     map_of(&m, 0, 1, other0);
     bool same_across = memcmp(first, other, map_size * sizeof(float)) == 0 &&
@@ -121,7 +121,7 @@ static void check_fixed_map(const char *variant) {
     testing_report(same_across, name, "the maps of layer 0 or 1 differ between the batches");
 
     // A different micro-batch size: the same map up to the rounding of differently-shaped sgemms.
-    model_forward_backward(&m, tokens, targets, 1, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, 1, seq_len);
     map_of(&m, 1, 0, other);
     double diff = max_abs_diff(first, other, map_size);
     snprintf(name, sizeof name, "%s: the map does not depend on the micro-batch size", variant);
@@ -129,12 +129,12 @@ static void check_fixed_map(const char *variant) {
 
     // The map follows the weights: layer 1's through the fixed stream's pass through layer 0.
     test_params_perturb(&m.registry, m.params, 404, "layers.0.mlp.down_proj");
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     map_of(&m, 1, 0, other);
     map_of(&m, 0, 0, other0);
     double diff1 = max_abs_diff(first, other, map_size), diff0 = max_abs_diff(first0, other0, map_size);
     test_params_perturb(&m.registry, m.params, 405, "layers.1.mixer.wk");
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     float *third = first0;  // reuse: layer 1's map after the second change
     map_of(&m, 1, 0, third);
     double diff_wk = max_abs_diff(other, third, map_size);
@@ -177,7 +177,8 @@ static void check_fixed_stream_backward(const char *variant) {
     test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 502);
     float *full = xcalloc(total, sizeof(float));
     memset(m.grads, 0, total * sizeof(float));
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
+    model_forward(&m, tokens, batch, seq_len);
+    model_backward(&m, targets, 1.0f, NULL);
     memcpy(full, m.grads, total * sizeof(float));
 
     static mixer_kind cut;
@@ -186,7 +187,8 @@ static void check_fixed_stream_backward(const char *variant) {
     cut.backward = cut_backward;
     for (int l = 0; l < c.num_hidden_layers; l++) m.plan[l] = &cut;
     memset(m.grads, 0, total * sizeof(float));
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
+    model_forward(&m, tokens, batch, seq_len);
+    model_backward(&m, targets, 1.0f, NULL);
 
     bool others_same = true, lower_all_moved = true;
     double smallest = INFINITY;
@@ -240,7 +242,8 @@ static void check_fixed_tokens_gradient(void) {
     double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
     for (size_t e = 0; e < total; e++) params[e] = m.params[e];
     memset(m.grads, 0, total * sizeof(float));
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, NULL);
+    model_forward(&m, tokens, batch, seq_len);
+    model_backward(&m, targets, 1.0f, NULL);
     model_reference_loss_fixed(&c, &m.registry, params, tokens, targets, batch, seq_len, NULL, m.fixed_tokens, NULL,
                                grads);
     size_t start = m.registry.items[m.embed].offset + (size_t)10 * d, count = (size_t)(c.vocab_size - 10) * d;
@@ -270,18 +273,18 @@ static void check_static_map(void) {
     float *second = xcalloc(map_size, sizeof(float));
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
     test_model_batch(tokens, targets, rows, 0, c.vocab_size, c.vocab_size, 702);
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     map_of(&m, 1, 0, before);
     map_of(&m, 1, 1, second);
     double across = max_abs_diff(before, second, map_size);
     test_params_perturb(&m.registry, m.params, 703, "layers.0.");
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     map_of(&m, 1, 0, after);
     bool unchanged = memcmp(before, after, map_size * sizeof(float)) == 0;
     testing_report(unchanged, "staticembqk: perturbing every layer-0 weight leaves the layer-1 map bit-identical",
                    "max |difference| %.3g", max_abs_diff(before, after, map_size));
     test_params_perturb(&m.registry, m.params, 704, "layers.1.input_layernorm");
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, NULL);
+    model_forward(&m, tokens, batch, seq_len);
     map_of(&m, 1, 0, after);
     double moved = max_abs_diff(before, after, map_size);
     testing_report(moved > 1e-4 && across > 1e-4,

@@ -40,11 +40,13 @@ static void check_forward_only(void) {
     float *sentinel = xcalloc(total, sizeof(float)), *grads1 = xcalloc(total, sizeof(float));
     for (size_t e = 0; e < total; e++) sentinel[e] = m.grads[e] = 0.25f + (float)(e % 7);
 
-    double loss_forward = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, false, losses_forward);
+    model_forward(&m, tokens, batch, seq_len);
+    double loss_forward = model_loss(&m, targets, losses_forward);
     testing_report(memcmp(sentinel, m.grads, total * sizeof(float)) == 0, "forward only leaves the gradients alone",
-                   "model_forward_backward(backward=false) changed m->grads");
+                   "model_loss changed m->grads");
     memset(m.grads, 0, total * sizeof(float));
-    double loss_backward = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f, true, losses_backward);
+    model_forward(&m, tokens, batch, seq_len);
+    double loss_backward = model_backward(&m, targets, 1.0f, losses_backward);
     testing_report(fabs(loss_forward - loss_backward) <= 1e-6 * fabs(loss_backward),
                    "forward only gives the same loss as forward+backward", "%.9g vs %.9g", loss_forward, loss_backward);
 
@@ -70,12 +72,14 @@ static void check_forward_only(void) {
     // loss_scale multiplies the gradient; a second call accumulates.
     memcpy(grads1, m.grads, total * sizeof(float));
     memset(m.grads, 0, total * sizeof(float));
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 0.25f, true, NULL);
+    model_forward(&m, tokens, batch, seq_len);
+    model_backward(&m, targets, 0.25f, NULL);
     double *expected = xcalloc(total, sizeof(double));
     for (size_t e = 0; e < total; e++) expected[e] = 0.25 * grads1[e];
     double scale_err = testing_relative_error_f(m.grads, expected, total);
     testing_report(scale_err < 1e-6, "loss_scale scales the gradient", "relative error %.3g", scale_err);
-    model_forward_backward(&m, tokens, targets, batch, seq_len, 0.75f, true, NULL);
+    model_forward(&m, tokens, batch, seq_len);
+    model_backward(&m, targets, 0.75f, NULL);
     for (size_t e = 0; e < total; e++) expected[e] = grads1[e];
     double accumulate_err = testing_relative_error_f(m.grads, expected, total);
     testing_report(accumulate_err < 1e-6, "backward accumulates into the gradient", "relative error %.3g",
@@ -114,7 +118,8 @@ static void check_overfit(void) {
     int step;
     for (step = 1; step <= max_steps; step++) {
         memset(m.grads, 0, total * sizeof(float));
-        mean = model_forward_backward(&m, tokens, targets, batch, seq_len, 1.0f / (float)rows, true, NULL) / rows;
+        model_forward(&m, tokens, batch, seq_len);
+        mean = model_backward(&m, targets, 1.0f / (float)rows, NULL) / rows;
         if (step == 1) first = mean;
         if (mean < 0.1) break;
         adamw_update(m.params, m.grads, adam_m, adam_v, total, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, step, 1.0f);

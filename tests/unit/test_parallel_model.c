@@ -7,7 +7,9 @@
 // (MPI_COMM_SELF) next to its shard of the parallel model, runs the same global batch
 // through both, and compares the loss, every gradient (the rank's slice against the same
 // slice of the reference's logical tensor), the gradient norm and, after `steps` AdamW
-// steps, every parameter.
+// steps, every parameter. First, on its grid, it checks that the edges of the
+// tensor-parallel layers (par/layers.h) are adjoint: each backward the conjugate of its
+// forward.
 //
 // Tolerances: the decompositions differ from the single rank only in summation order
 // (partial sums over tp and dp ranks, chunked vocabulary softmax, expf instead of the
@@ -39,6 +41,7 @@
 #include "core/rng.h"
 #include "model/model.h"
 #include "par/grad_reduce.h"
+#include "par/layers.h"
 #include "par/process_grid.h"
 #include "par/traffic.h"
 #include "par/zero.h"
@@ -163,8 +166,8 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
         for (int i = 0; i < GLOBAL_BATCH * SEQ_LEN; i++) valid += targets[i] >= 0;
         float scale = 1.0f / (float)valid;
         memset(reference.grads, 0, reference.registry.total * sizeof(float));
-        double reference_loss =
-            model_forward_backward(&reference, inputs, targets, GLOBAL_BATCH, SEQ_LEN, scale, true, NULL);
+        model_forward(&reference, inputs, GLOBAL_BATCH, SEQ_LEN);
+        double reference_loss = model_backward(&reference, targets, scale, NULL);
         memset(parallel.grads, 0, parallel.registry.total * sizeof(float));
         double loss = 0.0;
         for (int m0 = 0; m0 < per_rank; m0 += micro) {
@@ -172,8 +175,8 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
             if (last) grad_reducer_begin(&reducer);
             parallel.reducer = last ? &reducer : NULL;
             size_t offset = (size_t)(grid->data_rank * per_rank + m0) * SEQ_LEN;
-            loss += model_forward_backward(&parallel, inputs + offset, targets + offset, micro, SEQ_LEN, scale, true,
-                                           NULL);
+            model_forward(&parallel, inputs + offset, micro, SEQ_LEN);
+            loss += model_backward(&parallel, targets + offset, scale, NULL);
         }
         grad_reducer_finish(&reducer);
         MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, grid->data);
@@ -249,11 +252,74 @@ static case_errors run_case(process_grid *grid, const char *variant, const char 
     return errors;
 }
 
+// The two edges of the tensor-parallel layers (par/layers.h) are adjoint pairs, as
+// Megatron's conjugate region ops are: <forward(x), g> = <x, backward(g)>. Inner
+// products count what the tp group holds: inside the region every rank's tensor,
+// outside every shard once (without sp the outside tensor is the same on every rank and
+// counts once). Values are multiples of 1/8 below 2, so every sum is exact.
+static double tp_dot(const process_grid *grid, const float *a, const float *b, size_t count, bool per_rank) {
+    double dot = 0.0;
+    for (size_t i = 0; i < count; i++) dot += (double)a[i] * (double)b[i];
+    if (per_rank) MPI_Allreduce(MPI_IN_PLACE, &dot, 1, MPI_DOUBLE, MPI_SUM, grid->tensor);
+    return dot;
+}
+
+static void fill_eighths(float *x, size_t count, int seed) {
+    for (size_t i = 0; i < count; i++) x[i] = (float)((i * 7 + (size_t)seed * 5) % 16) / 8.0f;
+}
+
+static void check_layer_edges(process_grid *grid, const char *label) {
+    int tp = grid->tensor_size, batch = 3, seq_len = 2 * tp, width = 5;
+    bool sp = grid->sequence_parallel;
+    size_t full = (size_t)batch * seq_len * width, shard = sp ? full / (size_t)tp : full;
+    int rank_seed = sp ? grid->tensor_rank + 1 : 0;  // outside tensors differ per rank only with sp
+    float *x0 = xcalloc(shard, sizeof(float)), *g0 = xcalloc(full, sizeof(float));
+    float *shard_buffer = xcalloc(shard, sizeof(float)), *full_buffer = xcalloc(full, sizeof(float));
+    float *other = xcalloc(full, sizeof(float));
+    // Column-parallel input: x outside -> every rank's copy inside; g: each rank's partial gradient.
+    fill_eighths(x0, shard, rank_seed);
+    fill_eighths(g0, full, 10 + grid->tensor_rank);
+    region_activation x = column_parallel_input_of(grid, full_buffer, shard_buffer);
+    memcpy(x.shard, x0, shard * sizeof(float));
+    column_parallel_input_forward(grid, x, batch, seq_len, width);
+    double forward_side = tp_dot(grid, x.full, g0, full, true);
+    region_activation g = column_parallel_input_of(grid, other, shard_buffer);
+    memcpy(g.full, g0, full * sizeof(float));
+    column_parallel_input_backward(grid, g, batch, seq_len, width);
+    double backward_side = tp_dot(grid, x0, g.shard, shard, sp);
+    bool column_ok = forward_side == backward_side && forward_side != 0.0;
+    // Row-parallel output: each rank's partial y inside -> the sum outside; g outside.
+    fill_eighths(g0, full, 20 + grid->tensor_rank);  // y's partial on this rank
+    fill_eighths(x0, shard, 30 + rank_seed);         // the gradient outside
+    region_activation y = row_parallel_output_of(grid, shard_buffer, full_buffer);
+    memcpy(y.full, g0, full * sizeof(float));
+    row_parallel_output_forward(grid, y, batch, seq_len, width);
+    forward_side = tp_dot(grid, y.shard, x0, shard, sp);
+    g = row_parallel_output_of(grid, shard_buffer, other);
+    memcpy(g.shard, x0, shard * sizeof(float));
+    row_parallel_output_backward(grid, g, batch, seq_len, width);
+    backward_side = tp_dot(grid, g0, g.full, full, true);
+    bool row_ok = forward_side == backward_side && forward_side != 0.0;
+    if (grid->world_rank == 0) {
+        char name[256];
+        snprintf(name, sizeof name, "%s: column-parallel input edge, backward is the forward's adjoint", label);
+        testing_report(column_ok, name, "sides differ");
+        snprintf(name, sizeof name, "%s: row-parallel output edge, backward is the forward's adjoint", label);
+        testing_report(row_ok, name, "sides differ");
+    }
+    free(x0);
+    free(g0);
+    free(shard_buffer);
+    free(full_buffer);
+    free(other);
+}
+
 static int child_main(int tp, bool sp, int zero_stage, int steps, const char *label) {
     decon_config c;
     small_config(&c, "standard", "uniform", tp, sp, zero_stage, 1);
     process_grid grid;
     process_grid_create(&grid, MPI_COMM_WORLD, &c, label);
+    check_layer_edges(&grid, label);
     for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++)
         for (size_t l = 0; l < sizeof LAYOUTS / sizeof LAYOUTS[0]; l++) {
             case_errors e = run_case(&grid, VARIANTS[v], LAYOUTS[l], zero_stage, steps);

@@ -1,4 +1,6 @@
-#include "par/tensor_collectives.h"
+// The region ops are pairs of four primitives (all-reduce, all-gather and reduce-scatter
+// along the sequence, split along the sequence); a backward is its partner's forward.
+#include "par/mappings.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +16,11 @@ static float *staging(process_grid *grid, size_t floats) {
     return grid->staging;
 }
 
-void tensor_all_reduce(process_grid *grid, float *x, size_t count, traffic_kind kind) {
+static void all_reduce(process_grid *grid, float *x, size_t count) {
     if (grid->tensor_size == 1) return;
     MPI_Allreduce(MPI_IN_PLACE, x, (int)count, MPI_FLOAT, MPI_SUM, grid->tensor);
-    traffic_add(&grid->traffic, kind, traffic_all_reduce_bytes((double)count * sizeof(float), grid->tensor_size));
+    traffic_add(&grid->traffic, TRAFFIC_TP_ALL_REDUCE,
+                traffic_all_reduce_bytes((double)count * sizeof(float), grid->tensor_size));
 }
 
 // MPI's gather/scatter work on rank-major blocks [tp][batch][seq/tp][width]; the model's
@@ -38,7 +41,8 @@ static void full_from_rank_major(float *full, const float *blocks, int tp, int b
                    piece * sizeof(float));
 }
 
-void sequence_all_gather(process_grid *grid, float *full, const float *shard, int batch, int seq_len, int width) {
+static void all_gather_sequence(process_grid *grid, float *full, const float *shard, int batch, int seq_len,
+                                int width) {
     int tp = grid->tensor_size;
     size_t shard_floats = (size_t)batch * (size_t)(seq_len / tp) * (size_t)width;
     if (tp == 1) {
@@ -52,8 +56,8 @@ void sequence_all_gather(process_grid *grid, float *full, const float *shard, in
                 traffic_all_gather_bytes((double)shard_floats * tp * sizeof(float), tp));
 }
 
-void sequence_reduce_scatter(process_grid *grid, float *shard, const float *full, int batch, int seq_len,
-                             int width) {
+static void reduce_scatter_sequence(process_grid *grid, float *shard, const float *full, int batch, int seq_len,
+                                    int width) {
     int tp = grid->tensor_size;
     size_t shard_floats = (size_t)batch * (size_t)(seq_len / tp) * (size_t)width;
     if (tp == 1) {
@@ -67,10 +71,38 @@ void sequence_reduce_scatter(process_grid *grid, float *shard, const float *full
                 traffic_reduce_scatter_bytes((double)shard_floats * tp * sizeof(float), tp));
 }
 
-void sequence_take_shard(const process_grid *grid, float *shard, const float *full, int batch, int seq_len,
-                         int width) {
+void copy_to_tensor_parallel_region_backward(process_grid *grid, float *grad, size_t count) {
+    all_reduce(grid, grad, count);
+}
+
+void reduce_from_tensor_parallel_region_forward(process_grid *grid, float *x, size_t count) {
+    all_reduce(grid, x, count);
+}
+
+void scatter_to_sequence_parallel_region_forward(const process_grid *grid, float *shard, const float *full, int batch,
+                                                 int seq_len, int width) {
     int tp = grid->tensor_size, r = grid->tensor_rank;
     size_t piece = (size_t)(seq_len / tp) * (size_t)width;
     for (int b = 0; b < batch; b++)
         memcpy(shard + (size_t)b * piece, full + (size_t)b * seq_len * width + r * piece, piece * sizeof(float));
+}
+
+void gather_from_sequence_parallel_region_forward(process_grid *grid, float *full, const float *shard, int batch,
+                                                  int seq_len, int width) {
+    all_gather_sequence(grid, full, shard, batch, seq_len, width);
+}
+
+void gather_from_sequence_parallel_region_backward(process_grid *grid, float *d_shard, const float *d_full, int batch,
+                                                   int seq_len, int width) {
+    reduce_scatter_sequence(grid, d_shard, d_full, batch, seq_len, width);
+}
+
+void reduce_scatter_to_sequence_parallel_region_forward(process_grid *grid, float *shard, const float *full, int batch,
+                                                        int seq_len, int width) {
+    reduce_scatter_sequence(grid, shard, full, batch, seq_len, width);
+}
+
+void reduce_scatter_to_sequence_parallel_region_backward(process_grid *grid, float *d_full, const float *d_shard,
+                                                         int batch, int seq_len, int width) {
+    all_gather_sequence(grid, d_full, d_shard, batch, seq_len, width);
 }

@@ -13,38 +13,26 @@
 #include <math.h>
 
 #include "mixers/mixer.h"
+#include "mixers/qkvo.h"
 #include "ops/ops.h"
 #include "par/parallel_linear.h"
 
-enum { P_WQ, P_BQ, P_WK, P_BK, P_WV, P_BV, P_EQ, P_EK, P_EV, P_WO };
+// The projections sit in the slots qkvo_register_projections fills (QKVO_WQ..QKVO_BV).
+enum { P_WQ = QKVO_WQ, P_BQ = QKVO_BQ, P_WK = QKVO_WK, P_BK = QKVO_BK, P_WV = QKVO_WV, P_BV = QKVO_BV };
+enum { P_EQ = QKVO_BV + 1, P_EK, P_EV, P_WO };
 // shared projections [rows, d_h]; per-head Q_j (after RoPE) [rows, heads, d_h], K_j (after
 // RoPE), V_j [rows, kv_heads, d_h]; attention output [rows, heads, d_h]; logsumexp.
 enum { S_QS, S_KS, S_VS, S_Q, S_K, S_V, S_AV, S_LSE };
 
 static void mhe_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
-    int d = c->hidden_size, dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = config_kv_heads(c);
+    int dh = config_head_dim(c), heads = c->num_attention_heads, kv_heads = config_kv_heads(c);
     float std = (float)c->initializer_range;
-    float out_std = std / sqrtf(2.0f * (float)c->num_hidden_layers);
     char name[PARAM_NAME_MAX];
     int l = layer->layer;
-    for (int i = 0; i < MIXER_MAX_PARAMS; i++) layer->params[i] = -1;
     // The shared projections are replicated over tensor-parallel ranks (their gradients
     // are summed over tp); the head embeddings follow their heads (rows), Wo is
     // row-parallel (its columns are the heads) as standard's.
-    mixer_param_name(name, sizeof name, l, "wq");
-    layer->params[P_WQ] = params_add(registry, name, "mixer", l, dh, d, SHARD_NONE, INIT_NORMAL, std, true);
-    mixer_param_name(name, sizeof name, l, "wk");
-    layer->params[P_WK] = params_add(registry, name, "mixer", l, dh, d, SHARD_NONE, INIT_NORMAL, std, true);
-    mixer_param_name(name, sizeof name, l, "wv");
-    layer->params[P_WV] = params_add(registry, name, "mixer", l, dh, d, SHARD_NONE, INIT_NORMAL, std, true);
-    if (c->attention_bias) {
-        mixer_param_name(name, sizeof name, l, "bq");
-        layer->params[P_BQ] = params_add(registry, name, "mixer", l, dh, 0, SHARD_NONE, INIT_ZEROS, 0, false);
-        mixer_param_name(name, sizeof name, l, "bk");
-        layer->params[P_BK] = params_add(registry, name, "mixer", l, dh, 0, SHARD_NONE, INIT_ZEROS, 0, false);
-        mixer_param_name(name, sizeof name, l, "bv");
-        layer->params[P_BV] = params_add(registry, name, "mixer", l, dh, 0, SHARD_NONE, INIT_ZEROS, 0, false);
-    }
+    qkvo_register_projections(layer, registry, c, dh, dh, SHARD_NONE);
     // Each rank backpropagates only its own heads through them: its gradient is a share.
     for (int p = P_WQ; p <= P_BV; p++)
         if (layer->params[p] >= 0) registry->items[layer->params[p]].grad_partial_over_tp = true;
@@ -56,9 +44,7 @@ static void mhe_register(mixer_layer *layer, param_registry *registry, const dec
     layer->params[P_EK] = params_add(registry, name, "mixer", l, kv_heads, dh, SHARD_ROWS, INIT_NORMAL, std, false);
     mixer_param_name(name, sizeof name, l, "ev");
     layer->params[P_EV] = params_add(registry, name, "mixer", l, kv_heads, dh, SHARD_ROWS, INIT_NORMAL, std, false);
-    mixer_param_name(name, sizeof name, l, "wo");
-    layer->params[P_WO] =
-        params_add(registry, name, "mixer", l, d, (int64_t)heads * dh, SHARD_COLS, INIT_NORMAL, out_std, true);
+    layer->params[P_WO] = qkvo_register_output(layer, registry, c);
 }
 
 static size_t mhe_saved_floats(const decon_config *c, int batch, int seq_len) {

@@ -2,6 +2,8 @@
 // counts strictly): they register through standard's own register_params, so names,
 // shapes, sharding and initialisation cannot drift, then find their tensors by name.
 #pragma once
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/arena.h"
@@ -11,6 +13,43 @@
 #include "par/parallel_linear.h"
 
 enum { QKVO_WQ, QKVO_BQ, QKVO_WK, QKVO_BK, QKVO_WV, QKVO_BV, QKVO_WO, QKVO_COUNT };
+
+// Wq, Wk, Wv [q_rows or kv_rows, d] ~ N(0, initializer_range), then (attention_bias)
+// zero biases bq, bk, bv, into layer->params[QKVO_WQ..QKVO_BV]; every other slot -1.
+// standard shards them by heads (SHARD_ROWS); mhe's shared head-size projections are
+// replicated (SHARD_NONE). The order of registration fixes the layout of the parameters.
+static inline void qkvo_register_projections(mixer_layer *layer, param_registry *registry, const decon_config *c,
+                                             int64_t q_rows, int64_t kv_rows, shard_kind shard) {
+    static const char *const weight[3] = {"wq", "wk", "wv"}, *const bias[3] = {"bq", "bk", "bv"};
+    static const int weight_slot[3] = {QKVO_WQ, QKVO_WK, QKVO_WV}, bias_slot[3] = {QKVO_BQ, QKVO_BK, QKVO_BV};
+    const int64_t rows[3] = {q_rows, kv_rows, kv_rows};
+    float std = (float)c->initializer_range;
+    char name[PARAM_NAME_MAX];
+    int l = layer->layer;
+    for (int i = 0; i < MIXER_MAX_PARAMS; i++) layer->params[i] = -1;
+    for (int i = 0; i < 3; i++) {
+        mixer_param_name(name, sizeof name, l, weight[i]);
+        layer->params[weight_slot[i]] =
+            params_add(registry, name, "mixer", l, rows[i], c->hidden_size, shard, INIT_NORMAL, std, true);
+    }
+    if (!c->attention_bias) return;
+    for (int i = 0; i < 3; i++) {
+        mixer_param_name(name, sizeof name, l, bias[i]);
+        layer->params[bias_slot[i]] = params_add(registry, name, "mixer", l, rows[i], 0, shard, INIT_ZEROS, 0, false);
+    }
+}
+
+// Wo [d, heads*d_h], row-parallel (its columns are the heads), its initialisation scaled
+// down with depth (GPT-2 style) so the residual stream does not grow with the number of
+// layers. Returns its registry index.
+static inline int qkvo_register_output(const mixer_layer *layer, param_registry *registry, const decon_config *c) {
+    float out_std = (float)c->initializer_range / sqrtf(2.0f * (float)c->num_hidden_layers);
+    int64_t q_dim = (int64_t)c->num_attention_heads * config_head_dim(c);
+    char name[PARAM_NAME_MAX];
+    mixer_param_name(name, sizeof name, layer->layer, "wo");
+    return params_add(registry, name, "mixer", layer->layer, c->hidden_size, q_dim, SHARD_COLS, INIT_NORMAL, out_std,
+                      true);
+}
 
 // Registers standard's tensors for this layer; layer->params[QKVO_*] = their registry
 // indices (-1 for the biases when attention_bias = 0).

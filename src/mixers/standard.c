@@ -13,34 +13,13 @@
 
 enum { S_Q, S_K, S_V, S_AV, S_LSE };
 
+// Megatron: Wq, Wk, Wv and biases column-parallel (rows are heads), Wo row-parallel
+// (columns are heads), so each tensor-parallel rank holds whole heads.
 static void standard_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
-    int d = c->hidden_size, dh = config_head_dim(c);
-    int q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
-    float std = (float)c->initializer_range;
-    // Output projection scaled down with depth (GPT-2 style) so the residual stream
-    // does not grow with the number of layers.
-    float out_std = std / sqrtf(2.0f * (float)c->num_hidden_layers);
-    char name[PARAM_NAME_MAX];
-    int l = layer->layer;
-    for (int i = 0; i < MIXER_MAX_PARAMS; i++) layer->params[i] = -1;
-    // Megatron: Wq, Wk, Wv and biases column-parallel (rows are heads), Wo row-parallel
-    // (columns are heads), so each tensor-parallel rank holds whole heads.
-    mixer_param_name(name, sizeof name, l, "wq");
-    layer->params[QKVO_WQ] = params_add(registry, name, "mixer", l, q_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
-    mixer_param_name(name, sizeof name, l, "wk");
-    layer->params[QKVO_WK] = params_add(registry, name, "mixer", l, kv_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
-    mixer_param_name(name, sizeof name, l, "wv");
-    layer->params[QKVO_WV] = params_add(registry, name, "mixer", l, kv_dim, d, SHARD_ROWS, INIT_NORMAL, std, true);
-    if (c->attention_bias) {
-        mixer_param_name(name, sizeof name, l, "bq");
-        layer->params[QKVO_BQ] = params_add(registry, name, "mixer", l, q_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
-        mixer_param_name(name, sizeof name, l, "bk");
-        layer->params[QKVO_BK] = params_add(registry, name, "mixer", l, kv_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
-        mixer_param_name(name, sizeof name, l, "bv");
-        layer->params[QKVO_BV] = params_add(registry, name, "mixer", l, kv_dim, 0, SHARD_ROWS, INIT_ZEROS, 0, false);
-    }
-    mixer_param_name(name, sizeof name, l, "wo");
-    layer->params[QKVO_WO] = params_add(registry, name, "mixer", l, d, q_dim, SHARD_COLS, INIT_NORMAL, out_std, true);
+    int dh = config_head_dim(c);
+    qkvo_register_projections(layer, registry, c, (int64_t)c->num_attention_heads * dh,
+                              (int64_t)config_kv_heads(c) * dh, SHARD_ROWS);
+    layer->params[QKVO_WO] = qkvo_register_output(layer, registry, c);
 }
 
 static size_t standard_saved_floats(const decon_config *c, int batch, int seq_len) {

@@ -3,9 +3,9 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/errors.h"
 #include "eval/load.h"
 #include "eval/skip.h"
@@ -56,12 +56,6 @@ static int *read_tokens(const char *path, int vocab_size, int64_t *count) {
 }
 
 static int max_int(int a, int b) { return a > b ? a : b; }
-
-static double wall_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 int evaluator_run(const eval_options *o) {
     double t_start = wall_seconds();

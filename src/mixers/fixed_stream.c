@@ -15,7 +15,6 @@
 // one sgemm per head: measured faster than broadcasting Qf, Kf over the batch through the
 // flash attention op, which recomputes the same scores and exponentials for every
 // sequence (docs/design.md).
-#include <math.h>
 
 #include "core/errors.h"
 #include "mixers/mixer.h"
@@ -25,25 +24,6 @@
 
 enum { S_Q, S_K, S_V, S_AV };  // Qf, Kf (after RoPE) of the fixed sequence; V, A V of all
 static const size_t PAD = 16;    // alignment slack per arena tensor
-
-typedef struct {
-    int batch, seq_len, heads, kv_heads, head_dim, q_dim, kv_dim;
-    float scale;
-} map_shape;
-
-static map_shape shape_of(const mixer_context *x) {
-    const decon_config *c = x->config;
-    map_shape s;
-    s.batch = x->batch;
-    s.seq_len = x->seq_len;
-    s.heads = config_local_heads(c);
-    s.kv_heads = config_local_kv_heads(c);
-    s.head_dim = config_head_dim(c);
-    s.q_dim = s.heads * s.head_dim;
-    s.kv_dim = s.kv_heads * s.head_dim;
-    s.scale = 1.0f / sqrtf((float)s.head_dim);
-    return s;
-}
 
 static size_t fixed_saved_floats(const decon_config *c, int batch, int seq_len) {
     size_t dh = (size_t)config_head_dim(c), L = (size_t)seq_len, rows = (size_t)batch * L;
@@ -70,7 +50,7 @@ static void fixed_bind(mixer_layer *layer, arena *activations, const decon_confi
     layer->saved[S_AV] = arena_floats(activations, rows * q_dim);
 }
 
-static float *workspace_from(const mixer_context *x, const map_shape *s) {
+static float *workspace_from(const mixer_context *x, const qkvo_shape *s) {
     return arena_floats(x->scratch,
                         shared_attention_workspace_floats(s->batch, s->seq_len, s->heads, s->kv_heads, s->head_dim));
 }
@@ -83,7 +63,7 @@ static void require_fixed_stream(const mixer_layer *layer, const mixer_context *
 
 static void fixed_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
     require_fixed_stream(layer, x);
-    map_shape s = shape_of(x);
+    qkvo_shape s = qkvo_shape_of(x);
     int L = s.seq_len, rows = s.batch * L, d = x->config->hidden_size;
     const float *fixed_inp = inp + (size_t)x->fixed_sequence * L * d;
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V], *av = layer->saved[S_AV];
@@ -105,7 +85,7 @@ static void fixed_forward(mixer_layer *layer, const mixer_context *x, float *out
 static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                            const float *inp) {
     require_fixed_stream(layer, x);
-    map_shape s = shape_of(x);
+    qkvo_shape s = qkvo_shape_of(x);
     int L = s.seq_len, rows = s.batch * L, d = x->config->hidden_size;
     size_t fixed_offset = (size_t)x->fixed_sequence * L * d;
     size_t mark = arena_mark(x->scratch);
@@ -137,7 +117,7 @@ static void fixed_backward(mixer_layer *layer, const mixer_context *x, float *d_
 // The one map of the last forward, whichever sequence is asked for.
 static void fixed_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
     (void)sequence;
-    map_shape s = shape_of(x);
+    qkvo_shape s = qkvo_shape_of(x);
     shared_attention_map(probs, layer->saved[S_Q], layer->saved[S_K], s.seq_len, s.heads, s.kv_heads, s.head_dim,
                          s.scale);
 }
@@ -145,7 +125,7 @@ static void fixed_attention_matrix(mixer_layer *layer, const mixer_context *x, i
 // s Qf_i.Kf_t of the fixed stream (after RoPE): the same for every sequence.
 static void fixed_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
     (void)sequence;
-    map_shape s = shape_of(x);
+    qkvo_shape s = qkvo_shape_of(x);
     attention_score_matrix(scores, layer->saved[S_Q], layer->saved[S_K], s.seq_len, s.heads, s.kv_heads, s.head_dim,
                            s.scale);
 }

@@ -14,6 +14,28 @@
 
 enum { QKVO_WQ, QKVO_BQ, QKVO_WK, QKVO_BK, QKVO_WV, QKVO_BV, QKVO_WO, QKVO_COUNT };
 
+// The dimensions of one call on this rank (local heads), and the softmax scale 1/sqrt(d_h).
+typedef struct {
+    int batch, seq_len, rows, d, heads, kv_heads, head_dim, q_dim, kv_dim;
+    float scale;
+} qkvo_shape;
+
+static inline qkvo_shape qkvo_shape_of(const mixer_context *x) {
+    const decon_config *c = x->config;
+    qkvo_shape s;
+    s.batch = x->batch;
+    s.seq_len = x->seq_len;
+    s.rows = x->batch * x->seq_len;
+    s.d = c->hidden_size;
+    s.heads = config_local_heads(c);
+    s.kv_heads = config_local_kv_heads(c);
+    s.head_dim = config_head_dim(c);
+    s.q_dim = s.heads * s.head_dim;
+    s.kv_dim = s.kv_heads * s.head_dim;
+    s.scale = 1.0f / sqrtf((float)s.head_dim);
+    return s;
+}
+
 // Wq, Wk, Wv [q_rows or kv_rows, d] ~ N(0, initializer_range), then (attention_bias)
 // zero biases bq, bk, bv, into layer->params[QKVO_WQ..QKVO_BV]; every other slot -1.
 // standard shards them by heads (SHARD_ROWS); mhe's shared head-size projections are

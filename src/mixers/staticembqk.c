@@ -9,7 +9,6 @@
 // (H = RMSNorm(x) and E). Keeping the norm in the model lets it run once per layer on
 // full rows, before the tensor-parallel split: every rank sees the same E, and the sum
 // over ranks of their d_normed_embeddings shares is the full gradient, like d_inp's.
-#include <math.h>
 #include <string.h>
 
 #include "mixers/mixer.h"
@@ -18,25 +17,6 @@
 #include "par/parallel_linear.h"
 
 enum { S_Q, S_K, S_V, S_AV, S_LSE };
-
-typedef struct {
-    int rows, d, heads, kv_heads, head_dim, q_dim, kv_dim;
-    float scale;
-} static_shape;
-
-static static_shape shape_of(const mixer_context *x) {
-    const decon_config *c = x->config;
-    static_shape s;
-    s.rows = x->batch * x->seq_len;
-    s.d = c->hidden_size;
-    s.heads = config_local_heads(c);
-    s.kv_heads = config_local_kv_heads(c);
-    s.head_dim = config_head_dim(c);
-    s.q_dim = s.heads * s.head_dim;
-    s.kv_dim = s.kv_heads * s.head_dim;
-    s.scale = 1.0f / sqrtf((float)s.head_dim);
-    return s;
-}
 
 static size_t static_saved_floats(const decon_config *c, int batch, int seq_len) {
     return qkvo_saved_floats(c, batch, seq_len) + qkvo_per_head_floats(c, batch, seq_len) + QKVO_PAD;  // + lse
@@ -53,7 +33,7 @@ static void static_bind(mixer_layer *layer, arena *activations, const decon_conf
 }
 
 static void static_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
-    static_shape s = shape_of(x);
+    qkvo_shape s = qkvo_shape_of(x);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     const float *normed = x->normed_embeddings;  // E = RMSNorm(e), from the model
     column_parallel_linear_forward(q, normed, qkvo_param(layer, x, QKVO_WQ), qkvo_param(layer, x, QKVO_BQ), s.rows, s.d,
@@ -71,7 +51,7 @@ static void static_forward(mixer_layer *layer, const mixer_context *x, float *ou
 
 static void static_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                             const float *inp) {
-    static_shape s = shape_of(x);
+    qkvo_shape s = qkvo_shape_of(x);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
     attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
                        layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim,
@@ -89,13 +69,13 @@ static void static_backward(mixer_layer *layer, const mixer_context *x, float *d
 }
 
 static void static_attention_matrix(mixer_layer *layer, const mixer_context *x, int sequence, float *probs) {
-    static_shape shape = shape_of(x);
+    qkvo_shape shape = qkvo_shape_of(x);
     mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
     attention_probabilities(probs, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, shape.scale);
 }
 
 static void static_attention_scores(mixer_layer *layer, const mixer_context *x, int sequence, float *scores) {
-    static_shape shape = shape_of(x);
+    qkvo_shape shape = qkvo_shape_of(x);
     mixer_sequence_qk s = mixer_sequence_qk_of(x, layer->saved[S_Q], layer->saved[S_K], sequence);
     attention_score_matrix(scores, s.q, s.k, s.seq_len, s.heads, s.kv_heads, s.head_dim, shape.scale);
 }

@@ -2,17 +2,11 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/errors.h"
 #include "ops/ops.h"
-
-double wall_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 void progress_start(progress_meter *meter, long first_step, long max_steps) {
     meter->start_time = wall_seconds();

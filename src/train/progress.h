@@ -11,7 +11,6 @@ typedef struct {
     bool live;              // stdout is a terminal: redraw one line with \r
 } progress_meter;
 
-double wall_seconds(void);
 void progress_start(progress_meter *meter, long first_step, long max_steps);
 // Prints one progress line for a completed step.
 void progress_print(progress_meter *meter, long step, double loss, double lr, double grad_norm,

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/errors.h"
 #include "io/checkpoint.h"
 #include "io/data_loader.h"

@@ -25,6 +25,7 @@
 
 #include "analysis/phases.h"
 #include "core/errors.h"
+#include "io/hdf5_helpers.h"
 
 enum { MAX_INPUTS = 256 };
 
@@ -164,7 +165,7 @@ int main(int argc, char **argv) {
     log_set_rank(rank, world);
     phases_init();
     fatal_set_exit_hook(abort_all_ranks);
-    recording_quiet_hdf5();
+    hdf5_quiet();
 
     // ---- arguments (every rank parses the same argv, so every rank agrees) ----
     analysis_options options = {.tol = 1e-6, .svd_sequences = 1 << 30, .block = 0};

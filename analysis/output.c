@@ -3,7 +3,6 @@
 // output_json.c and output_h5.c. Layout: docs/design.md, "Analysis"; analysis.h5 carries
 // a `description` attribute on every dataset.
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,19 +42,11 @@ const char *const svd_field_descriptions[SVD_FIELDS] = {
     "effective rank exp(-sum p log p), p = s / sum s (Roy & Vetterli)", "stable rank sum s^2 / s_max^2",
     "numerical rank #{s > tol s_max}", "largest singular value"};
 
-bool output_fail(char *why, size_t size, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(why, size, format, args);
-    va_end(args);
-    return false;
-}
-
 FILE *output_open_tmp(const char *path, char *tmp, size_t tmp_size, char *why, size_t size) {
     snprintf(tmp, tmp_size, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f)
-        output_fail(why, size, "cannot write %s (%s): check that --out is a writable directory", tmp, strerror(errno));
+        why_fail(why, size, "cannot write %s (%s): check that --out is a writable directory", tmp, strerror(errno));
     return f;
 }
 
@@ -83,7 +74,7 @@ static bool finish_staged(bool publish, char *why, size_t size) {
     bool ok = true;
     for (int i = 0; i < staged_count; i++) {
         if (publish && ok && rename(staged[i].tmp, staged[i].path) != 0)
-            ok = output_fail(why, size, "cannot rename %s to %s (%s)", staged[i].tmp, staged[i].path, strerror(errno));
+            ok = why_fail(why, size, "cannot rename %s to %s (%s)", staged[i].tmp, staged[i].path, strerror(errno));
         if (!publish || !ok) remove(staged[i].tmp);
         free(staged[i].tmp);
         free(staged[i].path);
@@ -97,7 +88,7 @@ bool output_close_staged(FILE *f, const char *tmp, const char *path, char *why, 
     ok = (fclose(f) == 0) && ok;
     if (!ok) {
         remove(tmp);
-        return output_fail(why, size, "writing %s failed (disk full?): free space and run again", tmp);
+        return why_fail(why, size, "writing %s failed (disk full?): free space and run again", tmp);
     }
     output_stage(tmp, path);
     return true;

@@ -266,7 +266,7 @@ bool output_h5(const char *out, const run_results *runs, int run_count, const no
     snprintf(path, sizeof path, "%s/analysis.h5", out);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0) return output_fail(why, size, "cannot create %s: check that --out is a writable directory", tmp);
+    if (file < 0) return why_fail(why, size, "cannot create %s: check that --out is a writable directory", tmp);
     h5_writer w = {true, why, size, tmp};
     h5_attr_text(&w, file, "kind", "decon analysis");
     h5_attr_int(&w, file, "format_version", 1);

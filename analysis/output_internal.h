@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "analysis/results.h"
+#include "analysis/why.h"
 #include "core/errors.h"
 
 // What each field means, for the JSON definitions and the HDF5 descriptions.
@@ -14,8 +15,6 @@ extern const char *const head_field_descriptions[HEAD_FIELDS];
 extern const char *const layer_field_descriptions[LAYER_FIELDS];
 extern const char *const svd_field_descriptions[SVD_FIELDS];
 
-// Formats the failure into why; returns false.
-DECON_PRINTF(3, 4) bool output_fail(char *why, size_t size, const char *format, ...);
 // Opens "<path>.tmp" (its name in tmp) for writing; NULL with why filled on failure.
 FILE *output_open_tmp(const char *path, char *tmp, size_t tmp_size, char *why, size_t size);
 // Stages a complete tmp for path: output_write_all renames the whole set at the end.

@@ -2,50 +2,41 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "analysis/why.h"
 #include "core/errors.h"
 #include "io/hdf5_format.h"
+#include "io/hdf5_helpers.h"
 
 const char *const recording_logit_stat_names[RECORDING_LOGIT_STATS] = {
     "min", "max", "mean", "p1", "p50", "p99", "count_abs_gt_10", "count_abs_gt_1000"};
 
 static const char REDO[] = "re-record it (or pass an intact copy)";
 
-DECON_PRINTF(3, 4) static bool fail(char *why, size_t size, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(why, size, format, args);
-    va_end(args);
-    return false;
-}
-
-void recording_quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
 hid_t recording_open_file(const char *path, const char *what, const char *redo, char *why, size_t size) {
     struct stat st;
     if (stat(path, &st) != 0) {
-        if (errno == ENOENT) fail(why, size, "%s does not exist: check the path (expected %s)", path, what);
-        else fail(why, size, "cannot read %s (%s): check its permissions", path, strerror(errno));
+        if (errno == ENOENT) why_fail(why, size, "%s does not exist: check the path (expected %s)", path, what);
+        else why_fail(why, size, "cannot read %s (%s): check its permissions", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fail(why, size, "%s is not a regular file: pass %s", path, what);
+        why_fail(why, size, "%s is not a regular file: pass %s", path, what);
         return -1;
     }
     int superblock = hdf5_superblock_version(path);
     if (superblock >= 0 && superblock < HDF5_CHECKSUMMED_SUPERBLOCK) {  // io/hdf5_format.h: not given to HDF5
-        fail(why, size, "%s is an HDF5 file without metadata checksums, not written by decon: pass a file written "
+        why_fail(why, size, "%s is an HDF5 file without metadata checksums, not written by decon: pass a file written "
              "by decon (h5repack -L converts a file to the checksummed format)", path);
         return -1;
     }
-    recording_quiet_hdf5();
+    hdf5_quiet();
     hid_t file = superblock >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
-    if (file < 0) fail(why, size, "%s cannot be opened as HDF5 (not HDF5, truncated or corrupt): %s", path, redo);
+    if (file < 0) why_fail(why, size, "%s cannot be opened as HDF5 (not HDF5, truncated or corrupt): %s", path, redo);
     return file;
 }
 
@@ -56,19 +47,6 @@ hid_t recording_open(const char *path, char *why, size_t size) {
 // ---- attributes -------------------------------------------------------------------------
 
 static bool attribute_exists(hid_t object, const char *name) { return H5Aexists(object, name) > 0; }
-
-static bool read_scalar(hid_t object, const char *name, hid_t mem_type, void *value) {
-    if (!attribute_exists(object, name)) return false;
-    hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
-    if (attribute < 0) return false;
-    hid_t space = H5Aget_space(attribute), type = H5Aget_type(attribute);
-    bool ok = space >= 0 && type >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Tget_class(type) != H5T_STRING &&
-              H5Aread(attribute, mem_type, value) >= 0;
-    if (type >= 0) H5Tclose(type);
-    if (space >= 0) H5Sclose(space);
-    H5Aclose(attribute);
-    return ok;
-}
 
 // A string attribute, fixed or variable length; a numeric one is formatted with %g.
 static bool read_text(hid_t object, const char *name, char *text, size_t size) {
@@ -114,18 +92,18 @@ static bool read_text(hid_t object, const char *name, char *text, size_t size) {
 static bool require_int(hid_t object, const char *where, const char *name, int *value, const char *path, char *why,
                         size_t size) {
     if (!attribute_exists(object, name))
-        return fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
-    if (!read_scalar(object, name, H5T_NATIVE_INT, value))
-        return fail(why, size, "%s: attribute '%s' of %s is not a single number: %s", path, name, where, REDO);
+        return why_fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
+    if (!hdf5_read_scalar(object, name, H5T_NATIVE_INT, value))
+        return why_fail(why, size, "%s: attribute '%s' of %s is not a single number: %s", path, name, where, REDO);
     return true;
 }
 
 static bool require_text(hid_t object, const char *where, const char *name, char *text, size_t text_size,
                          const char *path, char *why, size_t size) {
     if (!attribute_exists(object, name))
-        return fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
+        return why_fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
     if (!read_text(object, name, text, text_size))
-        return fail(why, size, "%s: attribute '%s' of %s is unreadable: %s", path, name, where, REDO);
+        return why_fail(why, size, "%s: attribute '%s' of %s is unreadable: %s", path, name, where, REDO);
     return true;
 }
 
@@ -136,12 +114,12 @@ static bool require_text(hid_t object, const char *where, const char *name, char
 static hid_t open_dataset(hid_t group, const char *where, const char *name, int rank, const hsize_t *expected,
                           hsize_t *dims, const char *path, char *why, size_t size) {
     if (H5Lexists(group, name, H5P_DEFAULT) <= 0) {
-        fail(why, size, "%s is incomplete: no %s/%s: %s", path, where, name, REDO);
+        why_fail(why, size, "%s is incomplete: no %s/%s: %s", path, where, name, REDO);
         return -1;
     }
     hid_t dataset = H5Dopen2(group, name, H5P_DEFAULT);
     if (dataset < 0) {
-        fail(why, size, "%s: %s/%s cannot be opened (corrupt file): %s", path, where, name, REDO);
+        why_fail(why, size, "%s: %s/%s cannot be opened (corrupt file): %s", path, where, name, REDO);
         return -1;
     }
     hid_t space = H5Dget_space(dataset), type = H5Dget_type(dataset);
@@ -165,7 +143,7 @@ static hid_t open_dataset(hid_t group, const char *where, const char *name, int 
                                               (unsigned long long)expected[i]);
             else used_want += (size_t)snprintf(want + used_want, sizeof want - used_want, "%s*", i ? ", " : "");
         }
-        fail(why, size, "%s: %s/%s is %s[%s], expected a numeric [%s] (format_version %d): %s", path, where, name,
+        why_fail(why, size, "%s: %s/%s is %s[%s], expected a numeric [%s] (format_version %d): %s", path, where, name,
              numeric ? "" : "non-numeric ", shape, want, RECORDING_FORMAT_VERSION, REDO);
         H5Dclose(dataset);
         return -1;
@@ -203,9 +181,9 @@ static int compare_steps(const void *a, const void *b) {
 static bool read_double_attribute(hid_t object, const char *where, const char *name, double *value, const char *path,
                                   char *why, size_t size) {
     if (!attribute_exists(object, name))
-        return fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
-    if (!read_scalar(object, name, H5T_NATIVE_DOUBLE, value))
-        return fail(why, size, "%s: attribute '%s' of %s is not a single number: %s", path, name, where, REDO);
+        return why_fail(why, size, "%s is incomplete: %s has no attribute '%s': %s", path, where, name, REDO);
+    if (!hdf5_read_scalar(object, name, H5T_NATIVE_DOUBLE, value))
+        return why_fail(why, size, "%s: attribute '%s' of %s is not a single number: %s", path, name, where, REDO);
     return true;
 }
 
@@ -215,10 +193,10 @@ static bool scan_layer(hid_t step_group, recording_layer *layer, const recording
     char where[160];
     snprintf(where, sizeof where, "/%s/%s", step_name, layer->group);
     if (H5Lexists(step_group, layer->group, H5P_DEFAULT) <= 0)
-        return fail(why, size, "%s is incomplete: no %s (layer %d is in recorded_layers): %s", path, where,
+        return why_fail(why, size, "%s is incomplete: no %s (layer %d is in recorded_layers): %s", path, where,
                     layer->layer, REDO);
     hid_t group = H5Gopen2(step_group, layer->group, H5P_DEFAULT);
-    if (group < 0) return fail(why, size, "%s: %s cannot be opened (corrupt file): %s", path, where, REDO);
+    if (group < 0) return why_fail(why, size, "%s: %s cannot be opened (corrupt file): %s", path, where, REDO);
     int is_standard = 0, has_attn = 0, has_scores = 0;
     bool ok = require_text(group, where, "variant", layer->variant, sizeof layer->variant, path, why, size) &&
               require_int(group, where, "is_standard", &is_standard, path, why, size) &&
@@ -241,7 +219,7 @@ static bool scan_layer(hid_t step_group, recording_layer *layer, const recording
             else {
                 hid_t type = H5Dget_type(dataset);
                 if (H5Tget_class(type) != H5T_FLOAT)
-                    ok = fail(why, size, "%s: %s/attn is not floating point (the format stores float32 or float16): %s",
+                    ok = why_fail(why, size, "%s: %s/attn is not floating point (the format stores float32 or float16): %s",
                               path, where, REDO);
                 H5Tclose(type);
                 H5Dclose(dataset);
@@ -277,7 +255,7 @@ static bool scan_layer(hid_t step_group, recording_layer *layer, const recording
 static bool read_recorded_layers(hid_t file, recording_info *info, bool *recorded, char *why, size_t size) {
     const char *path = info->path;
     if (!attribute_exists(file, "recorded_layers"))
-        return fail(why, size, "%s is incomplete: / has no attribute 'recorded_layers': %s", path, REDO);
+        return why_fail(why, size, "%s is incomplete: / has no attribute 'recorded_layers': %s", path, REDO);
     hid_t attribute = H5Aopen(file, "recorded_layers", H5P_DEFAULT);
     hid_t space = attribute >= 0 ? H5Aget_space(attribute) : -1;
     hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
@@ -292,7 +270,7 @@ static bool read_recorded_layers(hid_t file, recording_info *info, bool *recorde
     }
     free(layers);
     if (!ok)
-        return fail(why, size, "%s: attribute recorded_layers must list 1..%d distinct 0-based layers below num_layers "
+        return why_fail(why, size, "%s: attribute recorded_layers must list 1..%d distinct 0-based layers below num_layers "
                     "%d: %s", path, info->num_layers, info->num_layers, REDO);
     info->recorded_count = (int)n;
     return true;
@@ -309,19 +287,19 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
                           : !attribute_exists(file, "kind")         ? "kind"
                                                                     : NULL;
     if (missing && H5Lexists(file, "params", H5P_DEFAULT) > 0)
-        ok = fail(why, size, "%s is HDF5 but not a decon attention recording (a checkpoint? give checkpoints with "
+        ok = why_fail(why, size, "%s is HDF5 but not a decon attention recording (a checkpoint? give checkpoints with "
                   "--checkpoint): pass the <run_dir>/attn.h5 that decon-train writes", path);
     else if (missing)
-        ok = fail(why, size, "%s is HDF5 but not a decon attention recording (no %s attribute): pass the "
+        ok = why_fail(why, size, "%s is HDF5 but not a decon attention recording (no %s attribute): pass the "
                   "<run_dir>/attn.h5 that decon-train writes", path, missing);
-    else if (!read_scalar(file, "format_version", H5T_NATIVE_INT, &info->format_version))
-        ok = fail(why, size, "%s: format_version is not a single number: %s", path, REDO);
+    else if (!hdf5_read_scalar(file, "format_version", H5T_NATIVE_INT, &info->format_version))
+        ok = why_fail(why, size, "%s: format_version is not a single number: %s", path, REDO);
     else if (info->format_version != RECORDING_FORMAT_VERSION)
-        ok = fail(why, size, "%s has format_version %d but this decon-analyze reads version %d: analyse it with the "
+        ok = why_fail(why, size, "%s has format_version %d but this decon-analyze reads version %d: analyse it with the "
                   "decon version that recorded it", path, info->format_version, RECORDING_FORMAT_VERSION);
     if (ok) ok = require_text(file, "/", "kind", info->kind, sizeof info->kind, path, why, size);
     if (ok && strcmp(info->kind, "decon attention recording") != 0)
-        ok = fail(why, size, "%s is a '%s', not a decon attention recording: pass the <run_dir>/attn.h5 that "
+        ok = why_fail(why, size, "%s is a '%s', not a decon attention recording: pass the <run_dir>/attn.h5 that "
                   "decon-train writes", path, info->kind);
     ok = ok && require_text(file, "/", "variant", info->variant, sizeof info->variant, path, why, size) &&
          require_text(file, "/", "layout", info->layout, sizeof info->layout, path, why, size) &&
@@ -333,7 +311,7 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
     int sequences_attribute = 0;
     ok = ok && require_int(file, "/", "sequences", &sequences_attribute, path, why, size);
     if (ok && (info->num_layers < 1 || info->num_layers > 100000 || info->num_heads < 1 || info->sequence_length < 1))
-        ok = fail(why, size, "%s: num_layers %d, num_heads %d, sequence_length %d must all be positive: %s", path,
+        ok = why_fail(why, size, "%s: num_layers %d, num_heads %d, sequence_length %d must all be positive: %s", path,
                   info->num_layers, info->num_heads, info->sequence_length, REDO);
     bool *recorded = ok ? xcalloc((size_t)info->num_layers, sizeof(bool)) : NULL;
     if (ok) ok = read_recorded_layers(file, info, recorded, why, size);
@@ -346,10 +324,10 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
             info->sequences = (int)dims[0];
             info->length = (int)dims[1];
             if (info->sequences < 1 || info->length < 1)
-                ok = fail(why, size, "%s: /tokens is empty [%d, %d]: no sequences were recorded: %s", path,
+                ok = why_fail(why, size, "%s: /tokens is empty [%d, %d]: no sequences were recorded: %s", path,
                           info->sequences, info->length, REDO);
             else if (info->sequences != sequences_attribute || info->length != info->sequence_length)
-                ok = fail(why, size, "%s: /tokens is [%d, %d] but the attributes say sequences = %d, sequence_length "
+                ok = why_fail(why, size, "%s: /tokens is [%d, %d] but the attributes say sequences = %d, sequence_length "
                           "= %d: %s", path, info->sequences, info->length, sequences_attribute, info->sequence_length,
                           REDO);
         }
@@ -358,9 +336,9 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
     if (ok) {
         hsize_t index = 0;
         if (H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, &index, collect_step, &names) < 0)
-            ok = fail(why, size, "%s: cannot list its groups (corrupt file): %s", path, REDO);
+            ok = why_fail(why, size, "%s: cannot list its groups (corrupt file): %s", path, REDO);
         else if (names.count == 0)
-            ok = fail(why, size, "%s has no /step_<N> groups: nothing was recorded (check the run's recording steps)",
+            ok = why_fail(why, size, "%s has no /step_<N> groups: nothing was recorded (check the run's recording steps)",
                       path);
     }
     if (ok) {
@@ -373,17 +351,17 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
             snprintf(where, sizeof where, "/%s", step->group);
             hid_t group = H5Gopen2(file, step->group, H5P_DEFAULT);
             if (group < 0) {
-                ok = fail(why, size, "%s: %s cannot be opened (corrupt file): %s", path, where, REDO);
+                ok = why_fail(why, size, "%s: %s cannot be opened (corrupt file): %s", path, where, REDO);
                 break;
             }
             long long value = 0;
             if (!attribute_exists(group, "step"))
-                ok = fail(why, size, "%s is incomplete: %s has no attribute 'step': %s", path, where, REDO);
-            else if (!read_scalar(group, "step", H5T_NATIVE_LLONG, &value))
-                ok = fail(why, size, "%s: attribute 'step' of %s is not a single number: %s", path, where, REDO);
+                ok = why_fail(why, size, "%s is incomplete: %s has no attribute 'step': %s", path, where, REDO);
+            else if (!hdf5_read_scalar(group, "step", H5T_NATIVE_LLONG, &value))
+                ok = why_fail(why, size, "%s: attribute 'step' of %s is not a single number: %s", path, where, REDO);
             step->step = value;
             step->loss = NAN;
-            if (ok && attribute_exists(group, "loss")) read_scalar(group, "loss", H5T_NATIVE_DOUBLE, &step->loss);
+            if (ok && attribute_exists(group, "loss")) hdf5_read_scalar(group, "loss", H5T_NATIVE_DOUBLE, &step->loss);
             for (int l = 0; l < info->num_layers && ok; l++) {
                 recording_layer *layer = &step->layers[l];
                 snprintf(layer->group, sizeof layer->group, "layer_%d", l);
@@ -399,7 +377,7 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
         if (ok) qsort(info->steps, (size_t)info->step_count, sizeof *info->steps, compare_steps);
         for (int s = 1; ok && s < info->step_count; s++)
             if (info->steps[s].step == info->steps[s - 1].step)
-                ok = fail(why, size, "%s: /%s and /%s both record step %lld: %s", path, info->steps[s - 1].group,
+                ok = why_fail(why, size, "%s: /%s and /%s both record step %lld: %s", path, info->steps[s - 1].group,
                           info->steps[s].group, (long long)info->steps[s].step, REDO);
     }
     free(names.names);
@@ -421,7 +399,7 @@ void recording_free(recording_info *info) {
 static bool read_slab(hid_t file, const char *name, int rank, const hsize_t *start, const hsize_t *count, double *out,
                       bool finite, const char *path, char *why, size_t size) {
     hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT);
-    if (dataset < 0) return fail(why, size, "%s: cannot open %s (corrupt file): %s", path, name, REDO);
+    if (dataset < 0) return why_fail(why, size, "%s: cannot open %s (corrupt file): %s", path, name, REDO);
     hid_t space = H5Dget_space(dataset);
     hssize_t elements = 1;
     for (int i = 0; i < rank; i++) elements *= (hssize_t)count[i];
@@ -432,10 +410,10 @@ static bool read_slab(hid_t file, const char *name, int rank, const hsize_t *sta
     if (memory >= 0) H5Sclose(memory);
     if (space >= 0) H5Sclose(space);
     H5Dclose(dataset);
-    if (!ok) return fail(why, size, "%s: reading %s failed (corrupt or truncated data): %s", path, name, REDO);
+    if (!ok) return why_fail(why, size, "%s: reading %s failed (corrupt or truncated data): %s", path, name, REDO);
     for (hssize_t i = 0; finite && i < elements; i++)
         if (!isfinite(out[i]))
-            return fail(why, size, "%s: %s holds a non-finite value (at element %lld of the slice read): %s", path,
+            return why_fail(why, size, "%s: %s holds a non-finite value (at element %lld of the slice read): %s", path,
                         name, (long long)i, REDO);
     return true;
 }

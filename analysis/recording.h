@@ -54,8 +54,7 @@ bool recording_scan(recording_info *info, const char *path, char *why, size_t si
 void recording_free(recording_info *info);
 
 // The file stays open between reads; H5Fclose when done. Quiet: HDF5's own error stack
-// printing is switched off by recording_quiet_hdf5().
-void recording_quiet_hdf5(void);
+// printing is switched off (hdf5_quiet, io/hdf5_helpers.h).
 hid_t recording_open(const char *path, char *why, size_t size);
 // The same for any HDF5 input: `what` says what the file should be and where one is found
 // ("a checkpoint of the recorded run (<run_dir>/ckpt/latest.h5)"), `redo` what to do when

@@ -1,21 +1,14 @@
 #include "analysis/weights.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "analysis/svd.h"
+#include "analysis/why.h"
 #include "core/errors.h"
 #include "io/checkpoint.h"
-
-DECON_PRINTF(3, 4) static bool fail(char *why, size_t size, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(why, size, format, args);
-    va_end(args);
-    return false;
-}
+#include "io/hdf5_helpers.h"
 
 // Shape of a 2-D dataset /params/<name>; false when absent or not 2-D.
 static bool tensor_shape(hid_t params, const char *name, hsize_t dims[2]) {
@@ -41,7 +34,7 @@ hid_t weights_open(const char *path, char *why, size_t size) {
     if (file < 0) {  // the line names the file; say that it is the checkpoint
         char inner[RECORDING_WHY];
         snprintf(inner, sizeof inner, "%s", why);
-        fail(why, size, "checkpoint %s", inner);
+        why_fail(why, size, "checkpoint %s", inner);
     }
     return file;
 }
@@ -53,26 +46,20 @@ bool weights_scan(weights_info *info, const char *path, const recording_info *re
     if (file < 0) return false;
     int version = 0;
     bool ok = true;
-    hid_t attribute = H5Aexists(file, "format_version") > 0 ? H5Aopen(file, "format_version", H5P_DEFAULT) : -1;
-    if (attribute < 0 || H5Aread(attribute, H5T_NATIVE_INT, &version) < 0)
-        ok = fail(why, size, "%s is not a decon checkpoint (no format_version): pass <run_dir>/ckpt/latest.h5 of the "
+    if (!hdf5_read_scalar(file, "format_version", H5T_NATIVE_INT, &version))
+        ok = why_fail(why, size, "%s is not a decon checkpoint (no format_version): pass <run_dir>/ckpt/latest.h5 of the "
                   "recorded run", path);
     else if (version != CHECKPOINT_FORMAT_VERSION)
-        ok = fail(why, size, "checkpoint %s has format version %d but this build reads %d: use the decon version that "
+        ok = why_fail(why, size, "checkpoint %s has format version %d but this build reads %d: use the decon version that "
                   "wrote it", path, version, CHECKPOINT_FORMAT_VERSION);
-    if (attribute >= 0) H5Aclose(attribute);
     hid_t params = ok && H5Lexists(file, "params", H5P_DEFAULT) > 0 ? H5Gopen2(file, "params", H5P_DEFAULT) : -1;
     if (ok && params < 0)
-        ok = fail(why, size, "checkpoint %s is incomplete (no /params): pass an intact checkpoint of the recorded run",
+        ok = why_fail(why, size, "checkpoint %s is incomplete (no /params): pass an intact checkpoint of the recorded run",
                   path);
     if (ok && H5Lexists(file, "state", H5P_DEFAULT) > 0) {
         hid_t state = H5Gopen2(file, "state", H5P_DEFAULT);
         long long step = -1;
-        if (state >= 0 && H5Aexists(state, "step") > 0) {
-            hid_t a = H5Aopen(state, "step", H5P_DEFAULT);
-            if (a < 0 || H5Aread(a, H5T_NATIVE_LLONG, &step) < 0) step = -1;
-            if (a >= 0) H5Aclose(a);
-        }
+        if (state >= 0 && !hdf5_read_scalar(state, "step", H5T_NATIVE_LLONG, &step)) step = -1;
         if (state >= 0) H5Gclose(state);
         info->step = step;
     }
@@ -81,7 +68,7 @@ bool weights_scan(weights_info *info, const char *path, const recording_info *re
     if (ok && (!layer_exists(params, info->layers - 1) || layer_exists(params, info->layers))) {
         int count = 0;
         while (count < 100000 && layer_exists(params, count)) count++;
-        ok = fail(why, size, "checkpoint %s has %d layers but recording %s has %d: pass the checkpoint of the recorded "
+        ok = why_fail(why, size, "checkpoint %s has %d layers but recording %s has %d: pass the checkpoint of the recorded "
                   "run", path, count, recording->path, recording->num_layers);
     }
     if (ok) {
@@ -150,7 +137,7 @@ static bool read_tensor(hid_t file, int layer, const char *which, double *out, c
     hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT);
     bool ok = dataset >= 0 && H5Dread(dataset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0;
     if (dataset >= 0) H5Dclose(dataset);
-    if (!ok) return fail(why, size, "checkpoint %s: reading %s failed (corrupt or truncated file): pass an intact "
+    if (!ok) return why_fail(why, size, "checkpoint %s: reading %s failed (corrupt or truncated file): pass an intact "
                          "checkpoint", path, name);
     return true;
 }
@@ -176,7 +163,7 @@ bool weights_layer_spectra(hid_t file, const weights_info *info, int layer, doub
         int info_qk = svd_product_core(d, dh, sq, sk, qk + (size_t)j * dh);
         int info_ov = svd_product_core(d, dh, sv, columns, ov + (size_t)j * dh);
         if (info_qk != 0 || info_ov != 0)
-            ok = fail(why, size, "checkpoint %s: the SVD of layer %d head %d did not converge (LAPACK info %d/%d): the "
+            ok = why_fail(why, size, "checkpoint %s: the SVD of layer %d head %d did not converge (LAPACK info %d/%d): the "
                       "weights may hold NaN or Inf", info->path, layer, j, info_qk, info_ov);
     }
     free(wq);

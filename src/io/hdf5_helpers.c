@@ -35,8 +35,10 @@ bool hdf5_read_scalar(hid_t object, const char *name, hid_t mem_type, void *valu
     if (H5Aexists(object, name) <= 0) return false;
     hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
     if (attribute < 0) return false;
-    hid_t space = H5Aget_space(attribute);
-    bool ok = space >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Aread(attribute, mem_type, value) >= 0;
+    hid_t space = H5Aget_space(attribute), type = H5Aget_type(attribute);
+    bool ok = space >= 0 && type >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Tget_class(type) != H5T_STRING &&
+              H5Aread(attribute, mem_type, value) >= 0;
+    if (type >= 0) H5Tclose(type);
     if (space >= 0) H5Sclose(space);
     H5Aclose(attribute);
     return ok;

@@ -16,7 +16,8 @@ void hdf5_quiet(void);
 hid_t hdf5_access_plist(MPI_Comm comm);
 // A fixed-length, NUL-terminated string type for `length` characters.
 hid_t hdf5_string_type(size_t length);
-// Reads the one-element attribute `name` as mem_type; false when absent or unreadable.
+// Reads the one-element, non-string attribute `name` as mem_type; false when absent or
+// unreadable.
 bool hdf5_read_scalar(hid_t object, const char *name, hid_t mem_type, void *value);
 // The fixed-length string attribute `name` into out (empty when absent or unreadable).
 void hdf5_read_string(hid_t object, const char *name, char *out, size_t size);

@@ -4,7 +4,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include "core/errors.h"
 #include "model_reference_internal.h"
 #include "linear_attention_reference.h"
 
@@ -16,31 +15,10 @@
 // Projections and RoPE into s (probs unused), then the attention into s->av.
 static void linear_mixer_run(ref_context *x, int layer, const double *inp, standard_state *s, bool diag) {
     const decon_config *c = x->config;
-    int d = c->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
-    s->heads = c->num_attention_heads;
-    s->kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-    s->dh = d / s->heads;
+    int B = x->batch, T = x->seq_len;
+    ref_standard_begin(x, layer, s, false);
+    ref_standard_project(x, inp, s);
     int H = s->heads, KV = s->kv_heads, dh = s->dh;
-    bool bias = c->attention_bias;
-    s->wq = ref_lookup(x, true, (int64_t)H * dh, d, "layers.%d.mixer.wq", layer);
-    s->wk = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wk", layer);
-    s->wv = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wv", layer);
-    s->bq = ref_lookup(x, bias, (int64_t)H * dh, 0, "layers.%d.mixer.bq", layer);
-    s->bk = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bk", layer);
-    s->bv = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bv", layer);
-    s->wo = ref_lookup(x, true, d, (int64_t)H * dh, "layers.%d.mixer.wo", layer);
-    if (!bias && (s->bq.w || s->bk.w || s->bv.w))
-        fatal("reference: layer %d has Q/K/V biases but attention_bias = 0", layer);
-    s->q = ref_zeros((size_t)rows * H * dh);
-    s->k = ref_zeros((size_t)rows * KV * dh);
-    s->v = ref_zeros((size_t)rows * KV * dh);
-    s->probs = NULL;
-    s->av = ref_zeros((size_t)rows * H * dh);
-    ref_linear_forward(s->q, inp, s->wq.w, s->bq.w, rows, d, H * dh);
-    ref_linear_forward(s->k, inp, s->wk.w, s->bk.w, rows, d, KV * dh);
-    ref_linear_forward(s->v, inp, s->wv.w, s->bv.w, rows, d, KV * dh);
-    ref_rope(s->q, B, T, H, dh, c->rope_theta, 1.0);
-    ref_rope(s->k, B, T, KV, dh, c->rope_theta, 1.0);
     double scale = 1.0 / sqrt((double)dh);
     if (diag)
         ref_diag_attention_forward(s->av, NULL, s->q, s->k, s->v, B, T, H, KV, dh, scale, c->approx_diag_guard,

@@ -1,48 +1,23 @@
 // The double reference of mixer `nonapx` (model_reference_internal.h): one score per
 // token, the quadratic form.
 #include <math.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/errors.h"
 #include "model_reference_internal.h"
 
-typedef struct {
-    ref_tensor wq, bq, wk, bk, wv, bv, wo;
-    int heads, kv_heads, dh;
-    double *q_pre, *q, *k, *v;  // q_pre = H Wq^T + bq, q = silu(q_pre) [rows, heads, dh]; k, v [rows, kv, dh]
-    double *probs;              // [batch, heads, seq_len, seq_len]: A_it = exp(g_t) / sum_{t'<=i} exp(g_t')
-    double *av;               // [rows, heads, dh] = A V
-} nonapx_state;
-
-static void nonapx_run(ref_context *x, int layer, const double *inp, nonapx_state *s) {
+// standard's state (probs: A_it = exp(g_t) / sum_{t'<=i} exp(g_t'); q = silu(q_pre), no
+// RoPE); returns q_pre = H Wq^T + bq [rows, heads, dh].
+static double *nonapx_run(ref_context *x, int layer, const double *inp, standard_state *s) {
     const decon_config *c = x->config;
     int d = c->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
-    s->heads = c->num_attention_heads;
-    s->kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-    s->dh = d / s->heads;
+    ref_standard_begin(x, layer, s, true);
     int H = s->heads, KV = s->kv_heads, dh = s->dh, group = H / KV;
-    bool bias = c->attention_bias;
-    s->wq = ref_lookup(x, true, (int64_t)H * dh, d, "layers.%d.mixer.wq", layer);
-    s->wk = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wk", layer);
-    s->wv = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wv", layer);
-    s->bq = ref_lookup(x, bias, (int64_t)H * dh, 0, "layers.%d.mixer.bq", layer);
-    s->bk = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bk", layer);
-    s->bv = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bv", layer);
-    s->wo = ref_lookup(x, true, d, (int64_t)H * dh, "layers.%d.mixer.wo", layer);
-    if (!bias && (s->bq.w || s->bk.w || s->bv.w))
-        fatal("reference: layer %d has Q/K/V biases but attention_bias = 0", layer);
-    s->q_pre = ref_zeros((size_t)rows * H * dh);
-    s->q = ref_zeros((size_t)rows * H * dh);
-    s->k = ref_zeros((size_t)rows * KV * dh);
-    s->v = ref_zeros((size_t)rows * KV * dh);
-    s->probs = ref_zeros((size_t)B * H * T * T);
-    s->av = ref_zeros((size_t)rows * H * dh);
-    ref_linear_forward(s->q_pre, inp, s->wq.w, s->bq.w, rows, d, H * dh);
+    double *q_pre = ref_zeros((size_t)rows * H * dh);
+    ref_linear_forward(q_pre, inp, s->wq.w, s->bq.w, rows, d, H * dh);
     ref_linear_forward(s->k, inp, s->wk.w, s->bk.w, rows, d, KV * dh);
     ref_linear_forward(s->v, inp, s->wv.w, s->bv.w, rows, d, KV * dh);
-    for (size_t e = 0; e < (size_t)rows * H * dh; e++) s->q[e] = s->q_pre[e] * ref_sigmoid(s->q_pre[e]);
+    for (size_t e = 0; e < (size_t)rows * H * dh; e++) s->q[e] = q_pre[e] * ref_sigmoid(q_pre[e]);
 
     double scale = 1.0 / sqrt((double)dh);
     double *g = ref_zeros((size_t)T);
@@ -69,29 +44,22 @@ static void nonapx_run(ref_context *x, int layer, const double *inp, nonapx_stat
             }
         }
     free(g);
-}
-
-static void nonapx_free(nonapx_state *s) {
-    free(s->q_pre);
-    free(s->q);
-    free(s->k);
-    free(s->v);
-    free(s->probs);
-    free(s->av);
+    return q_pre;
 }
 
 void ref_nonapx_forward(ref_context *x, int layer, double *out, const double *inp) {
-    nonapx_state s;
-    nonapx_run(x, layer, inp, &s);
+    standard_state s;
+    double *q_pre = nonapx_run(x, layer, inp, &s);
     ref_linear_forward(out, s.av, s.wo.w, NULL, x->rows, s.heads * s.dh, x->config->hidden_size);
-    nonapx_free(&s);
+    free(q_pre);
+    ref_standard_free(&s);
 }
 
 // o_i = sum_t p_it v_t, p_it = softmax_{t<=i}(g_t), g_t = scale q_t . k_t: row i gives
 // d_g_t += p_it (dO_i . v_t - sum_t' p_it' dO_i . v_t') for every t <= i.
 void ref_nonapx_backward(ref_context *x, int layer, double *d_inp, const double *d_out, const double *inp) {
-    nonapx_state s;
-    nonapx_run(x, layer, inp, &s);
+    standard_state s;
+    double *q_pre = nonapx_run(x, layer, inp, &s);
     int d = x->config->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     int H = s.heads, KV = s.kv_heads, dh = s.dh, group = H / KV;
     double scale = 1.0 / sqrt((double)dh);
@@ -131,7 +99,7 @@ void ref_nonapx_backward(ref_context *x, int layer, double *d_inp, const double 
         }
     // through the SiLU: silu'(z) = sigma(z) (1 + z (1 - sigma(z)))
     for (size_t e = 0; e < (size_t)rows * H * dh; e++) {
-        double z = s.q_pre[e], sg = ref_sigmoid(z);
+        double z = q_pre[e], sg = ref_sigmoid(z);
         d_q[e] *= sg * (1.0 + z * (1.0 - sg));
     }
     ref_linear_backward(d_inp, s.wq.g, s.bq.g, d_q, inp, s.wq.w, rows, d, H * dh);
@@ -143,5 +111,6 @@ void ref_nonapx_backward(ref_context *x, int layer, double *d_inp, const double 
     free(d_v);
     free(d_p);
     free(d_g);
-    nonapx_free(&s);
+    free(q_pre);
+    ref_standard_free(&s);
 }

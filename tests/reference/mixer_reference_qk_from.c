@@ -18,26 +18,8 @@ static void qk_from_run(ref_context *x, int layer, const double *qk_inp, int qk_
                         standard_state *s) {
     const decon_config *c = x->config;
     int d = c->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
-    s->heads = c->num_attention_heads;
-    s->kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-    s->dh = d / s->heads;
+    ref_standard_begin(x, layer, s, true);
     int H = s->heads, KV = s->kv_heads, dh = s->dh, group = H / KV;
-    bool bias = c->attention_bias;
-    s->wq = ref_lookup(x, true, (int64_t)H * dh, d, "layers.%d.mixer.wq", layer);
-    s->wk = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wk", layer);
-    s->wv = ref_lookup(x, true, (int64_t)KV * dh, d, "layers.%d.mixer.wv", layer);
-    s->bq = ref_lookup(x, bias, (int64_t)H * dh, 0, "layers.%d.mixer.bq", layer);
-    s->bk = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bk", layer);
-    s->bv = ref_lookup(x, bias, (int64_t)KV * dh, 0, "layers.%d.mixer.bv", layer);
-    s->wo = ref_lookup(x, true, d, (int64_t)H * dh, "layers.%d.mixer.wo", layer);
-    if (!bias && (s->bq.w || s->bk.w || s->bv.w))
-        fatal("reference: layer %d has Q/K/V biases but attention_bias = 0", layer);
-
-    s->q = ref_zeros((size_t)rows * H * dh);
-    s->k = ref_zeros((size_t)rows * KV * dh);
-    s->v = ref_zeros((size_t)rows * KV * dh);
-    s->probs = ref_zeros((size_t)B * H * T * T);
-    s->av = ref_zeros((size_t)rows * H * dh);
     if (qk_sequence < 0) {
         ref_linear_forward(s->q, qk_inp, s->wq.w, s->bq.w, rows, d, H * dh);
         ref_linear_forward(s->k, qk_inp, s->wk.w, s->bk.w, rows, d, KV * dh);

@@ -70,6 +70,14 @@ typedef struct {
     double *av;             // [rows, heads, dh] = A V, before the output projection
 } standard_state;
 
+// The start of every mixer built on standard's tensors: looks up wq, bq, wk, bk, wv, bv,
+// wo of `layer` (fatal when biases are present with attention_bias = 0), sets heads,
+// kv_heads, dh, and allocates q, av [rows, heads, dh], k, v [rows, kv_heads, dh] and (with
+// probs) probs [batch, heads, seq_len, seq_len], all zero; probs is NULL without.
+void ref_standard_begin(ref_context *x, int layer, standard_state *s, bool with_probs);
+// Q, K, V = inp W^T + b into s->q, s->k, s->v, then RoPE on Q and K: standard's
+// projections, for the mixers that take all three from the same input.
+void ref_standard_project(ref_context *x, const double *inp, standard_state *s);
 void ref_standard_free(standard_state *s);
 
 // ---- the mixers: forward out[rows, d] = Mixer(inp[rows, d]) (looks up, and so marks as

@@ -19,19 +19,44 @@ static void csv_text(FILE *f, const char *text) {
     fputc('"', f);
 }
 
+// "," and each value: one cell a value.
+static void csv_numbers(FILE *f, const double *values, int count) {
+    for (int i = 0; i < count; i++) fputc(',', f), csv_number(f, values[i]);
+}
+
+// The header cells ",<prefix><name>" of a group of fields.
+static void csv_names(FILE *f, const char *prefix, const char *const *names, int count) {
+    for (int i = 0; i < count; i++) fprintf(f, ",%s%s", prefix, names[i]);
+}
+
+// Opens the temporary file of <out>/<run>.<kind>.csv (output_open_tmp); its names in path and tmp.
+static FILE *csv_open(const char *out, const run_results *r, const char *kind, char *path, size_t path_size,
+                      char *tmp, size_t tmp_size, char *why, size_t size) {
+    snprintf(path, path_size, "%s/%s.%s.csv", out, r->name, kind);
+    return output_open_tmp(path, tmp, tmp_size, why, size);
+}
+
+// One row a singular value of one head: run, source, step (empty for the weights), layer,
+// layer_id, head, index, value.
+static void csv_spectrum(FILE *f, const run_results *r, const char *source, const char *step, int l, int h,
+                         const double *values, int count) {
+    for (int i = 0; i < count; i++) {
+        csv_text(f, r->name);
+        fprintf(f, ",%s,%s,%d,%d,%d,%d,", source, step, l, l + 1, h, i);
+        csv_number(f, values[i]);
+        fputc('\n', f);
+    }
+}
+
 bool output_layers_csv(const char *out, const run_results *r, const analysis_options *o, char *why,
                        size_t size) {
     char path[4600], tmp[4700];
-    snprintf(path, sizeof path, "%s/%s.layers.csv", out, r->name);
-    FILE *f = output_open_tmp(path, tmp, sizeof tmp, why, size);
+    FILE *f = csv_open(out, r, "layers", path, sizeof path, tmp, sizeof tmp, why, size);
     if (!f) return false;
     fprintf(f, "run,step,layer,layer_id,variant,is_standard,recorded,has_attn,row_sums,scores_kind");
-    if (o->metrics)
-        for (int i = 0; i < LAYER_FIELDS; i++) fprintf(f, ",%s", layer_field_names[i]);
-    if (o->svd)
-        for (int i = 0; i < SVD_FIELDS; i++) fprintf(f, ",%s", svd_field_names[i]);
-    if (o->logits)
-        for (int i = 0; i < LOGIT_FIELDS; i++) fprintf(f, ",logits_%s", logit_field_names[i]);
+    if (o->metrics) csv_names(f, "", layer_field_names, LAYER_FIELDS);
+    if (o->svd) csv_names(f, "", svd_field_names, SVD_FIELDS);
+    if (o->logits) csv_names(f, "logits_", logit_field_names, LOGIT_FIELDS);
     fputc('\n', f);
     for (int s = 0; s < r->steps; s++)
         for (int l = 0; l < r->layers; l++) {
@@ -43,12 +68,9 @@ bool output_layers_csv(const char *out, const run_results *r, const analysis_opt
             fprintf(f, ",%d,%d,%d,", layer->is_standard, layer->recorded, layer->has_attn);
             csv_text(f, layer->has_attn ? layer->row_sums : "");
             fprintf(f, ",%s", layer->scores_kind);
-            if (o->metrics)
-                for (int i = 0; i < LAYER_FIELDS; i++) fputc(',', f), csv_number(f, r->layer_values[at * LAYER_FIELDS + i]);
-            if (o->svd)
-                for (int i = 0; i < SVD_FIELDS; i++) fputc(',', f), csv_number(f, r->layer_svd[at * SVD_FIELDS + i]);
-            if (o->logits)
-                for (int i = 0; i < LOGIT_FIELDS; i++) fputc(',', f), csv_number(f, r->logits[at * LOGIT_FIELDS + i]);
+            if (o->metrics) csv_numbers(f, r->layer_values + at * LAYER_FIELDS, LAYER_FIELDS);
+            if (o->svd) csv_numbers(f, r->layer_svd + at * SVD_FIELDS, SVD_FIELDS);
+            if (o->logits) csv_numbers(f, r->logits + at * LOGIT_FIELDS, LOGIT_FIELDS);
             fputc('\n', f);
         }
     return output_close_staged(f, tmp, path, why, size);
@@ -57,17 +79,15 @@ bool output_layers_csv(const char *out, const run_results *r, const analysis_opt
 bool output_heads_csv(const char *out, const run_results *r, const analysis_options *o, char *why,
                       size_t size) {
     char path[4600], tmp[4700];
-    snprintf(path, sizeof path, "%s/%s.heads.csv", out, r->name);
-    FILE *f = output_open_tmp(path, tmp, sizeof tmp, why, size);
+    FILE *f = csv_open(out, r, "heads", path, sizeof path, tmp, sizeof tmp, why, size);
     if (!f) return false;
     fprintf(f, "run,step,layer,layer_id,head,variant,has_attn");
-    if (o->metrics)
-        for (int i = 0; i < HEAD_FIELDS; i++) fprintf(f, ",%s", head_field_names[i]);
-    if (o->svd)
-        for (int i = 0; i < SVD_FIELDS; i++) fprintf(f, ",%s", svd_field_names[i]);
-    if (r->has_weights)
-        for (int p = 0; p < 2; p++)
-            for (int i = 0; i < SVD_FIELDS; i++) fprintf(f, ",%s_%s", p ? "ov" : "qk", svd_field_names[i]);
+    if (o->metrics) csv_names(f, "", head_field_names, HEAD_FIELDS);
+    if (o->svd) csv_names(f, "", svd_field_names, SVD_FIELDS);
+    if (r->has_weights) {
+        csv_names(f, "qk_", svd_field_names, SVD_FIELDS);
+        csv_names(f, "ov_", svd_field_names, SVD_FIELDS);
+    }
     fputc('\n', f);
     for (int s = 0; s < r->steps; s++)
         for (int l = 0; l < r->layers; l++)
@@ -78,14 +98,12 @@ bool output_heads_csv(const char *out, const run_results *r, const analysis_opti
                 fprintf(f, ",%lld,%d,%d,%d,", (long long)r->rec.steps[s].step, l, l + 1, h);
                 csv_text(f, layer->variant);
                 fprintf(f, ",%d", layer->has_attn);
-                if (o->metrics)
-                    for (int i = 0; i < HEAD_FIELDS; i++) fputc(',', f), csv_number(f, r->head_values[at * HEAD_FIELDS + i]);
-                if (o->svd)
-                    for (int i = 0; i < SVD_FIELDS; i++) fputc(',', f), csv_number(f, r->svd[at * SVD_FIELDS + i]);
+                if (o->metrics) csv_numbers(f, r->head_values + at * HEAD_FIELDS, HEAD_FIELDS);
+                if (o->svd) csv_numbers(f, r->svd + at * SVD_FIELDS, SVD_FIELDS);
                 if (r->has_weights) {
                     size_t w = ((size_t)l * (size_t)r->heads + (size_t)h) * SVD_FIELDS;
-                    for (int i = 0; i < SVD_FIELDS; i++) fputc(',', f), csv_number(f, r->qk_ranks[w + i]);
-                    for (int i = 0; i < SVD_FIELDS; i++) fputc(',', f), csv_number(f, r->ov_ranks[w + i]);
+                    csv_numbers(f, r->qk_ranks + w, SVD_FIELDS);
+                    csv_numbers(f, r->ov_ranks + w, SVD_FIELDS);
                 }
                 fputc('\n', f);
             }
@@ -96,38 +114,27 @@ bool output_heads_csv(const char *out, const run_results *r, const analysis_opti
 bool output_spectra_csv(const char *out, const run_results *r, const analysis_options *o, char *why,
                         size_t size) {
     char path[4600], tmp[4700];
-    snprintf(path, sizeof path, "%s/%s.spectra.csv", out, r->name);
-    FILE *f = output_open_tmp(path, tmp, sizeof tmp, why, size);
+    FILE *f = csv_open(out, r, "spectra", path, sizeof path, tmp, sizeof tmp, why, size);
     if (!f) return false;
     fprintf(f, "run,source,step,layer,layer_id,head,index,singular_value\n");
     if (o->svd)
         for (int s = 0; s < r->steps; s++)
             for (int l = 0; l < r->layers; l++) {
                 if (!r->rec.steps[s].layers[l].has_attn) continue;
-                for (int h = 0; h < r->heads; h++) {
-                    const double *values = r->spectra + results_head_index(r, s, l, h) * (size_t)r->length;
-                    for (int i = 0; i < r->length; i++) {
-                        csv_text(f, r->name);
-                        fprintf(f, ",attn,%lld,%d,%d,%d,%d,", (long long)r->rec.steps[s].step, l, l + 1, h, i);
-                        csv_number(f, values[i]);
-                        fputc('\n', f);
-                    }
-                }
+                char step[24];
+                snprintf(step, sizeof step, "%lld", (long long)r->rec.steps[s].step);
+                for (int h = 0; h < r->heads; h++)
+                    csv_spectrum(f, r, "attn", step, l, h, r->spectra + results_head_index(r, s, l, h) * (size_t)r->length,
+                                 r->length);
             }
     if (r->has_weights) {
         int dh = r->weights.head_dim;
         for (int p = 0; p < 2; p++)
             for (int l = 0; l < r->layers; l++) {
                 if (r->weights.status[l] != WEIGHTS_OK) continue;
-                for (int h = 0; h < r->heads; h++) {
-                    const double *values = (p ? r->ov : r->qk) + ((size_t)l * (size_t)r->heads + (size_t)h) * (size_t)dh;
-                    for (int i = 0; i < dh; i++) {
-                        csv_text(f, r->name);
-                        fprintf(f, ",%s,,%d,%d,%d,%d,", p ? "ov" : "qk", l, l + 1, h, i);
-                        csv_number(f, values[i]);
-                        fputc('\n', f);
-                    }
-                }
+                for (int h = 0; h < r->heads; h++)
+                    csv_spectrum(f, r, p ? "ov" : "qk", "", l, h,
+                                 (p ? r->ov : r->qk) + ((size_t)l * (size_t)r->heads + (size_t)h) * (size_t)dh, dh);
             }
     }
     return output_close_staged(f, tmp, path, why, size);

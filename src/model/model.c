@@ -120,6 +120,8 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     // The attention ops' own scratch: the backend's workspace, reserved here once.
     ops_workspace_reserve(ops_attention_workspace_floats(max_seq_len, config_local_heads(c), config_local_kv_heads(c),
                                                          config_head_dim(c)));
+    // sp's permutation buffer: every activation it gathers or reduce-scatters is full x d.
+    if (sp) process_grid_reserve_staging(m->grid, full * d);
 
     arena *a = &m->activations;
     m->inputs = (int *)arena_floats(a, full);
@@ -199,18 +201,17 @@ mixer_context model_mixer_context(model *m) {
 }
 
 void model_set_fixed_tokens(model *m, const int *tokens) {
-    for (int i = 0; i < m->max_seq_len; i++) {
+    for (int i = 0; i < m->max_seq_len; i++)
         if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size)
             fatal("fixed token sequence: id %d at %d is outside the vocabulary (%d)", tokens[i], i, m->config.vocab_size);
-        m->fixed_tokens[i] = tokens[i];
-    }
+    ops_from_host(m->fixed_tokens, tokens, (size_t)m->max_seq_len * sizeof(int));
 }
 
 void model_set_skipped(model *m, const bool *skipped) {
     for (int l = 0; l < m->config.num_hidden_layers; l++) m->skipped[l] = skipped ? skipped[l] : false;
 }
 
-static void zero(float *x, size_t count) { memset(x, 0, count * sizeof(float)); }
+static void zero(float *x, size_t count) { fill_floats(x, 0.0f, count); }
 
 // The rows of the last forward's micro-batch: the sequences that carry the loss, then
 // (with a fixed stream) one more sequence; with sp each rank holds seq_len/tp positions of
@@ -245,10 +246,14 @@ void model_forward(model *m, const int *inputs, int batch, int seq_len) {
     size_t ri = (size_t)r.rows * (size_t)inter, local_rd = (size_t)r.local_rows * (size_t)d;
     float eps = (float)c->rms_norm_eps;
     process_grid *grid = m->grid;
-    memcpy(m->inputs, inputs, (size_t)r.loss_rows * sizeof(int));
-    if (m->has_fixed_stream)  // fixedseqqk embeds t_s; rndembqk's rows embed no token (zeros, then its X_1)
-        for (int i = r.loss_rows; i < r.rows; i++)
-            m->inputs[i] = m->fixed_stream_from_tokens ? m->fixed_tokens[i - r.loss_rows] : -1;
+    ops_from_host(m->inputs, inputs, (size_t)r.loss_rows * sizeof(int));
+    if (m->has_fixed_stream) {  // fixedseqqk embeds t_s; rndembqk's rows embed no token (zeros, then its X_1)
+        size_t fixed_rows = (size_t)(r.rows - r.loss_rows);
+        if (m->fixed_stream_from_tokens)
+            copy_ints(m->inputs + r.loss_rows, m->fixed_tokens, fixed_rows);
+        else
+            fill_ints(m->inputs + r.loss_rows, -1, fixed_rows);
+    }
     mixer_context context = model_mixer_context(m);
 
     // e = Emb(t), this rank's rows: the vocab-parallel embedding is row-parallel, each rank
@@ -262,13 +267,13 @@ void model_forward(model *m, const int *inputs, int batch, int seq_len) {
         if (c->sequence_parallel)
             scatter_to_sequence_parallel_region_forward(grid, fixed_rows, m->fixed_input, 1, seq_len, d);
         else
-            memcpy(fixed_rows, m->fixed_input, (size_t)seq_len * d * sizeof(float));
+            copy_floats(fixed_rows, m->fixed_input, (size_t)seq_len * d);
     }
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
         float *next = l + 1 < n ? m->blocks[l + 1].residual_in : m->residual_out;
         if (m->skipped[l]) {  // the whole block is removed: the residual passes through
-            memcpy(next, b->residual_in, local_rd * sizeof(float));
+            copy_floats(next, b->residual_in, local_rd);
             continue;
         }
         // The mixer: column-parallel in (its projections), row-parallel out (Wo).

@@ -58,6 +58,13 @@ void linear_backward(float *d_inp, float *d_weight, float *d_bias, const float *
 // --- elementwise and reductions ------------------------------------------------
 void fill_floats(float *y, float value, size_t count);              // y = value
 void copy_floats(float *y, const float *x, size_t count);           // y = x (no overlap)
+// Rows of `width` floats at strides (a 2-D copy, cudaMemcpy2D's shape; the gather of rows
+// that sequence parallelism's layouts need): y[r * y_stride + j] = x[r * x_stride + j] for
+// r < rows, j < width, one row after another (no overlap).
+void copy_strided_rows(float *y, size_t y_stride, const float *x, size_t x_stride, size_t rows, size_t width);
+// Token ids in backend memory (the model's input rows): y = value, y = x (no overlap).
+void fill_ints(int *y, int value, size_t count);
+void copy_ints(int *y, const int *x, size_t count);
 void add_inplace(float *y, const float *x, size_t count);           // y += x
 void scale_inplace(float *y, float factor, size_t count);          // y *= factor
 double sum_of_squares(const float *x, size_t count);                // accumulated in double

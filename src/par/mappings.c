@@ -2,17 +2,12 @@
 // along the sequence, split along the sequence); a backward is its partner's forward.
 #include "par/mappings.h"
 
-#include <stdlib.h>
-#include <string.h>
+#include "ops/ops.h"
 
-#include "core/errors.h"
-
+// model_allocate reserves the largest shape, so this never allocates; a caller that did
+// not reserve enough grows it here (an allocation the step-loop test sees).
 static float *staging(process_grid *grid, size_t floats) {
-    if (floats > grid->staging_floats) {  // grows on the first step only: shapes are fixed
-        free(grid->staging);
-        grid->staging = xaligned_alloc(floats * sizeof(float));
-        grid->staging_floats = floats;
-    }
+    process_grid_reserve_staging(grid, floats);
     return grid->staging;
 }
 
@@ -26,19 +21,15 @@ static void all_reduce(process_grid *grid, float *x, size_t count) {
 // MPI's gather/scatter work on rank-major blocks [tp][batch][seq/tp][width]; the model's
 // layout is [batch][seq][width]. These move one layout to the other.
 static void rank_major_from_full(float *blocks, const float *full, int tp, int batch, int seq_len, int width) {
-    size_t piece = (size_t)(seq_len / tp) * (size_t)width;
+    size_t piece = (size_t)(seq_len / tp) * (size_t)width, sequence = (size_t)seq_len * (size_t)width;
     for (int r = 0; r < tp; r++)
-        for (int b = 0; b < batch; b++)
-            memcpy(blocks + ((size_t)r * batch + b) * piece, full + (size_t)b * seq_len * width + r * piece,
-                   piece * sizeof(float));
+        copy_strided_rows(blocks + (size_t)r * batch * piece, piece, full + r * piece, sequence, (size_t)batch, piece);
 }
 
 static void full_from_rank_major(float *full, const float *blocks, int tp, int batch, int seq_len, int width) {
-    size_t piece = (size_t)(seq_len / tp) * (size_t)width;
+    size_t piece = (size_t)(seq_len / tp) * (size_t)width, sequence = (size_t)seq_len * (size_t)width;
     for (int r = 0; r < tp; r++)
-        for (int b = 0; b < batch; b++)
-            memcpy(full + (size_t)b * seq_len * width + r * piece, blocks + ((size_t)r * batch + b) * piece,
-                   piece * sizeof(float));
+        copy_strided_rows(full + r * piece, sequence, blocks + (size_t)r * batch * piece, piece, (size_t)batch, piece);
 }
 
 static void all_gather_sequence(process_grid *grid, float *full, const float *shard, int batch, int seq_len,
@@ -46,7 +37,7 @@ static void all_gather_sequence(process_grid *grid, float *full, const float *sh
     int tp = grid->tensor_size;
     size_t shard_floats = (size_t)batch * (size_t)(seq_len / tp) * (size_t)width;
     if (tp == 1) {
-        memcpy(full, shard, shard_floats * sizeof(float));
+        copy_floats(full, shard, shard_floats);
         return;
     }
     float *blocks = staging(grid, shard_floats * (size_t)tp);
@@ -61,7 +52,7 @@ static void reduce_scatter_sequence(process_grid *grid, float *shard, const floa
     int tp = grid->tensor_size;
     size_t shard_floats = (size_t)batch * (size_t)(seq_len / tp) * (size_t)width;
     if (tp == 1) {
-        memcpy(shard, full, shard_floats * sizeof(float));
+        copy_floats(shard, full, shard_floats);
         return;
     }
     float *blocks = staging(grid, shard_floats * (size_t)tp);
@@ -82,9 +73,8 @@ void reduce_from_tensor_parallel_region_forward(process_grid *grid, float *x, si
 void scatter_to_sequence_parallel_region_forward(const process_grid *grid, float *shard, const float *full, int batch,
                                                  int seq_len, int width) {
     int tp = grid->tensor_size, r = grid->tensor_rank;
-    size_t piece = (size_t)(seq_len / tp) * (size_t)width;
-    for (int b = 0; b < batch; b++)
-        memcpy(shard + (size_t)b * piece, full + (size_t)b * seq_len * width + r * piece, piece * sizeof(float));
+    size_t piece = (size_t)(seq_len / tp) * (size_t)width, sequence = (size_t)seq_len * (size_t)width;
+    copy_strided_rows(shard, piece, full + (size_t)r * piece, sequence, (size_t)batch, piece);
 }
 
 void gather_from_sequence_parallel_region_forward(process_grid *grid, float *full, const float *shard, int batch,

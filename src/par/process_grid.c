@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "ops/ops.h"
 
 static void check_divides(int value, const char *what, int tp, const char *key, const char *origin) {
     if (value % tp != 0)
@@ -59,8 +60,15 @@ void process_grid_single(process_grid *grid) {
 void process_grid_free(process_grid *grid) {
     if (grid->tensor != MPI_COMM_SELF && grid->tensor != MPI_COMM_NULL) MPI_Comm_free(&grid->tensor);
     if (grid->data != MPI_COMM_SELF && grid->data != MPI_COMM_NULL) MPI_Comm_free(&grid->data);
-    free(grid->staging);
+    ops_free(grid->staging);
     memset(grid, 0, sizeof *grid);
+}
+
+void process_grid_reserve_staging(process_grid *grid, size_t floats) {
+    if (floats <= grid->staging_floats) return;
+    ops_free(grid->staging);
+    grid->staging = ops_alloc(floats * sizeof(float));
+    grid->staging_floats = floats;
 }
 
 void process_grid_describe(const process_grid *grid, char *out, size_t size) {

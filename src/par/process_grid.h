@@ -17,7 +17,7 @@ typedef struct {
     int data_rank, data_size;           // dp
     bool sequence_parallel;             // activations between blocks sharded along the sequence
     traffic_counter traffic;
-    float *staging;                     // sequence-parallel permutation buffer, grown on first use
+    float *staging;                     // sequence-parallel permutation buffer (backend memory)
     size_t staging_floats;
 } process_grid;
 
@@ -31,5 +31,9 @@ void process_grid_create(process_grid *grid, MPI_Comm world, const decon_config 
 // The grid of one rank on its own (tp = dp = 1), for single-rank tools and references.
 void process_grid_single(process_grid *grid);
 void process_grid_free(process_grid *grid);
+// Grows the sequence-parallel permutation buffer (backend memory, ops_alloc) to at least
+// `floats`: batch * seq_len * width of the largest activation gathered or reduce-scattered
+// along the sequence. model_allocate reserves it, so no step allocates it.
+void process_grid_reserve_staging(process_grid *grid, size_t floats);
 // "dp 2 x tp 2 (sp)" for logs.
 void process_grid_describe(const process_grid *grid, char *out, size_t size);

@@ -199,6 +199,37 @@ static void test_elementwise(void) {
     free(x), free(y), free(xf), free(yf);
 }
 
+// fill, copy and the strided row copy move floats without arithmetic: exact against
+// plain loops. The strided copy gathers 5 rows of 7 at stride 11 into stride 9 (the gaps
+// keep their fill, so a row written at the wrong stride or too wide shows).
+static bool same_floats(const float *a, const float *b, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
+static void test_copies(void) {
+    enum { ROWS = 5, WIDTH = 7, X_STRIDE = 11, Y_STRIDE = 9, X_FLOATS = ROWS * X_STRIDE, Y_FLOATS = ROWS * Y_STRIDE };
+    float x[X_FLOATS], y[Y_FLOATS], want[Y_FLOATS];
+    for (int i = 0; i < X_FLOATS; i++) x[i] = (float)(i * 7 % 23) - 11.5f;
+    fill_floats(y, -2.5f, Y_FLOATS);
+    for (int i = 0; i < Y_FLOATS; i++) want[i] = -2.5f;
+    testing_report(same_floats(y, want, Y_FLOATS), "fill_floats", "an element differs from the value filled");
+    for (int r = 0; r < ROWS; r++)
+        for (int j = 0; j < WIDTH; j++) want[r * Y_STRIDE + j] = x[r * X_STRIDE + j];
+    copy_strided_rows(y, Y_STRIDE, x, X_STRIDE, ROWS, WIDTH);
+    testing_report(same_floats(y, want, Y_FLOATS), "copy_strided_rows", "differs from the plain row loop");
+    copy_floats(y, x, Y_FLOATS);
+    testing_report(same_floats(y, x, Y_FLOATS), "copy_floats", "differs from its source");
+    int tokens[13], got[13];
+    for (int i = 0; i < 13; i++) tokens[i] = 3 * i - 7;
+    copy_ints(got, tokens, 13);
+    bool copied = memcmp(got, tokens, sizeof got) == 0;
+    fill_ints(got + 4, -1, 6);
+    for (int i = 0; i < 13; i++) copied &= got[i] == (i >= 4 && i < 10 ? -1 : tokens[i]);
+    testing_report(copied, "copy_ints and fill_ints", "an id differs from the plain loop's");
+}
+
 // --- embedding -------------------------------------------------------------------------
 
 typedef struct {
@@ -616,6 +647,7 @@ int main(void) {
     test_linear(false, 67, 45, 33, false);
 
     test_elementwise();
+    test_copies();
 
     test_embedding(20, 7, 9);
     test_embedding(300, 50, 64);

@@ -17,6 +17,16 @@ void fill_floats(float *y, float value, size_t count) {
 
 void copy_floats(float *y, const float *x, size_t count) { memcpy(y, x, count * sizeof(float)); }
 
+void copy_strided_rows(float *y, size_t y_stride, const float *x, size_t x_stride, size_t rows, size_t width) {
+    for (size_t r = 0; r < rows; r++) memcpy(y + r * y_stride, x + r * x_stride, width * sizeof(float));
+}
+
+void fill_ints(int *y, int value, size_t count) {
+    for (size_t i = 0; i < count; i++) y[i] = value;
+}
+
+void copy_ints(int *y, const int *x, size_t count) { memcpy(y, x, count * sizeof(int)); }
+
 // y += x
 void add_inplace(float *y, const float *x, size_t count) {
     long n = (long)count;

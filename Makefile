@@ -158,7 +158,7 @@ FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=c11 -fopenmp -Wall -Wextra -
                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I$(BLAS_INC) $(FUZZ_SAN) \
                 -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
 FUZZ_LIB      := $(FUZZ_BUILD)/libdecon.a
-FUZZ_LIB_OBJ  := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/analysis/recording.o
+FUZZ_LIB_OBJ  := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/analysis/recording.o $(FUZZ_BUILD)/analysis/why.o
 FUZZ_SUPPORT  := $(FUZZ_BUILD)/tests/fuzz/fuzz_support.o
 FUZZ_TARGETS  := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TARGETS  := $(filter-out $(FUZZ_BUILD)/fuzz_support,$(FUZZ_TARGETS))

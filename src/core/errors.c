@@ -110,6 +110,15 @@ void *xcalloc(size_t count, size_t size) {
     return p;
 }
 
+void *xgrow(void *array, int count, int *capacity, size_t element_size, int first) {
+    if (count < *capacity) return array;
+    *capacity = *capacity ? 2 * *capacity : first;
+    void *grown = xmalloc((size_t)*capacity * element_size);
+    if (count) memcpy(grown, array, (size_t)count * element_size);
+    free(array);
+    return grown;
+}
+
 void *xaligned_alloc(size_t bytes) {
     count_allocation();
     size_t rounded = (bytes + 63) / 64 * 64;

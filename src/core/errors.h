@@ -39,6 +39,9 @@ int log_rank(void);
 void *xmalloc(size_t bytes);          // fatal() on failure
 void *xcalloc(size_t count, size_t size);
 void *xaligned_alloc(size_t bytes);   // 64-byte aligned, zeroed
+// A growing array with room for element `count`: returns `array` while count < *capacity,
+// else a copy at twice the capacity (`first` elements the first time), freeing the old one.
+void *xgrow(void *array, int count, int *capacity, size_t element_size, int first);
 char *xstrdup(const char *s);
 // How many allocations the x*alloc functions above have made in this process (one atomic
 // increment each): the test that nothing is allocated inside the step loop reads it.

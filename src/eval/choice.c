@@ -35,13 +35,7 @@ void choice_load(choice_task *task, const char *path, int vocab_size, int max_le
     task_file_open(&f, path, vocab_size, max_length);
     int capacity = 0;
     for (cJSON *object; (object = task_file_next(&f));) {
-        if (task->count == capacity) {
-            capacity = capacity ? 2 * capacity : 256;
-            choice_example *grown = xmalloc((size_t)capacity * sizeof *grown);
-            if (task->count) memcpy(grown, task->examples, (size_t)task->count * sizeof *grown);
-            free(task->examples);
-            task->examples = grown;
-        }
+        task->examples = xgrow(task->examples, task->count, &capacity, sizeof *task->examples, 256);
         choice_example *e = &task->examples[task->count++];
         load_example(&f, object, e);
         cJSON_Delete(object);

@@ -19,13 +19,7 @@ void cloze_load(cloze_task *task, const char *path, int vocab_size, int max_leng
         int length = e.context_length + e.target_length - 1;
         task_file_check_length(&f, length);
         cJSON_Delete(object);
-        if (task->count == capacity) {
-            capacity = capacity ? 2 * capacity : 256;
-            cloze_example *grown = xmalloc((size_t)capacity * sizeof *grown);
-            if (task->count) memcpy(grown, task->examples, (size_t)task->count * sizeof *grown);
-            free(task->examples);
-            task->examples = grown;
-        }
+        task->examples = xgrow(task->examples, task->count, &capacity, sizeof *task->examples, 256);
         task->examples[task->count++] = e;
         if (length > task->longest) task->longest = length;
     }

@@ -26,7 +26,7 @@ int eval_decode_check(const char *checkpoint, const char *tokens_path, int conte
     token_shard shard;
     token_shard_open(&shard, path, c.vocab_size);
     int lengths[CHECK_SEQUENCES] = {context / 2, context / 4}, sequences[CHECK_SEQUENCES] = {0, 1};
-    if (shard.count < (uint64_t)(lengths[0] + lengths[1]))
+    if (shard.count < (uint64_t)lengths[0] + (uint64_t)lengths[1])
         fatal("--decode-check: %s holds %llu tokens, fewer than the prompts need (%d)", path,
               (unsigned long long)shard.count, lengths[0] + lengths[1]);
     model m;
@@ -34,7 +34,7 @@ int eval_decode_check(const char *checkpoint, const char *tokens_path, int conte
     int vocab = c.vocab_size, steps = context - lengths[0];
     int *tokens = xcalloc((size_t)CHECK_SEQUENCES * context, sizeof(int));
     for (int b = 0, at = 0; b < CHECK_SEQUENCES; at += lengths[b], b++)
-        for (int i = 0; i < lengths[b]; i++) tokens[(size_t)b * context + i] = (int)token_shard_get(&shard, (uint64_t)(at + i));
+        for (int i = 0; i < lengths[b]; i++) tokens[(size_t)b * context + i] = (int)token_shard_get(&shard, (uint64_t)at + (uint64_t)i);
     token_shard_close(&shard);
 
     // Greedy generation from the caches; cached[b][p] = the logits after token p.

@@ -67,8 +67,8 @@ decode_session *decode_create(model *m, int batch, int max_context) {
     s->host_positions = xcalloc(rows, sizeof(int));
     s->positions = ops_alloc(rows * sizeof(int));
     s->tokens = ops_alloc(rows * sizeof(int));
-    s->states = xcalloc((size_t)n, sizeof(float *));
-    s->shared = xcalloc((size_t)n, sizeof(float *));
+    s->states = (float **)xcalloc((size_t)n, sizeof(float *));
+    s->shared = (float **)xcalloc((size_t)n, sizeof(float *));
     s->state_floats = xcalloc((size_t)n, sizeof(size_t));
     s->shared_floats = xcalloc((size_t)n, sizeof(size_t));
     size_t scratch = 0;
@@ -83,7 +83,7 @@ decode_session *decode_create(model *m, int batch, int max_context) {
         size_t need = kind->decode_scratch_floats(c, batch, max_context);
         if (need > scratch) scratch = need;
     }
-    size_t scratch_bytes = scratch * sizeof(float) + 64 * 16;
+    size_t scratch_bytes = scratch * sizeof(float) + (size_t)64 * 16;
     arena_over(&s->scratch, ops_alloc(scratch_bytes), scratch_bytes);
     s->residual = floats(rows * d);
     s->normed = floats(rows * d);
@@ -118,8 +118,8 @@ void decode_free(decode_session *s) {
     ops_free(s->scratch.base);
     ops_free(s->positions);
     ops_free(s->tokens);
-    free(s->states);
-    free(s->shared);
+    free((void *)s->states);
+    free((void *)s->shared);
     free(s->state_floats);
     free(s->shared_floats);
     free(s->lengths);

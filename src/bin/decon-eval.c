@@ -4,7 +4,7 @@
 //              [--cloze cloze.jsonl] [--choice task.jsonl] [--length-normalize]
 //              [--json out.json] [--threads N] [--max-windows N] [--batch-tokens N]
 //              [--record attn.h5 [--record-sequences K] [--record-layers all|1,3] [--record-dtype float16]
-//               [--record-tokens FILE]]
+//               [--record-tokens FILE]] [--decode-check]
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
@@ -15,6 +15,7 @@
 
 #include "core/errors.h"
 #include "train/signals.h"
+#include "eval/decode_check.h"
 #include "eval/evaluator.h"
 
 static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(code); }
@@ -40,7 +41,10 @@ static void usage(void) {
             "  --record-sequences K  sequences to record (default: the checkpoint's [io] record_sequences)\n"
             "  --record-layers L   all or 1-based layer ids, e.g. 1,3 (default: [io] record_layers)\n"
             "  --record-dtype T    float32 or float16 (default: [io] record_dtype)\n"
-            "  --record-tokens FILE  token shard to take the sequences from instead\n",
+            "  --record-tokens FILE  token shard to take the sequences from instead\n"
+            "  --decode-check      greedy decoding from the model's caches must equal the full forward's argmax\n"
+            "                      at every position (prompts from --ppl FILE or [data] validation; context:\n"
+            "                      the first --ctx or the trained length); one line, exit 1 on a mismatch\n",
             EVAL_DEFAULT_BATCH_TOKENS);
 }
 
@@ -88,6 +92,7 @@ int main(int argc, char **argv) {
     if (world > 1) fatal("decon-eval runs on one rank; run it without mpirun -np %d", world);
 
     eval_options o = {0};
+    bool decode_check = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -97,6 +102,7 @@ int main(int argc, char **argv) {
         }
         if (strcmp(a, "--skip") == 0) { o.skip = true; continue; }
         if (strcmp(a, "--length-normalize") == 0) { o.length_normalize = true; continue; }
+        if (strcmp(a, "--decode-check") == 0) { decode_check = true; continue; }
         if (a[0] != '-') {
             if (o.checkpoint) fatal("more than one checkpoint given (%s and %s)", o.checkpoint, a);
             o.checkpoint = a;
@@ -127,7 +133,11 @@ int main(int argc, char **argv) {
         usage();
         fatal("no checkpoint given; e.g. decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin");
     }
-    int code = evaluator_run(&o);
+    // --decode-check alone runs only the check; with other evaluations, after them.
+    bool evaluations = o.perplexity_path || o.cloze_path || o.choice_path || o.record_path;
+    int code = decode_check && !evaluations ? 0 : evaluator_run(&o);
+    if (decode_check && code == 0)
+        code = eval_decode_check(o.checkpoint, o.perplexity_path, o.context_count ? o.contexts[0] : 0, o.threads);
     MPI_Finalize();
     return code;
 }

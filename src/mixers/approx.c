@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/errors.h"
+#include "mixers/decode_qkvo.h"
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
@@ -109,6 +111,43 @@ static int64_t approx_state_floats(const decon_config *c) {
     return (int64_t)config_kv_heads(c) * taylor_feature_count((int)dh) * (dh + 1);
 }
 
+// Decoding: the recurrent state S, z per kv head ([F, d_h + 1], ops' taylor_state_*),
+// constant in the context: prefill sums the prompt's rotated k, v into it; a step adds
+// the new token, then reads phi(q) S / phi(q).z.
+static size_t approx_decode_state_floats(const decon_config *c, int max_context) {
+    (void)max_context;
+    if (config_head_dim(c) > 128) fatal("approx: decoding supports head_dim <= 128 (got %d)", config_head_dim(c));
+    return (size_t)config_local_kv_heads(c) * taylor_decode_state_floats(config_head_dim(c));
+}
+
+static size_t approx_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return decode_rows_floats(c, batch);
+}
+
+static void approx_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                                  int sequence, int length) {
+    const decon_config *c = forward->config;
+    int dh = config_head_dim(c), kv_heads = config_local_kv_heads(c);
+    size_t offset = (size_t)sequence * (size_t)forward->seq_len * (size_t)(kv_heads * dh);
+    fill_floats(state, 0.0f, approx_decode_state_floats(c, max_context));
+    taylor_state_update(state, 0, layer->saved[S_K] + offset, layer->saved[S_V] + offset, 1, length, kv_heads, dh,
+                        scale_of(c));
+}
+
+static void approx_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    qkvo_shape s = qkvo_shape_of(&x->step);
+    size_t mark = arena_mark(x->step.scratch);
+    decode_rows r = decode_rows_take(x);
+    qkvo_linear_forward(layer, &x->step, r.q, r.k, r.v, inp);
+    rope_at_positions(r.q, x->step.rope_cos, x->step.rope_sin, x->positions, s.batch, s.heads, s.head_dim);
+    rope_at_positions(r.k, x->step.rope_cos, x->step.rope_sin, x->positions, s.batch, s.kv_heads, s.head_dim);
+    taylor_state_update(x->states, x->state_stride, r.k, r.v, s.batch, 1, s.kv_heads, s.head_dim, s.scale);
+    taylor_state_read(r.av, x->states, x->state_stride, r.q, s.batch, s.heads, s.kv_heads, s.head_dim, s.scale);
+    decode_output(layer, x, out, r.av);
+    arena_release(x->step.scratch, mark);
+}
+
 const mixer_kind mixer_kind_approx = {
     .name = "approx",
     .letter = 'T',
@@ -124,4 +163,8 @@ const mixer_kind mixer_kind_approx = {
     .forward_flops_per_token = approx_forward_flops,
     .cache_floats_per_token = approx_cache_floats,
     .state_floats = approx_state_floats,
+    .decode_state_floats = approx_decode_state_floats,
+    .decode_scratch_floats = approx_decode_scratch_floats,
+    .decode_prefill = approx_decode_prefill,
+    .decode_step = approx_decode_step,
 };

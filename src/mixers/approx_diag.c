@@ -20,6 +20,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mixers/decode_qkvo.h"
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
@@ -99,6 +100,43 @@ static int64_t diag_state_floats(const decon_config *c) {
     return (int64_t)config_kv_heads(c) * (2 * dh * dh + 3 * dh);
 }
 
+// Decoding: the recurrent state P, R, K, C, V per kv head (ops' diag_state_*), constant in
+// the context: prefill sums the prompt's rotated k, v into it; a step adds the new token
+// and reads o as the forward does at that position.
+static size_t diag_decode_floats(const decon_config *c, int max_context) {
+    (void)max_context;
+    return (size_t)config_local_kv_heads(c) * diag_decode_state_floats(config_head_dim(c));
+}
+
+static size_t diag_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return decode_rows_floats(c, batch);
+}
+
+static void diag_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                                int sequence, int length) {
+    const decon_config *c = forward->config;
+    int dh = config_head_dim(c), kv_heads = config_local_kv_heads(c);
+    size_t offset = (size_t)sequence * (size_t)forward->seq_len * (size_t)(kv_heads * dh);
+    fill_floats(state, 0.0f, diag_decode_floats(c, max_context));
+    diag_state_update(state, 0, layer->saved[S_K] + offset, layer->saved[S_V] + offset, 1, length, kv_heads, dh);
+}
+
+static void diag_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    const decon_config *c = x->step.config;
+    qkvo_shape s = qkvo_shape_of(&x->step);
+    size_t mark = arena_mark(x->step.scratch);
+    decode_rows r = decode_rows_take(x);
+    qkvo_linear_forward(layer, &x->step, r.q, r.k, r.v, inp);
+    rope_at_positions(r.q, x->step.rope_cos, x->step.rope_sin, x->positions, s.batch, s.heads, s.head_dim);
+    rope_at_positions(r.k, x->step.rope_cos, x->step.rope_sin, x->positions, s.batch, s.kv_heads, s.head_dim);
+    diag_state_update(x->states, x->state_stride, r.k, r.v, s.batch, 1, s.kv_heads, s.head_dim);
+    diag_state_read(r.av, x->states, x->state_stride, r.q, x->positions, s.batch, s.heads, s.kv_heads, s.head_dim,
+                    s.scale, (float)c->approx_diag_guard, (float)c->approx_diag_eps);
+    decode_output(layer, x, out, r.av);
+    arena_release(x->step.scratch, mark);
+}
+
 const mixer_kind mixer_kind_approx_diag = {
     .name = "approx-diag",
     .letter = 'D',
@@ -113,4 +151,8 @@ const mixer_kind mixer_kind_approx_diag = {
     .forward_flops_per_token = diag_forward_flops,
     .cache_floats_per_token = diag_cache_floats,
     .state_floats = diag_state_floats,
+    .decode_state_floats = diag_decode_floats,
+    .decode_scratch_floats = diag_decode_scratch_floats,
+    .decode_prefill = diag_decode_prefill,
+    .decode_step = diag_decode_step,
 };

@@ -17,6 +17,7 @@
 // sequence (docs/design.md).
 
 #include "core/errors.h"
+#include "mixers/decode_qkvo.h"
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
@@ -151,6 +152,68 @@ static double fixed_forward_flops(const decon_config *c, int seq_len) {
 // per token of the input only V is cached.
 static int64_t fixed_cache_floats(const decon_config *c) { return (int64_t)config_kv_heads(c) * config_head_dim(c); }
 
+// Decoding. Shared by the batch, computed once for the maximum context (decode_share):
+// the fixed stream's Qf [max_context, q_dim] and Kf [max_context, kv_dim] after RoPE,
+// the factors of the one map (the map itself, heads x L^2 / 2, would be 8.6 GB per layer
+// at L = 16k and 8 heads); each step reads the map's row of a sequence's position
+// against Kf. Per sequence: its values V [max_context, kv_dim], a V-only KV cache.
+static size_t fixed_decode_state_floats(const decon_config *c, int max_context) {
+    return (size_t)max_context * (size_t)config_local_kv_heads(c) * (size_t)config_head_dim(c);
+}
+
+static size_t fixed_decode_shared_floats(const decon_config *c, int max_context) {
+    size_t dh = (size_t)config_head_dim(c);
+    return (size_t)max_context * ((size_t)config_local_heads(c) + (size_t)config_local_kv_heads(c)) * dh;
+}
+
+static size_t fixed_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return decode_rows_floats(c, batch);
+}
+
+static void fixed_decode_share(mixer_layer *layer, const mixer_context *forward, float *shared) {
+    qkvo_shape s = qkvo_shape_of(forward);
+    size_t L = (size_t)s.seq_len;
+    copy_floats(shared, layer->saved[S_Q], L * s.q_dim);
+    copy_floats(shared + L * s.q_dim, layer->saved[S_K], L * s.kv_dim);
+}
+
+static void fixed_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                                 int sequence, int length) {
+    (void)max_context;
+    qkvo_shape s = qkvo_shape_of(forward);
+    copy_floats(state, layer->saved[S_V] + (size_t)sequence * s.seq_len * s.kv_dim, (size_t)length * s.kv_dim);
+}
+
+static void fixed_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    qkvo_shape s = qkvo_shape_of(&x->step);
+    size_t mark = arena_mark(x->step.scratch);
+    decode_rows r = decode_rows_take(x);
+    const float *qf = x->shared, *kf = x->shared + (size_t)x->max_context * s.q_dim;
+    column_parallel_linear_forward(r.v, inp, qkvo_param(layer, &x->step, QKVO_WV), qkvo_param(layer, &x->step, QKVO_BV),
+                                   s.rows, s.d, s.kv_dim);
+    copy_rows_to_positions(x->states, x->state_stride, r.v, x->positions, s.batch, (size_t)s.kv_dim);
+    copy_rows_from_positions(r.q, qf, 0, x->positions, s.batch, (size_t)s.q_dim);
+    attention_decode(r.av, r.q, kf, x->states, x->positions, s.batch, s.heads, s.kv_heads, s.head_dim, s.scale, 0,
+                     x->state_stride);
+    decode_output(layer, x, out, r.av);
+    arena_release(x->step.scratch, mark);
+}
+
+// Shared by the batch: Qf and Kf of every position of the maximum context.
+static int64_t fixed_shared_cache_floats(const decon_config *c) {
+    return ((int64_t)c->num_attention_heads + config_kv_heads(c)) * config_head_dim(c);
+}
+
+#define FIXED_DECODE_MEMBERS                                      \
+    .shared_cache_floats_per_token = fixed_shared_cache_floats,  \
+    .decode_state_floats = fixed_decode_state_floats,             \
+    .decode_shared_floats = fixed_decode_shared_floats,           \
+    .decode_scratch_floats = fixed_decode_scratch_floats,         \
+    .decode_share = fixed_decode_share,                           \
+    .decode_prefill = fixed_decode_prefill,                       \
+    .decode_step = fixed_decode_step,
+
 const mixer_kind mixer_kind_rndembqk = {
     .name = "rndembqk",
     .letter = 'R',
@@ -166,6 +229,7 @@ const mixer_kind mixer_kind_rndembqk = {
     .param_count = fixed_param_count,
     .forward_flops_per_token = fixed_forward_flops,
     .cache_floats_per_token = fixed_cache_floats,
+    FIXED_DECODE_MEMBERS
 };
 
 // The same mixer; the model starts fixedseqqk's fixed stream from Emb(t_s) instead.
@@ -185,4 +249,5 @@ const mixer_kind mixer_kind_fixedseqqk = {
     .param_count = fixed_param_count,
     .forward_flops_per_token = fixed_forward_flops,
     .cache_floats_per_token = fixed_cache_floats,
+    FIXED_DECODE_MEMBERS
 };

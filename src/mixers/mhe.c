@@ -198,6 +198,71 @@ static double mhe_forward_flops(const decon_config *c, int seq_len) {
 // decoder caches heads (or kv_heads) times less than standard and re-expands on the fly.
 static int64_t mhe_cache_floats(const decon_config *c) { return 2 * (int64_t)config_head_dim(c); }
 
+// Decoding with the compact cache (mhe_cache_floats): per sequence the shared K and V
+// BEFORE the head embeddings and RoPE, KS then VS [max_context, d_h]. They do not depend
+// on the head, so they are the same on every tensor-parallel rank (replicated, like the
+// shared projections). A step re-expands one sequence's cache at a time into the scratch
+// (K_g = RoPE(KS (+|*) e_g), V_g = VS (+|*) e_g, the forward's own ops), then attends:
+// d_h per token instead of standard's 2 kv_heads d_h, for O(L kv_heads d_h) more work.
+static size_t mhe_decode_state_floats(const decon_config *c, int max_context) {
+    return 2 * (size_t)max_context * (size_t)config_head_dim(c);
+}
+
+// qs, ks, vs [batch, d_h]; q, av [batch, q_dim]; one sequence's expanded K, V
+// [max_context, kv_dim].
+static size_t mhe_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    size_t dh = (size_t)config_head_dim(c), q_dim = (size_t)config_local_heads(c) * dh;
+    size_t kv_dim = (size_t)config_local_kv_heads(c) * dh;
+    return (size_t)batch * (3 * dh + 2 * q_dim) + 2 * (size_t)max_context * kv_dim + 7 * (size_t)16;
+}
+
+static void mhe_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                               int sequence, int length) {
+    size_t dh = (size_t)config_head_dim(forward->config), offset = (size_t)sequence * (size_t)forward->seq_len * dh;
+    copy_floats(state, layer->saved[S_KS] + offset, (size_t)length * dh);
+    copy_floats(state + (size_t)max_context * dh, layer->saved[S_VS] + offset, (size_t)length * dh);
+}
+
+static void mhe_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp, bool mul) {
+    const mixer_context *step = &x->step;
+    const decon_config *c = step->config;
+    int B = step->batch, d = c->hidden_size, dh = config_head_dim(c);
+    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
+    size_t q_dim = (size_t)heads * dh, kv_dim = (size_t)kv_heads * dh, vs_offset = (size_t)x->max_context * dh;
+    size_t mark = arena_mark(step->scratch);
+    float *qs = arena_floats(step->scratch, (size_t)B * dh), *ks = arena_floats(step->scratch, (size_t)B * dh);
+    float *vs = arena_floats(step->scratch, (size_t)B * dh), *q = arena_floats(step->scratch, (size_t)B * q_dim);
+    float *av = arena_floats(step->scratch, (size_t)B * q_dim);
+    float *k_all = arena_floats(step->scratch, (size_t)x->max_context * kv_dim);
+    float *v_all = arena_floats(step->scratch, (size_t)x->max_context * kv_dim);
+    linear_forward(qs, inp, param_or_null(layer, step, P_WQ), param_or_null(layer, step, P_BQ), B, d, dh);
+    linear_forward(ks, inp, param_or_null(layer, step, P_WK), param_or_null(layer, step, P_BK), B, d, dh);
+    linear_forward(vs, inp, param_or_null(layer, step, P_WV), param_or_null(layer, step, P_BV), B, d, dh);
+    copy_rows_to_positions(x->states, x->state_stride, ks, x->positions, B, (size_t)dh);
+    copy_rows_to_positions(x->states + vs_offset, x->state_stride, vs, x->positions, B, (size_t)dh);
+    head_embedding_forward(q, qs, param_or_null(layer, step, P_EQ), B, heads, dh, mul);
+    rope_at_positions(q, step->rope_cos, step->rope_sin, x->positions, B, heads, dh);
+    for (int b = 0; b < B; b++) {
+        const float *cache = x->states + (size_t)b * x->state_stride;
+        int tokens = x->host_positions[b] + 1;
+        head_embedding_forward(k_all, cache, param_or_null(layer, step, P_EK), tokens, kv_heads, dh, mul);
+        rope_forward(k_all, step->rope_cos, step->rope_sin, 1, tokens, kv_heads, dh);
+        head_embedding_forward(v_all, cache + vs_offset, param_or_null(layer, step, P_EV), tokens, kv_heads, dh, mul);
+        attention_decode(av + (size_t)b * q_dim, q + (size_t)b * q_dim, k_all, v_all, x->positions + b, 1, heads,
+                         kv_heads, dh, 1.0f / sqrtf((float)dh), 0, 0);
+    }
+    row_parallel_linear_forward(out, av, param_or_null(layer, step, P_WO), B, (int)q_dim, d);
+    arena_release(step->scratch, mark);
+}
+
+static void mhe_add_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    mhe_decode_step(layer, x, out, inp, false);
+}
+
+static void mhe_mul_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    mhe_decode_step(layer, x, out, inp, true);
+}
+
 const mixer_kind mixer_kind_mhe_add = {
     .name = "mhe-add",
     .letter = 'E',
@@ -212,6 +277,10 @@ const mixer_kind mixer_kind_mhe_add = {
     .param_count = mhe_param_count,
     .forward_flops_per_token = mhe_forward_flops,
     .cache_floats_per_token = mhe_cache_floats,
+    .decode_state_floats = mhe_decode_state_floats,
+    .decode_scratch_floats = mhe_decode_scratch_floats,
+    .decode_prefill = mhe_decode_prefill,
+    .decode_step = mhe_add_decode_step,
 };
 
 const mixer_kind mixer_kind_mhe_mul = {
@@ -228,4 +297,8 @@ const mixer_kind mixer_kind_mhe_mul = {
     .param_count = mhe_param_count,
     .forward_flops_per_token = mhe_forward_flops,
     .cache_floats_per_token = mhe_cache_floats,
+    .decode_state_floats = mhe_decode_state_floats,
+    .decode_scratch_floats = mhe_decode_scratch_floats,
+    .decode_prefill = mhe_decode_prefill,
+    .decode_step = mhe_mul_decode_step,
 };

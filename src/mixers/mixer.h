@@ -49,6 +49,23 @@ typedef struct {
 
 struct mixer_kind;
 
+// One decode step (DESIGN.md 12; docs/design.md "Inference"): `step` describes the step's
+// rows, one new token per sequence (batch = sequences, seq_len = 1, grads NULL, rope
+// tables covering max_context positions, scratch = the session's decode scratch,
+// staticembqk's normed_embeddings = RMSNorm(e) of the new tokens); each sequence is at
+// its own position. Sequence b's decode state (decode_state_floats, the mixer's own
+// layout) is at states + b * state_stride; `shared` is the part every sequence reads
+// (decode_shared_floats: the fixed stream's queries and keys), NULL when there is none.
+typedef struct {
+    mixer_context step;
+    int max_context;
+    const int *positions;               // [batch] backend memory: the new token's position in each sequence
+    const int *host_positions;          // the same on the host
+    float *states;
+    size_t state_stride;
+    const float *shared;
+} mixer_decode;
+
 // One layer's instance: the registry indices of its tensors and its saved activations.
 typedef struct {
     const struct mixer_kind *kind;
@@ -100,6 +117,29 @@ typedef struct mixer_kind {
     // Recurrent mixers (approx, approx-diag, nonapx) instead keep a state per sequence that
     // does not grow with the context: its floats per layer (NULL for the others).
     int64_t (*state_floats)(const decon_config *config);
+    // The fixed stream's mixers (rndembqk, fixedseqqk) keep one more cache that the whole
+    // batch shares: floats per position of the maximum context (NULL for the others).
+    int64_t (*shared_cache_floats_per_token)(const decon_config *config);
+
+    // Decoding (docs/design.md "Inference"). Measured on this rank (local heads), like
+    // saved_floats: the floats of one sequence's decode state for up to max_context tokens,
+    // of the part the batch shares (NULL: none), and of the decode step's scratch for
+    // `batch` sequences. Summed over tp ranks they equal the logical counts above:
+    // batch x (cache_floats_per_token x max_context + state_floats) + shared x max_context.
+    size_t (*decode_state_floats)(const decon_config *config, int max_context);
+    size_t (*decode_shared_floats)(const decon_config *config, int max_context);
+    size_t (*decode_scratch_floats)(const decon_config *config, int batch, int max_context);
+    // After a forward whose only sequence is the fixed stream over max_context positions:
+    // fills `shared` from it (NULL unless decode_shared_floats).
+    void (*decode_share)(mixer_layer *layer, const mixer_context *forward, float *shared);
+    // After the training forward over prompts (`forward` its context): `state` becomes the
+    // decode state (sized for max_context) after the first `length` positions of sequence
+    // `sequence` of that batch.
+    void (*decode_prefill)(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                           int sequence, int length);
+    // One token per sequence: out[batch, hidden] = this rank's partial output (as forward),
+    // inp[batch, hidden] the normalised input; appends the token to every state.
+    void (*decode_step)(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp);
 } mixer_kind;
 
 // The table of variants (registry.c).

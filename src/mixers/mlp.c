@@ -119,6 +119,31 @@ static int64_t mlp_cache_floats(const decon_config *c) {
     return 0;
 }
 
+// Decoding: each token is mixed with nothing but itself, so a step is the forward on the
+// step's rows and the state is empty (0 floats); the prompt leaves nothing behind.
+static size_t mlp_decode_state_floats(const decon_config *c, int max_context) {
+    (void)c;
+    (void)max_context;
+    return 0;
+}
+
+static size_t mlp_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return 3 * ((size_t)batch * (size_t)mlp_max_local_width(c) + 16);
+}
+
+static void mlp_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    int rows = x->step.batch, d = x->step.config->hidden_size, m = mlp_local_width(layer, &x->step);
+    size_t size = (size_t)rows * (size_t)m, mark = arena_mark(x->step.scratch);
+    float *gate = arena_floats(x->step.scratch, size), *up = arena_floats(x->step.scratch, size);
+    float *act = arena_floats(x->step.scratch, size);
+    column_parallel_linear_forward(gate, inp, param_at(layer, &x->step, P_GATE), NULL, rows, d, m);
+    column_parallel_linear_forward(up, inp, param_at(layer, &x->step, P_UP), NULL, rows, d, m);
+    swiglu_forward(act, gate, up, size);
+    row_parallel_linear_forward(out, act, param_at(layer, &x->step, P_DOWN), rows, m, d);
+    arena_release(x->step.scratch, mark);
+}
+
 const mixer_kind mixer_kind_mlp = {
     .name = "mlp",
     .letter = 'M',
@@ -132,4 +157,7 @@ const mixer_kind mixer_kind_mlp = {
     .param_count = mlp_param_count,
     .forward_flops_per_token = mlp_forward_flops,
     .cache_floats_per_token = mlp_cache_floats,
+    .decode_state_floats = mlp_decode_state_floats,
+    .decode_scratch_floats = mlp_decode_scratch_floats,
+    .decode_step = mlp_decode_step,
 };

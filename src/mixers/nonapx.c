@@ -10,6 +10,7 @@
 // here q and k always come from the same token (the rotation would cancel exactly).
 #include <math.h>
 
+#include "mixers/decode_qkvo.h"
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
@@ -93,15 +94,52 @@ static double nonapx_forward_flops(const decon_config *c, int seq_len) {
     return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + 4.0 * q_dim;
 }
 
-// Generation needs only the running state per query head: max, sum and the normalised
-// output (d_h + 2 floats), constant in the sequence length. Nothing grows per token.
+// Generation needs only the running state per query head: the normalised output and the
+// logsumexp of the scores so far (d_h + 1 floats), constant in the sequence length.
+// Nothing grows per token.
 static int64_t nonapx_cache_floats(const decon_config *c) {
     (void)c;
     return 0;
 }
 
 static int64_t nonapx_state_floats(const decon_config *c) {
-    return (int64_t)c->num_attention_heads * (config_head_dim(c) + 2);
+    return (int64_t)c->num_attention_heads * (config_head_dim(c) + 1);
+}
+
+// Decoding: per query head the normalised output o and the logsumexp of the scores so far
+// (d_h + 1 floats, ops' nonapx_state_step), constant in the context. The training
+// forward already holds both at every position (A V and lse), so prefill copies them at
+// the prompt's last position: nothing is recomputed.
+static size_t nonapx_decode_state_floats(const decon_config *c, int max_context) {
+    (void)max_context;
+    return (size_t)config_local_heads(c) * (size_t)(config_head_dim(c) + 1);
+}
+
+static size_t nonapx_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return decode_rows_floats(c, batch);
+}
+
+static void nonapx_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                                  int sequence, int length) {
+    (void)max_context;
+    const decon_config *c = forward->config;
+    size_t dh = (size_t)config_head_dim(c), heads = (size_t)config_local_heads(c), L = (size_t)forward->seq_len;
+    size_t last = (size_t)sequence * L + (size_t)length - 1;
+    copy_strided_rows(state, dh + 1, layer->saved[S_AV] + last * heads * dh, dh, heads, dh);
+    copy_strided_rows(state + dh, dh + 1, layer->saved[S_LSE] + (size_t)sequence * heads * L + (size_t)length - 1, L,
+                      heads, 1);
+}
+
+static void nonapx_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    qkvo_shape s = qkvo_shape_of(&x->step);
+    size_t mark = arena_mark(x->step.scratch);
+    decode_rows r = decode_rows_take(x);
+    qkvo_linear_forward(layer, &x->step, r.q, r.k, r.v, inp);  // no RoPE, as in training
+    nonapx_state_step(r.av, x->states, x->state_stride, r.q, r.k, r.v, s.batch, s.heads, s.kv_heads, s.head_dim,
+                      s.scale);
+    decode_output(layer, x, out, r.av);
+    arena_release(x->step.scratch, mark);
 }
 
 const mixer_kind mixer_kind_nonapx = {
@@ -120,4 +158,8 @@ const mixer_kind mixer_kind_nonapx = {
     .forward_flops_per_token = nonapx_forward_flops,
     .cache_floats_per_token = nonapx_cache_floats,
     .state_floats = nonapx_state_floats,
+    .decode_state_floats = nonapx_decode_state_floats,
+    .decode_scratch_floats = nonapx_decode_scratch_floats,
+    .decode_prefill = nonapx_decode_prefill,
+    .decode_step = nonapx_decode_step,
 };

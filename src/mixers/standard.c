@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mixers/decode_qkvo.h"
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
@@ -90,6 +91,30 @@ static int64_t standard_cache_floats(const decon_config *c) {
     return 2 * (int64_t)config_kv_heads(c) * config_head_dim(c);
 }
 
+// Decoding: the KV cache (mixers/decode_qkvo.h), kv heads only.
+static size_t standard_decode_state_floats(const decon_config *c, int max_context) {
+    return kv_cache_floats(c, max_context);
+}
+
+static size_t standard_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return decode_rows_floats(c, batch);
+}
+
+static void standard_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                                    int sequence, int length) {
+    kv_cache_prefill(forward, max_context, layer->saved[S_K], layer->saved[S_V], state, sequence, length);
+}
+
+static void standard_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    size_t mark = arena_mark(x->step.scratch);
+    decode_rows r = decode_rows_take(x);
+    qkvo_linear_forward(layer, &x->step, r.q, r.k, r.v, inp);
+    kv_cache_attend(x, r);
+    decode_output(layer, x, out, r.av);
+    arena_release(x->step.scratch, mark);
+}
+
 const mixer_kind mixer_kind_standard = {
     .name = "standard",
     .letter = 'S',
@@ -105,4 +130,8 @@ const mixer_kind mixer_kind_standard = {
     .param_count = standard_param_count,
     .forward_flops_per_token = standard_forward_flops,
     .cache_floats_per_token = standard_cache_floats,
+    .decode_state_floats = standard_decode_state_floats,
+    .decode_scratch_floats = standard_decode_scratch_floats,
+    .decode_prefill = standard_decode_prefill,
+    .decode_step = standard_decode_step,
 };

@@ -11,6 +11,7 @@
 // over ranks of their d_normed_embeddings shares is the full gradient, like d_inp's.
 #include <string.h>
 
+#include "mixers/decode_qkvo.h"
 #include "mixers/mixer.h"
 #include "mixers/qkvo.h"
 #include "ops/ops.h"
@@ -88,6 +89,38 @@ static double static_forward_flops(const decon_config *c, int seq_len) {
 }
 static int64_t static_cache_floats(const decon_config *c) { return mixer_standard()->cache_floats_per_token(c); }
 
+// Decoding: standard's KV cache (kv heads, after RoPE); K comes from RMSNorm(e) of the
+// new token, which the session computes with this layer's norm weight.
+static size_t static_decode_state_floats(const decon_config *c, int max_context) {
+    return kv_cache_floats(c, max_context);
+}
+
+static size_t static_decode_scratch_floats(const decon_config *c, int batch, int max_context) {
+    (void)max_context;
+    return decode_rows_floats(c, batch);
+}
+
+static void static_decode_prefill(mixer_layer *layer, const mixer_context *forward, float *state, int max_context,
+                                  int sequence, int length) {
+    kv_cache_prefill(forward, max_context, layer->saved[S_K], layer->saved[S_V], state, sequence, length);
+}
+
+static void static_decode_step(mixer_layer *layer, const mixer_decode *x, float *out, const float *inp) {
+    qkvo_shape s = qkvo_shape_of(&x->step);
+    size_t mark = arena_mark(x->step.scratch);
+    decode_rows r = decode_rows_take(x);
+    const float *normed = x->step.normed_embeddings;
+    column_parallel_linear_forward(r.q, normed, qkvo_param(layer, &x->step, QKVO_WQ),
+                                   qkvo_param(layer, &x->step, QKVO_BQ), s.rows, s.d, s.q_dim);
+    column_parallel_linear_forward(r.k, normed, qkvo_param(layer, &x->step, QKVO_WK),
+                                   qkvo_param(layer, &x->step, QKVO_BK), s.rows, s.d, s.kv_dim);
+    column_parallel_linear_forward(r.v, inp, qkvo_param(layer, &x->step, QKVO_WV), qkvo_param(layer, &x->step, QKVO_BV),
+                                   s.rows, s.d, s.kv_dim);
+    kv_cache_attend(x, r);
+    decode_output(layer, x, out, r.av);
+    arena_release(x->step.scratch, mark);
+}
+
 const mixer_kind mixer_kind_staticembqk = {
     .name = "staticembqk",
     .letter = 'Q',
@@ -103,4 +136,8 @@ const mixer_kind mixer_kind_staticembqk = {
     .param_count = static_param_count,
     .forward_flops_per_token = static_forward_flops,
     .cache_floats_per_token = static_cache_floats,
+    .decode_state_floats = static_decode_state_floats,
+    .decode_scratch_floats = static_decode_scratch_floats,
+    .decode_prefill = static_decode_prefill,
+    .decode_step = static_decode_step,
 };

@@ -268,3 +268,51 @@ void diag_attention_quadratic_backward(float *d_q, float *d_k, float *d_v, const
                                        const float *q, const float *k, const float *v,
                                        int batch, int seq_len, int heads, int kv_heads,
                                        int head_dim, float scale, float guard, float eps);
+
+// --- decoding: one new token per sequence against a cache or a recurrent state ----------
+// (DESIGN.md 12; docs/design.md "Inference"). `batch` sequences each take one row (its
+// new token) at its own position positions[b] (backend memory, 0-based); per-sequence
+// caches and states lie `*_stride` floats apart. No op allocates: they run on the
+// caller's buffers (sized once when the decode session is created).
+//
+// cache[b * sequence_stride + positions[b] * width + j] = rows[b * width + j]: each
+// sequence's new row written at its position.
+void copy_rows_to_positions(float *cache, size_t sequence_stride, const float *rows, const int *positions, int batch,
+                            size_t width);
+// rows[b * width + j] = table[b * sequence_stride + positions[b] * width + j] (stride 0:
+// one table shared by the batch, e.g. the fixed stream's queries).
+void copy_rows_from_positions(float *rows, const float *table, size_t sequence_stride, const int *positions,
+                              int batch, size_t width);
+// RoPE of row b (heads x head_dim) at position positions[b] (rope_forward's rotation).
+void rope_at_positions(float *x, const float *cos_table, const float *sin_table, const int *positions, int batch,
+                       int heads, int head_dim);
+// Causal softmax attention of one query row per sequence over its cached keys and values
+// 0..positions[b] (the new token's included): q, out [batch, heads, head_dim]; key row t
+// of sequence b at k + b * k_stride + t * kv_heads * head_dim, value rows likewise
+// (k_stride 0: one key cache shared by the batch, rndembqk's fixed stream). GQA as above.
+void attention_decode(float *out, const float *q, const float *k, const float *v, const int *positions, int batch,
+                      int heads, int kv_heads, int head_dim, float scale, size_t k_stride, size_t v_stride);
+// approx's recurrent state (taylor_attention_*): per kv head, S = sum_t phi(k_t) v_t^T and
+// z = sum_t phi(k_t), stored as one [F, head_dim + 1] matrix (z its last column),
+// taylor_decode_state_floats per kv head. update: adds `rows` tokens of each sequence
+// (k, v [batch, rows, kv_heads, head_dim]) to its state; read: out_b = phi(q_b) S / phi(q_b).z.
+size_t taylor_decode_state_floats(int head_dim);
+void taylor_state_update(float *state, size_t state_stride, const float *k, const float *v, int batch, int rows,
+                         int kv_heads, int head_dim, float scale);
+void taylor_state_read(float *out, const float *state, size_t state_stride, const float *q, int batch, int heads,
+                       int kv_heads, int head_dim, float scale);
+// approx-diag's recurrent state (diag_attention_*): per kv head P = sum k v^T, R = sum k^2
+// v^T [head_dim, head_dim], then K = sum k, C = sum k^2, V = sum v [head_dim]
+// (diag_decode_state_floats per kv head). update as above; read: out_b with the count
+// positions[b] + 1 of tokens in the state.
+size_t diag_decode_state_floats(int head_dim);
+void diag_state_update(float *state, size_t state_stride, const float *k, const float *v, int batch, int rows,
+                       int kv_heads, int head_dim);
+void diag_state_read(float *out, const float *state, size_t state_stride, const float *q, const int *positions,
+                     int batch, int heads, int kv_heads, int head_dim, float scale, float guard, float eps);
+// nonapx's recurrent state per query head: the normalised output o [head_dim] and the
+// logsumexp of the scores so far (head_dim + 1 floats). One step per sequence: g =
+// scale silu(q).k (q pre-activation), lse' = log(exp lse + exp g), o' = o exp(lse - lse')
+// + v exp(g - lse'); out = o'.
+void nonapx_state_step(float *out, float *state, size_t state_stride, const float *q, const float *k, const float *v,
+                       int batch, int heads, int kv_heads, int head_dim, float scale);

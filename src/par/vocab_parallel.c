@@ -26,3 +26,20 @@ double vocab_parallel_cross_entropy(process_grid *grid, float *losses, float *d_
     return lm_head_cross_entropy(losses, d_hidden, d_weight_local, hidden, weight_local, targets, rows, dim,
                                  vocab_local, loss_scale, scratch, grid->tensor_size > 1 ? &shard : NULL);
 }
+
+void vocab_parallel_gather_logits(process_grid *grid, float *logits, const float *logits_local, int rows,
+                                  int vocab_local) {
+    int tp = grid->tensor_size;
+    size_t block = (size_t)rows * (size_t)vocab_local, vocab = (size_t)vocab_local * (size_t)tp;
+    if (tp == 1) {
+        copy_floats(logits, logits_local, block);
+        return;
+    }
+    process_grid_reserve_staging(grid, block * (size_t)tp);
+    MPI_Allgather(logits_local, (int)block, MPI_FLOAT, grid->staging, (int)block, MPI_FLOAT, grid->tensor);
+    traffic_add(&grid->traffic, TRAFFIC_TP_ALL_GATHER, traffic_all_gather_bytes((double)block * tp * sizeof(float), tp));
+    // rank-major blocks [tp][rows][vocab_local] -> [rows][vocab]
+    for (int r = 0; r < tp; r++)
+        copy_strided_rows(logits + (size_t)r * vocab_local, vocab, grid->staging + (size_t)r * block,
+                          (size_t)vocab_local, (size_t)rows, (size_t)vocab_local);
+}

@@ -20,3 +20,10 @@
 double vocab_parallel_cross_entropy(process_grid *grid, float *losses, float *d_hidden, float *d_weight_local,
                                     const float *hidden, const float *weight_local, const int *targets, int rows,
                                     int dim, int vocab_start, int vocab_local, float loss_scale, float *scratch);
+
+// Decoding's full logits on every rank: logits[rows, vocab_local * tp] from each rank's
+// logits_local[rows, vocab_local] (its vocabulary rows; every shard the same size, as
+// process_grid_validate requires), by one all-gather over the tp group through the
+// grid's staging buffer (reserve rows * vocab_local * tp floats beforehand). tp = 1: a copy.
+void vocab_parallel_gather_logits(process_grid *grid, float *logits, const float *logits_local, int rows,
+                                  int vocab_local);

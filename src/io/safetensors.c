@@ -18,7 +18,8 @@ static cJSON *checked(cJSON *item) {
 static char *header_json(const safetensors_tensor *tensors, int count, const char *const *metadata, int pairs) {
     cJSON *root = checked(cJSON_CreateObject());
     cJSON *meta = checked(cJSON_AddObjectToObject(root, "__metadata__"));
-    for (int i = 0; i < pairs; i++) checked(cJSON_AddStringToObject(meta, metadata[2 * i], metadata[2 * i + 1]));
+    for (size_t i = 0; i < (size_t)pairs; i++)
+        checked(cJSON_AddStringToObject(meta, metadata[2 * i], metadata[2 * i + 1]));
     uint64_t offset = 0;
     for (int t = 0; t < count; t++) {
         const safetensors_tensor *x = &tensors[t];

@@ -12,9 +12,8 @@
 static void require_readable(const char *path, const char *source, const char *checkpoint) {
     struct stat st;
     const char *why = NULL;
-    if (stat(path, &st) != 0) why = strerror(errno);
+    if (stat(path, &st) != 0 || (!S_ISDIR(st.st_mode) && access(path, R_OK) != 0)) why = strerror(errno);
     else if (S_ISDIR(st.st_mode)) why = "it is a directory";
-    else if (access(path, R_OK) != 0) why = strerror(errno);
     if (why)
         fatal("%s: no tokenizer reachable: %s %s cannot be read (%s); give --tokenizer FILE (the sentencepiece "
               "model of the shards it was trained on, e.g. data/corpus/tokenizer.model)", checkpoint, source, path, why);

@@ -122,7 +122,8 @@ static void check_frequencies(const char *name, double temperature, int top_k, d
             continue;
         }
         double expected = DRAWS * p[v];
-        chi2 += (count[v] - expected) * (count[v] - expected) / expected;
+        double observed = (double)count[v];
+        chi2 += (observed - expected) * (observed - expected) / expected;
         cells++;
     }
     // Pearson's statistic has mean cells-1 and sd sqrt(2(cells-1)); the bound is 6 sd above

@@ -14,6 +14,13 @@ CFLAGS  += -std=c11 -ffp-contract=fast -fno-math-errno -fopenmp -Wall -Wextra -W
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I$(BLAS_INC)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lm
 LDFLAGS := -fopenmp
+# The sentencepiece tokenizer (src/io/tokenizer.h) is C++ over Debian's libsentencepiece:
+# one object outside libdecon.a (which stays C). A program or test that uses it links
+# $(TOKENIZER_OBJ) before $(LIB) and $(TOKENIZER_LIBS) before $(LDLIBS).
+CXX      := g++
+CXXFLAGS ?= -O2
+CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -MMD -MP -Isrc
+TOKENIZER_LIBS := -lsentencepiece -lstdc++
 
 BUILD   := build
 BIN     := bin
@@ -27,6 +34,7 @@ BIN     := bin
 ifeq ($(SANITIZE),1)
 SANITIZERS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 CFLAGS     += $(SANITIZERS) -g -O1
+CXXFLAGS   += $(SANITIZERS) -g -O1
 LDFLAGS    += $(SANITIZERS)
 BUILD      := build-sanitize
 BIN        := $(BUILD)/bin
@@ -39,6 +47,7 @@ LIB_SRC := $(wildcard src/core/*.c src/ops/$(BACKEND)/*.c src/mixers/*.c src/mod
                       src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
+TOKENIZER_OBJ := $(BUILD)/src/io/tokenizer.o
 
 PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c)) $(BIN)/decon-analyze
 # Test support linked into every test program: the double references and shared helpers.
@@ -46,6 +55,11 @@ REF_SRC  := $(wildcard tests/reference/*.c tests/support/*.c)
 REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+# Drivers the test scripts run with arguments (not test programs: run_all.sh runs only
+# the files directly in build/tests/).
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
+# Programs that read or write text through the tokenizer.
+TOKENIZER_PROGRAMS := $(BIN)/decon-export
 # decon-analyze (analysis/*.c, MPI + ScaLAPACK), its tests and bench_svd link ScaLAPACK,
 # and LAPACK from the same OpenBLAS directory (so ScaLAPACK's liblapack.so.3 resolves there).
 ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c,$(wildcard analysis/*.c)))
@@ -55,11 +69,15 @@ ANALYSIS_LIBS  := -L$(BLAS_DIR) -Wl,--push-state,--no-as-needed -lscalapack-open
 .PHONY: all test bench clean setup corpus run lint report
 # Keep object files of programs and tests (they are intermediates of two-step rules).
 .SECONDARY:
-all: $(PROGRAMS) $(TESTS) $(BENCHES)
+all: $(PROGRAMS) $(TESTS) $(BENCHES) $(TEST_TOOLS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -68,6 +86,14 @@ $(LIB): $(LIB_OBJ)
 $(BIN)/decon-%: $(BUILD)/src/bin/decon-%.o $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(TOKENIZER_PROGRAMS): $(BIN)/decon-%: $(BUILD)/src/bin/decon-%.o $(TOKENIZER_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $< $(TOKENIZER_OBJ) $(LIB) $(TOKENIZER_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(TOKENIZER_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(TOKENIZER_OBJ) $(LIB) $(TOKENIZER_LIBS) $(LDLIBS) -o $@
 
 $(BIN)/decon-analyze: $(BUILD)/analysis/decon-analyze.o $(ANALYSIS_OBJ) $(LIB)
 	@mkdir -p $(BIN)
@@ -136,7 +162,7 @@ report: bin/decon-analyze
 # libomp-14-dev and libomp-19-dev conflict, so only one LLVM version can be installed).
 lint:
 	clang-tidy-19 --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
-	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/support/*.c tests/sanitizers/*.c tests/fuzz/*.c bench/*.c) \
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/support/*.c tests/sanitizers/*.c tests/fuzz/*.c tests/tools/*.c bench/*.c) \
 	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -isystem /usr/lib/x86_64-linux-gnu/openmpi/include -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
 
 clean:
@@ -190,4 +216,4 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_SUPPORT) $(FUZZ_L
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BUILD)/tests/fuzz/*.d
 # ---- end of fuzzing ------------------------------------------------------------------------
 
--include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(BUILD)/src/bin/*.d $(BUILD)/analysis/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d
+-include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(TOKENIZER_OBJ:.o=.d) $(BUILD)/tests/tools/*.d $(BUILD)/src/bin/*.d $(BUILD)/analysis/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d

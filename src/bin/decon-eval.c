@@ -2,7 +2,7 @@
 // choice; optionally with a hybrid model's non-standard layers skipped).
 //   decon-eval <checkpoint.h5> [--ppl tokens.bin] [--ctx 128,256,...] [--stride N] [--skip]
 //              [--cloze cloze.jsonl] [--choice task.jsonl] [--length-normalize]
-//              [--json out.json] [--threads N] [--max-windows N] [--batch-tokens N]
+//              [--json out.json] [--logits out.npy] [--threads N] [--max-windows N] [--batch-tokens N]
 //              [--record attn.h5 [--record-sequences K] [--record-layers all|1,3] [--record-dtype float16]
 //               [--record-tokens FILE]] [--decode-check]
 #include <errno.h>
@@ -33,6 +33,8 @@ static void usage(void) {
             "  --choice FILE       multiple choice, JSON lines {\"context\": [ids], \"choices\": [[ids], ...], \"label\": k}\n"
             "  --length-normalize  score choices by mean instead of summed log-likelihood\n"
             "  --json FILE         also write every figure as JSON\n"
+            "  --logits FILE       write the logits of the first --ppl window (the first --ctx) as .npy,\n"
+            "                      float32 [ctx, vocab], e.g. to compare with an export (decon-export)\n"
             "  --threads N         threads (default: every core)\n"
             "  --batch-tokens N    model inputs per forward pass (default %d; lower it for big models)\n"
             "  --record FILE       record attention (A and score histograms) at the checkpoint's step into\n"
@@ -52,8 +54,8 @@ static void usage(void) {
 // misspelt last option is reported as unknown, not as lacking a value).
 static bool takes_value(const char *option) {
     static const char *const OPTIONS[] = {"--ppl", "--ctx", "--stride", "--max-windows", "--cloze", "--choice",
-                                          "--json", "--threads", "--batch-tokens", "--record", "--record-sequences",
-                                          "--record-layers", "--record-dtype", "--record-tokens"};
+                                          "--json", "--logits", "--threads", "--batch-tokens", "--record",
+                                          "--record-sequences", "--record-layers", "--record-dtype", "--record-tokens"};
     for (size_t i = 0; i < sizeof OPTIONS / sizeof *OPTIONS; i++)
         if (strcmp(option, OPTIONS[i]) == 0) return true;
     return false;
@@ -117,6 +119,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--cloze") == 0) o.cloze_path = value;
         else if (strcmp(a, "--choice") == 0) o.choice_path = value;
         else if (strcmp(a, "--json") == 0) o.json_path = value;
+        else if (strcmp(a, "--logits") == 0) o.logits_path = value;
         else if (strcmp(a, "--threads") == 0) o.threads = (int)parse_integer(a, value, 1, 4096);
         else if (strcmp(a, "--max-windows") == 0) o.max_windows = parse_integer(a, value, 1, LONG_MAX);
         else if (strcmp(a, "--batch-tokens") == 0) o.batch_tokens = (int)parse_integer(a, value, 1, INT_MAX);
@@ -129,6 +132,7 @@ int main(int argc, char **argv) {
     }
     if (!o.record_path && (o.record_sequences || o.record_layers || o.record_dtype || o.record_tokens))
         fatal("--record-sequences, --record-layers, --record-dtype and --record-tokens need --record FILE");
+    if (o.logits_path && !o.perplexity_path) fatal("--logits needs --ppl FILE: it writes the logits of its first window");
     if (!o.checkpoint) {
         usage();
         fatal("no checkpoint given; e.g. decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin");

@@ -69,6 +69,8 @@ static const key_spec KEYS[] = {
      "stop | skip: a step with a non-finite loss or gradient ends the run (stop) or is dropped (skip)"},
     {"data", "train", KEY_STRING, FIELD(train), "data/corpus/train.bin", 0, 0, "training shard"},
     {"data", "validation", KEY_STRING, FIELD(validation), "data/corpus/val.bin", 0, 0, "validation shard"},
+    {"data", "tokenizer", KEY_STRING, FIELD(tokenizer), "", 0, 0,
+     "sentencepiece model of the shards (empty = tokenizer.model beside [data] train)"},
     {"io", "run_dir", KEY_STRING, FIELD(run_dir), "runs/default", 0, 0, "outputs"},
     {"io", "checkpoint_every", KEY_INT, FIELD(checkpoint_every), "1000", 0, INT_MAX, "steps (0 = end only)"},
     {"io", "keep_checkpoints", KEY_INT, FIELD(keep_checkpoints), "3", 1, INT_MAX, "newest K kept"},

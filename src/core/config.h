@@ -34,6 +34,7 @@ typedef struct {
     char on_nonfinite[16];      // "stop" | "skip": a step whose loss or gradient is not finite
     // [data]
     char train[CONFIG_STRING_MAX], validation[CONFIG_STRING_MAX];
+    char tokenizer[CONFIG_STRING_MAX];  // sentencepiece model ("": tokenizer.model beside train; io/tokenizer_path.h)
     // [io]
     char run_dir[CONFIG_STRING_MAX];
     int checkpoint_every, keep_checkpoints, log_every;

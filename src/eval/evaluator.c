@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "core/errors.h"
 #include "eval/load.h"
+#include "eval/logits.h"
 #include "eval/skip.h"
 #include "io/token_shard.h"
 #include "model/layer_plan.h"
@@ -192,6 +193,11 @@ int evaluator_run(const eval_options *o) {
             }
         }
         report_print_perplexity_footer(&r);
+    }
+    if (o->logits_path) {  // the full model, the first window of the first context
+        model_set_skipped(&m, NULL);
+        eval_write_logits(&m, tokens, contexts[0], o->logits_path);
+        info("wrote the logits of tokens 0..%d of %s to %s", contexts[0] - 1, o->perplexity_path, o->logits_path);
     }
     if (o->cloze_path) {
         report_print_cloze_header(&r, cloze.count);

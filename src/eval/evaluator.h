@@ -21,6 +21,7 @@ typedef struct {
     const char *cloze_path, *choice_path;
     bool length_normalize;
     const char *json_path;
+    const char *logits_path;            // --logits: the first --ppl window's logits (.npy)
     int threads;                        // 0: every core
     int64_t max_windows;                // 0: all
     int batch_tokens;                   // model inputs per forward pass (0: the default)

@@ -10,3 +10,7 @@
 void eval_logits(const model *m, int first_row, int rows, float *logits);
 // Index of the largest of logits[0 .. vocab-1] (the first one on ties).
 int eval_argmax(const float *logits, int vocab);
+// decon-eval --logits: the logits of one window tokens[0 .. length-1] (one forward pass
+// of m, allocated for length) written as a NumPy .npy file, float32 [length, vocab], via
+// "<path>.tmp" and a rename; for comparing decon with other implementations (an export).
+void eval_write_logits(model *m, const int *tokens, int length, const char *path);

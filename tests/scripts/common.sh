@@ -37,6 +37,16 @@ sys.stdout.write(" ".join(map(str, out)) + "\n")
 PY
 }
 
+# ensure_corpus: the shipped corpus in $CORPUS (data/corpus), built by its recipe when
+# absent (first time only); on failure a FAIL line and the script ends.
+CORPUS="$ROOT/data/corpus"
+ensure_corpus() {
+    if [ ! -f "$CORPUS/train.bin" ] || [ ! -f "$CORPUS/val.bin" ] || [ ! -f "$CORPUS/tokenizer.model" ]; then
+        bash "$ROOT/input/corpus/build.sh" "$CORPUS" >"$WORK/corpus.log" 2>&1 ||
+            { fail "$1" "corpus recipe failed: $(tail -n 3 "$WORK/corpus.log")"; exit 0; }
+    fi
+}
+
 # A config for fast end-to-end runs on the synthetic shards in $WORK.
 write_small_config() {
     cat > "$1" <<INI

@@ -8,7 +8,8 @@ packages=(
     libhdf5-openmpi-dev hdf5-tools      # parallel HDF5, h5dump/h5diff
     libopenblas-openmp-dev              # sgemm (OpenMP threading, shares our pool)
     libinih-dev libcjson-dev            # INI configs, JSON
-    sentencepiece                       # BPE tokenizer (spm_train, spm_encode)
+    sentencepiece libsentencepiece-dev  # BPE tokenizer (spm_train, spm_encode; the C++ library under src/io/tokenizer.h)
+    python3-torch                       # tests/scripts/test_export.sh: an independent Qwen2 forward of the export
     python3 python3-numpy               # corpus recipe and test helpers
     libscalapack-openmpi-dev            # decon-analyze: distributed SVD (pdgesvd)
     python3-h5py python3-matplotlib     # analysis/plot: figures and report.md

@@ -3,11 +3,7 @@
 # validation loss well below the unigram entropy of the training tokens (what a model
 # that ignores context can reach at best).
 source "$(dirname "$0")/common.sh"
-CORPUS="$ROOT/data/corpus"
-if [ ! -f "$CORPUS/train.bin" ] || [ ! -f "$CORPUS/val.bin" ]; then
-    bash "$ROOT/input/corpus/build.sh" "$CORPUS" >"$WORK/corpus.log" 2>&1 ||
-        { fail train_corpus_build "corpus recipe failed: $(tail -n 3 "$WORK/corpus.log")"; exit 0; }
-fi
+ensure_corpus train_corpus_build
 unigram=$($PYTHON - "$CORPUS/train.bin" <<'PY'
 import sys, numpy as np
 raw = open(sys.argv[1], "rb").read()

@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "core/errors.h"
+#include "eval/json_file.h"
 #include "eval/load.h"
 #include "eval/logits.h"
 #include "eval/skip.h"
@@ -31,20 +32,6 @@ static void refuse_input_as_report(const eval_options *o) {
     }
 }
 
-// Fails now, not after a long evaluation, when the JSON report cannot be written.
-static void probe_writable(const char *path) {
-    char temporary[4096 + 8];
-    if (strlen(path) >= 4096) fatal("--json path is too long: %.80s...", path);
-    struct stat st;  // the report is renamed onto path at the end, which a directory refuses
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        fatal("cannot write the JSON report %s: it is a directory; give a file name such as %s/eval.json", path, path);
-    snprintf(temporary, sizeof temporary, "%s.tmp", path);
-    FILE *f = fopen(temporary, "w");
-    if (!f) fatal("cannot write the JSON report %s (%s); check that its directory exists", path, strerror(errno));
-    fclose(f);
-    unlink(temporary);
-}
-
 // The whole token file as ids (checked < vocab_size by token_shard_open).
 static int *read_tokens(const char *path, int vocab_size, int64_t *count) {
     token_shard shard;
@@ -67,7 +54,7 @@ int evaluator_run(const eval_options *o) {
               "attn.h5");
     if (o->json_path) {
         refuse_input_as_report(o);
-        probe_writable(o->json_path);
+        json_file_probe(o->json_path, "eval.json");  // fails now, not after a long evaluation
     }
 
     // The model's config first: a missing or damaged checkpoint fails before anything else.

@@ -37,7 +37,15 @@ static void set_fixed_tokens(model *m, const char *checkpoint) {
 
 void eval_load_model(model *m, const decon_config *config, const char *checkpoint, int max_batch, int max_seq_len,
                      train_state *state) {
-    model_build(m, config, checkpoint);
+    eval_build_model(m, config, checkpoint, NULL);
+    eval_read_model(m, checkpoint, max_batch, max_seq_len, state);
+}
+
+void eval_build_model(model *m, const decon_config *config, const char *checkpoint, process_grid *grid) {
+    model_build_parallel(m, config, checkpoint, grid);
+}
+
+void eval_read_model(model *m, const char *checkpoint, int max_batch, int max_seq_len, train_state *state) {
     model_allocate(m, max_batch, max_seq_len);
     checkpoint_read(checkpoint, &m->registry, m->params, NULL, NULL, state, MPI_COMM_WORLD);
     if (m->fixed_stream_from_tokens) set_fixed_tokens(m, checkpoint);

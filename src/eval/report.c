@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "eval/json_file.h"
 
 void report_print_model(const eval_report *r) {
     info("checkpoint  %s (step %lld)", r->checkpoint, (long long)r->step);
@@ -187,22 +188,6 @@ void report_write_json(const eval_report *r, const char *path) {
     if (r->cloze_path) cJSON_AddItemToObject(root, "cloze", cloze_json(r));
     if (r->choice_path) cJSON_AddItemToObject(root, "choice", choice_json(r));
     add_number(root, "seconds", r->seconds);
-    char *text = cJSON_Print(root);
-    if (!text) fatal("out of memory building the JSON report");
+    json_file_write(root, path);
     cJSON_Delete(root);
-
-    char temporary[4096 + 8];
-    if (strlen(path) >= 4096) fatal("--json path is too long: %.80s...", path);
-    snprintf(temporary, sizeof temporary, "%s.tmp", path);
-    FILE *f = fopen(temporary, "w");
-    if (!f) fatal("cannot write the JSON report %s (%s); check that its directory exists", temporary, strerror(errno));
-    bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    ok = (fclose(f) == 0) && ok;
-    free(text);
-    if (!ok || rename(temporary, path) != 0) {
-        int error = errno;
-        remove(temporary);  // no half-written report left behind
-        if (!ok) fatal("cannot write the JSON report %s (%s); check free disk space", temporary, strerror(error));
-        fatal("cannot rename %s to %s (%s)", temporary, path, strerror(error));
-    }
 }

@@ -59,7 +59,7 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 # the files directly in build/tests/).
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 # Programs that read or write text through the tokenizer.
-TOKENIZER_PROGRAMS := $(BIN)/decon-export
+TOKENIZER_PROGRAMS := $(BIN)/decon-export $(BIN)/decon-generate
 # decon-analyze (analysis/*.c, MPI + ScaLAPACK), its tests and bench_svd link ScaLAPACK,
 # and LAPACK from the same OpenBLAS directory (so ScaLAPACK's liblapack.so.3 resolves there).
 ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c,$(wildcard analysis/*.c)))
@@ -141,7 +141,8 @@ endif
 bench: all
 	bash bench/run_all.sh
 
-# The main job: install, build, prepare the corpus, train the tiny preset, evaluate it.
+# The main job: install, build, prepare the corpus, train the tiny preset, evaluate it,
+# print a sample of its text.
 run: setup
 	$(MAKE) all
 	bash input/corpus/build.sh data/corpus
@@ -149,6 +150,9 @@ run: setup
 	bash input/tasks/build.sh data/corpus data/tasks
 	bin/decon-eval runs/tiny/ckpt/latest.h5 --ppl data/corpus/test.bin --ctx 64,128,256,512 \
 	    --cloze data/tasks/cloze.jsonl --choice data/tasks/choice.jsonl --json runs/tiny/eval.json
+	@echo "A greedy sample from runs/tiny (bin/decon-generate, README \"Generating text\"):"
+	bin/decon-generate runs/tiny/ckpt/latest.h5 --prompt "The history of the city" --greedy --max-new 40 \
+	    --json runs/tiny/sample.json
 
 # Plots and report.md across runs (README.md, "Analysing recordings"):
 #   make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0]

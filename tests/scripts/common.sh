@@ -79,6 +79,39 @@ log_every = 1
 INI
 }
 
+# corpus_config OUT KV_HEADS TIE BIAS: a small model on the shipped corpus (vocab 8192), 12 steps
+# at a high learning rate: seconds to train, and no longer uniform.
+corpus_config() {
+    cat >"$1" <<INI
+[model]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = $2
+vocab_size = 8192
+rope_theta = 10000
+tie_word_embeddings = $3
+attention_bias = $4
+[train]
+sequence_length = 64
+micro_batch_size = 4
+global_batch_size = 4
+max_steps = 12
+learning_rate = 1e-2
+warmup_steps = 2
+eval_every = 0
+eval_batches = 1
+threads = 1
+[data]
+train = $CORPUS/train.bin
+validation = $CORPUS/val.bin
+[io]
+run_dir = $WORK/run
+checkpoint_every = 0
+INI
+}
+
 # ---- bad input ----------------------------------------------------------------------------
 # guard_outputs PATH...: remembers the files and links under PATHs (names, link targets,
 # bytes); every later expect_error fails when a refused command added, changed or removed one.

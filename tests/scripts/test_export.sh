@@ -11,38 +11,6 @@ ensure_corpus export_corpus
 EXPORT="$ROOT/bin/decon-export"
 EVAL="$ROOT/bin/decon-eval"
 
-# corpus_config OUT KV_HEADS TIE BIAS: a small model on the shipped corpus (vocab 8192).
-corpus_config() {
-    cat >"$1" <<INI
-[model]
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 2
-num_attention_heads = 4
-num_key_value_heads = $2
-vocab_size = 8192
-rope_theta = 10000
-tie_word_embeddings = $3
-attention_bias = $4
-[train]
-sequence_length = 64
-micro_batch_size = 4
-global_batch_size = 4
-max_steps = 12
-learning_rate = 1e-2
-warmup_steps = 2
-eval_every = 0
-eval_batches = 1
-threads = 1
-[data]
-train = $CORPUS/train.bin
-validation = $CORPUS/val.bin
-[io]
-run_dir = $WORK/run
-checkpoint_every = 0
-INI
-}
-
 # export_and_compare NAME CHECKPOINT: export, decon's logits of the first 64 test tokens,
 # the PyTorch forward of the export on the same tokens.
 export_and_compare() {

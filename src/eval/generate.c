@@ -96,7 +96,7 @@ bool generate_run(const generate_settings *settings, generate_source *source, ge
     l.samplers = xcalloc((size_t)count, sizeof(sampler));
     int *indices = xmalloc((size_t)count * sizeof(int)), *lengths = xmalloc((size_t)count * sizeof(int));
     int *held = xmalloc((size_t)count * sizeof(int)), *tokens = xmalloc((size_t)count * sizeof(int));
-    const int **prompts = xmalloc((size_t)count * sizeof(int *));
+    const int **prompts = (const int **)xmalloc((size_t)count * sizeof(int *));
     float *logits = xmalloc((size_t)count * (size_t)g->vocab * sizeof(float));
     for (int b = 0; b < count; b++) {
         if (l.rank == 0) sampler_init(&l.samplers[b], &g->sampling, g->choices, sequences[b].stream);
@@ -147,7 +147,7 @@ bool generate_run(const generate_settings *settings, generate_source *source, ge
     free(lengths);
     free(held);
     free(tokens);
-    free(prompts);
+    free((void *)prompts);
     free(logits);
     return ok;
 }

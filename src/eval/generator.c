@@ -236,7 +236,8 @@ static void write_json(const run_facts *f, const printer *p, const char *path) {
         const prompt *source = &p->prompts[b / p->samples];
         cJSON *x = checked(cJSON_CreateObject());
         checked(cJSON_AddNumberToObject(x, "index", b));
-        checked(cJSON_AddNumberToObject(x, "prompt", b / p->samples));
+        int prompt_index = b / p->samples;
+        checked(cJSON_AddNumberToObject(x, "prompt", prompt_index));
         checked(cJSON_AddNumberToObject(x, "sample", b % p->samples));
         if (source->text) checked(cJSON_AddStringToObject(x, "prompt_text", source->text));
         else checked(cJSON_AddNullToObject(x, "prompt_text"));

@@ -95,7 +95,7 @@ bool generate_run(const generate_settings *settings, generate_source *source, ge
     l.next = xmalloc((size_t)count * sizeof(int));
     l.samplers = xcalloc((size_t)count, sizeof(sampler));
     int *indices = xmalloc((size_t)count * sizeof(int)), *lengths = xmalloc((size_t)count * sizeof(int));
-    int *held = xmalloc((size_t)count * sizeof(int)), *tokens = xmalloc((size_t)count * sizeof(int));
+    int *tokens = xmalloc((size_t)count * sizeof(int));
     const int **prompts = (const int **)xmalloc((size_t)count * sizeof(int *));
     float *logits = xmalloc((size_t)count * (size_t)g->vocab * sizeof(float));
     for (int b = 0; b < count; b++) {
@@ -104,36 +104,24 @@ bool generate_run(const generate_settings *settings, generate_source *source, ge
         sequences[b].stop = GENERATE_RUNNING;
         indices[b] = b;
         prompts[b] = sequences[b].prompt;
-        lengths[b] = held[b] = sequences[b].prompt_length;
+        lengths[b] = sequences[b].prompt_length;
         timing->prefill_tokens += lengths[b];
     }
-    int dummy = g->eos_id >= 0 ? g->eos_id : 0;
     double start = wall_seconds();
     bool ok = source->prefill(source->context, count, indices, prompts, lengths, logits);
     timing->prefill_seconds = wall_seconds() - start;
     if (ok) choose_and_take(&l, logits);
     while (ok && any_running(sequences, count)) {
         start = wall_seconds();
-        // Stopped sequences at the end of the context start again from one dummy token.
-        int full = 0;
-        for (int b = 0; b < count; b++)
-            if (sequences[b].stop != GENERATE_RUNNING && held[b] >= g->max_context) {
-                indices[full] = b;
-                prompts[full] = &dummy;
-                lengths[full++] = 1;
-                held[b] = 1;
-            }
-        if (full > 0) ok = source->prefill(source->context, full, indices, prompts, lengths, NULL);
         int running = 0;
         for (int b = 0; b < count; b++) {
             const generate_sequence *q = &sequences[b];
-            tokens[b] = q->stop == GENERATE_RUNNING ? q->generated[q->count - 1] : dummy;
+            tokens[b] = q->stop == GENERATE_RUNNING ? q->generated[q->count - 1] : DECODE_IDLE;
             running += q->stop == GENERATE_RUNNING;
         }
-        ok = ok && source->step(source->context, tokens, logits);
+        ok = source->step(source->context, tokens, logits);
         timing->decode_seconds += wall_seconds() - start;
         if (!ok) break;
-        for (int b = 0; b < count; b++) held[b]++;
         timing->decode_steps++;
         timing->decode_tokens += running;
         choose_and_take(&l, logits);
@@ -145,7 +133,6 @@ bool generate_run(const generate_settings *settings, generate_source *source, ge
     free(l.next);
     free(indices);
     free(lengths);
-    free(held);
     free(tokens);
     free((void *)prompts);
     free(logits);

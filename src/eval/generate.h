@@ -4,10 +4,9 @@
 //   eos          it chose the end-of-sequence token (kept as its last generated id);
 //   max-new      it has max_new generated tokens;
 //   max-context  prompt + generated fill max_context (no position is left to predict).
-// A step advances every sequence of the session, so a stopped one is fed a dummy token
-// (the EOS id, else 0) whose logits are ignored, and when such a sequence would exceed the
-// context it is given a fresh one-token prompt (a prefill) instead: a running sequence
-// never waits for a stopped one. The loop ends when every sequence has stopped.
+// A step takes every sequence of the session, so a stopped one is fed DECODE_IDLE
+// (model/decode.h: retired, its logits ignored): a running sequence never waits for a
+// stopped one. The loop ends when every sequence has stopped.
 //
 // Under MPI (comm of several ranks: one tensor-parallel group) every rank runs the same
 // source calls; rank 0 alone samples and broadcasts the chosen tokens (MPI_Bcast), so the

@@ -13,7 +13,7 @@ struct decode_session {
     model *m;
     int batch, max_context;
     int *lengths;                        // host [batch]: tokens held by each sequence
-    int *host_positions;                 // host [batch]: this step's positions
+    int *host_positions, *host_tokens;   // host [batch]: this step's positions and tokens
     int *positions, *tokens;             // backend [batch]
     float **states, **shared;            // per layer: batch x state_floats; shared (or NULL)
     size_t *state_floats, *shared_floats;
@@ -65,6 +65,7 @@ decode_session *decode_create(model *m, int batch, int max_context) {
     s->max_context = max_context;
     s->lengths = xcalloc(rows, sizeof(int));
     s->host_positions = xcalloc(rows, sizeof(int));
+    s->host_tokens = xcalloc(rows, sizeof(int));
     s->positions = ops_alloc(rows * sizeof(int));
     s->tokens = ops_alloc(rows * sizeof(int));
     s->states = (float **)xcalloc((size_t)n, sizeof(float *));
@@ -124,6 +125,7 @@ void decode_free(decode_session *s) {
     free(s->shared_floats);
     free(s->lengths);
     free(s->host_positions);
+    free(s->host_tokens);
     free(s->prompt_tokens);
     free(s);
 }
@@ -214,6 +216,10 @@ bool decode_step(decode_session *s, const int *tokens, float *logits) {
     const decon_config *c = &m->config;
     int B = s->batch, d = c->hidden_size, inter = m->intermediate_local;
     for (int b = 0; b < B; b++) {
+        if (tokens[b] == DECODE_IDLE) {  // retired: any valid token at position 0, reset below
+            s->host_positions[b] = s->host_tokens[b] = 0;
+            continue;
+        }
         if (s->lengths[b] < 1) {
             set_error(s, "step: sequence %d has no prompt; prefill it first", b);
             return false;
@@ -225,11 +231,12 @@ bool decode_step(decode_session *s, const int *tokens, float *logits) {
         }
         if (!tokens_valid(s, tokens + b, 1, "step: the token", b)) return false;
         s->host_positions[b] = s->lengths[b];
+        s->host_tokens[b] = tokens[b];
     }
     size_t rd = (size_t)B * (size_t)d, ri = (size_t)B * (size_t)inter;
     float eps = (float)c->rms_norm_eps;
     ops_from_host(s->positions, s->host_positions, (size_t)B * sizeof(int));
-    ops_from_host(s->tokens, tokens, (size_t)B * sizeof(int));
+    ops_from_host(s->tokens, s->host_tokens, (size_t)B * sizeof(int));
     mixer_decode x = {
         .step = {.config = c, .registry = &m->registry, .params = m->params, .grads = NULL, .rope_cos = s->rope_cos,
                  .rope_sin = s->rope_sin, .scratch = &s->scratch, .batch = B, .seq_len = 1, .fixed_sequence = -1,
@@ -267,7 +274,7 @@ bool decode_step(decode_session *s, const int *tokens, float *logits) {
     }
     rmsnorm_forward(s->normed, s->rstd, s->residual, param_of(m, m->final_norm), B, d, eps);
     logits_of(s, s->normed, B, logits);
-    for (int b = 0; b < B; b++) s->lengths[b]++;
+    for (int b = 0; b < B; b++) s->lengths[b] = tokens[b] == DECODE_IDLE ? 0 : s->lengths[b] + 1;
     return true;
 }
 

@@ -37,9 +37,13 @@ void decode_free(decode_session *s);
 bool decode_prefill(decode_session *s, int count, const int *sequences, const int *const *prompts,
                     const int *lengths, float *logits);
 // One step: tokens[b] is appended to sequence b at position decode_length(s, b), for every
-// b < batch; logits[b * vocab ..] receive the logits after it. Returns false, changing
+// b < batch; logits[b * vocab ..] receive the logits after it. tokens[b] = DECODE_IDLE
+// instead retires sequence b (a finished one, full or not): it is computed along (the
+// batch is one GEMM) but its row's logits mean nothing, and afterwards it holds no tokens,
+// as after decode_reset, until a prefill gives it a new prompt. Returns false, changing
 // nothing, when a sequence has no prompt yet or is full (max_context tokens), or a token
 // is outside the vocabulary (decode_error says which).
+enum { DECODE_IDLE = -1 };
 bool decode_step(decode_session *s, const int *tokens, float *logits);
 // Forgets sequence b: it takes no step until a prefill gives it a new prompt.
 void decode_reset(decode_session *s, int sequence);

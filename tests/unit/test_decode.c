@@ -217,11 +217,26 @@ static void check_variant(const char *variant, const char *layout, int kv_heads)
     decode_and_compare(s, &long_run, tokens, short_prompts, 2, CONTEXT - 3, reference);
     int next[2] = {1, 2};
     bool refused = !decode_step(s, next, NULL);
-    char name[200];
+    char name[320];
     snprintf(name, sizeof name, "%s: a step past the maximum context is refused in one line, nothing changed", label);
     testing_report(refused && strstr(decode_error(s), "maximum context") && decode_length(s, 0) == CONTEXT - 2 &&
                        decode_length(s, 1) == CONTEXT,
                    name, "refused=%d '%s'", refused, decode_error(s));
+    // The full sequence 1 retires (DECODE_IDLE) while sequence 0 takes its last position:
+    // sequence 0's logits are still the full forward's, sequence 1 then holds nothing.
+    float idle_logits[2 * VOCAB];
+    int retire[2] = {tokens[CONTEXT - 2], DECODE_IDLE};
+    bool stepped = decode_step(s, retire, idle_logits);
+    comparison idle = {0, 0, 0};
+    compare_rows(&idle, idle_logits, reference + (size_t)(CONTEXT - 2) * VOCAB);
+    int revive[2] = {DECODE_IDLE, 2};
+    bool revive_refused = !decode_step(s, revive, NULL) && strstr(decode_error(s), "no prompt");
+    snprintf(name, sizeof name, "%s: a retired (DECODE_IDLE) full sequence steps along, the other's logits unchanged, "
+             "then it holds nothing", label);
+    testing_report(stepped && idle.worst <= TOLERANCE * idle.scale && decode_length(s, 0) == CONTEXT - 1 &&
+                       decode_length(s, 1) == 0 && revive_refused,
+                   name, "stepped=%d max |diff| %.3g lengths %d %d revive refused=%d", stepped, idle.worst,
+                   decode_length(s, 0), decode_length(s, 1), revive_refused);
     decode_free(s);
 
     snprintf(name, sizeof name, "%s: cached decoding = full forward, prompts 70/5/33 + 8 steps (%d rows)", label,

@@ -1,11 +1,11 @@
 // The generation loop's bookkeeping (eval/generate.c) against a scripted logits source:
 // not a model, a table of which token each sequence "predicts" next (a function of the
 // last token it was fed and how many it holds), checked by a plain loop written here.
-// The source keeps decode_step's contract (a step on a full or empty sequence is refused),
-// so a loop that lets a stopped sequence run past the context fails here. Checked: the
-// three stop reasons (eos, max-new, max-context) with their counts and ids, that every
-// fed token is the sequence's last generated one, that a stopped sequence at the end of
-// the context is restarted by a one-token prefill, the step and token counts, the
+// The source keeps decode_step's contract (a token for a full or empty sequence is
+// refused, DECODE_IDLE retires a sequence), so a loop that lets a stopped sequence run past
+// the context fails here. Checked: the three stop reasons (eos, max-new, max-context) with
+// their counts and ids, that every fed token is the sequence's last generated one, that a
+// stopped sequence is fed DECODE_IDLE and never prefilled again, the step and token counts, the
 // listener's calls, refused prompts and a source's error passed on; then under
 // `mpirun -np 2` rank 1 scripts different logits and must still generate rank 0's tokens
 // (rank 0 samples and broadcasts).
@@ -22,7 +22,7 @@ enum { VOCAB = 16, EOS = 3, COUNT = 4, MAX_NEW = 10, MAX_CONTEXT = 12 };
 
 typedef struct {
     int held[COUNT], last[COUNT];
-    int prefills, restarts, steps;
+    int prefills, idles, steps;
     bool rank_one_differs;   // the MPI case: rank 1's rows point elsewhere
     int refuse_at_step;      // > 0: the step with this number fails
     char error[128];
@@ -50,8 +50,7 @@ static bool script_prefill(void *context, int count, const int *sequences, const
         int b = sequences[i];
         s->held[b] = lengths[i];
         s->last[b] = prompts[i][lengths[i] - 1];
-        if (logits) write_row(s, b, logits + (size_t)i * VOCAB);
-        else s->restarts++;
+        write_row(s, b, logits + (size_t)i * VOCAB);
     }
     return true;
 }
@@ -63,11 +62,17 @@ static bool script_step(void *context, const int *tokens, float *logits) {
         return false;
     }
     for (int b = 0; b < COUNT; b++)
-        if (s->held[b] < 1 || s->held[b] >= MAX_CONTEXT) {
+        if (tokens[b] != DECODE_IDLE && (s->held[b] < 1 || s->held[b] >= MAX_CONTEXT)) {
             snprintf(s->error, sizeof s->error, "step: sequence %d holds %d tokens", b, s->held[b]);
             return false;
         }
     for (int b = 0; b < COUNT; b++) {
+        if (tokens[b] == DECODE_IDLE) {  // retired: holds nothing afterwards
+            s->held[b] = 0;
+            s->idles++;
+            for (int v = 0; v < VOCAB; v++) logits[(size_t)b * VOCAB + v] = v == 0 ? 1.0f : 0.0f;
+            continue;
+        }
         s->held[b]++;
         s->last[b] = tokens[b];
         write_row(s, b, logits + (size_t)b * VOCAB);
@@ -169,12 +174,14 @@ static void check_loop(void) {
                    "generate: steps = longest - 1, fed tokens = running sequences' only, prefill tokens = prompts'",
                    "steps %lld tokens %lld prefill %lld", timing.decode_steps, timing.decode_tokens,
                    timing.prefill_tokens);
-    // Sequences 3 and 2 stop holding 11 of 12 tokens while sequence 1 still runs: fed
-    // dummies, each reaches the end of the context (steps 4 and 7) and must be restarted
-    // instead of stepped.
-    testing_report(f.source_state.restarts == 2 && f.source_state.prefills == 3,
-                   "generate: a stopped sequence at the end of the context restarts from a one-token prefill",
-                   "%d restarts in %d prefills", f.source_state.restarts, f.source_state.prefills);
+    // Every step after a sequence's stop feeds it DECODE_IDLE (a stale token for a retired
+    // or full sequence would be refused), and nothing is prefilled after the prompts.
+    int idles_expected = 0;
+    for (int b = 0; b < COUNT; b++) idles_expected += (int)timing.decode_steps - (f.sequences[b].count - 1);
+    testing_report(f.source_state.idles == idles_expected && f.source_state.prefills == 1,
+                   "generate: a stopped sequence is fed DECODE_IDLE on every later step, never prefilled again",
+                   "%d idles (expected %d) in %d prefills", f.source_state.idles, idles_expected,
+                   f.source_state.prefills);
 }
 
 static void check_refusals(void) {

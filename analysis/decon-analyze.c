@@ -26,15 +26,11 @@
 #include "analysis/phases.h"
 #include "core/errors.h"
 #include "io/hdf5_helpers.h"
+#include "par/program.h"
 
 enum { MAX_INPUTS = 256 };
 
 static int rank = 0, world = 1;
-
-static void abort_all_ranks(int code) {
-    MPI_Abort(MPI_COMM_WORLD, code);
-    exit(code);
-}
 
 static void usage(void) {
     if (rank != 0) return;
@@ -159,12 +155,8 @@ static void print_summary(const run_results *runs, int count, const analysis_opt
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    log_set_rank(rank, world);
+    program_start(&argc, &argv, &rank, &world);
     phases_init();
-    fatal_set_exit_hook(abort_all_ranks);
     hdf5_quiet();
 
     // ---- arguments (every rank parses the same argv, so every rank agrees) ----

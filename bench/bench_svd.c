@@ -16,19 +16,11 @@
 #include "analysis/svd.h"
 #include "core/errors.h"
 #include "core/rng.h"
-
-static void abort_all_ranks(int code) {
-    MPI_Abort(MPI_COMM_WORLD, code);
-    exit(code);
-}
+#include "par/program.h"
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
     int rank, world;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    log_set_rank(rank, world);
-    fatal_set_exit_hook(abort_all_ranks);
+    program_start(&argc, &argv, &rank, &world);
     int n = 2048, reps = 2, block = 64;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--n") == 0) n = atoi(argv[i + 1]);

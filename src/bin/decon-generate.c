@@ -13,10 +13,8 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "par/program.h"
 #include "eval/generator.h"
-#include "train/signals.h"
-
-static void abort_all_ranks(int code) { MPI_Abort(MPI_COMM_WORLD, code); exit(code); }
 
 static void usage(void) {
     fprintf(stderr,
@@ -83,13 +81,8 @@ static int *parse_ids(const char *text, int *count) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
     int rank, world;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    log_set_rank(rank, world);
-    if (world > 1) fatal_set_exit_hook(abort_all_ranks);
-    signals_ignore_file_size_limit();  // a full quota or ulimit -f: one error line, not SIGXFSZ
+    program_start(&argc, &argv, &rank, &world);
 
     generator_options o = {.max_new = GENERATE_DEFAULT_MAX_NEW, .batch = 1};
     sampler_defaults(&o.sampling);

@@ -19,9 +19,13 @@ def read(path):
     return loss, grads
 
 
-cpu_loss, cpu = read(sys.argv[1])
-gpu_loss, gpu = read(sys.argv[2])
 loss_tol, grad_tol, label = float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+try:
+    cpu_loss, cpu = read(sys.argv[1])
+    gpu_loss, gpu = read(sys.argv[2])
+except (OSError, ValueError, IndexError) as error:
+    print(f"FAIL gpu {label}: no step to compare ({error})")
+    sys.exit(1)
 err = abs(gpu_loss - cpu_loss) / abs(cpu_loss)
 print(("PASS" if err <= loss_tol else "FAIL") + f" gpu {label}: loss after one step"
       + ("" if err <= loss_tol else f": cpu {cpu_loss:.7f} gpu {gpu_loss:.7f}, relative {err:.3g} > {loss_tol}"))

@@ -1,5 +1,5 @@
-// The ops only the linear-time and shared-map mixers use (approx, approx-diag, nonapx,
-// rndembqk, fixedseqqk) have no GPU kernels in part 1. Those mixers are refused when the
+// The ops only the linear-time mixers use (approx, approx-diag, nonapx) have no GPU
+// kernels in part 1. Those mixers are refused when the
 // configuration is checked (ops_backend_refuses, runtime.hip: layer_plan_build stops with
 // one line naming the variant); these entry points exist so that the binary links, and
 // stop with the same kind of line should anything reach them. The two size functions
@@ -7,7 +7,7 @@
 #include "hip/backend.h"
 
 static __attribute__((noreturn)) void refused(const char *op) {
-    fatal("the %s build has no kernel for %s (a linear-time or shared-map mixer's op): train that variant with "
+    fatal("the %s build has no kernel for %s (a linear-time mixer's op): train that variant with "
           "the CPU build", GPU_PLATFORM_NAME, op);
 }
 
@@ -67,23 +67,6 @@ void nonapx_attention_backward(float *, float *, float *, const float *, const f
 }
 void nonapx_attention_probabilities(float *, const float *, const float *, int, int, int, int, float) {
     refused("nonapx_attention_probabilities");
-}
-
-void shared_attention_forward(float *, const float *, const float *, const float *, int, int, int, int, int, float,
-                              float *) {
-    refused("shared_attention_forward");
-}
-void shared_attention_backward(float *, float *, float *, const float *, const float *, const float *, const float *,
-                               int, int, int, int, int, float, float *) {
-    refused("shared_attention_backward");
-}
-size_t shared_attention_workspace_floats(int batch, int seq_len, int heads, int kv_heads, int head_dim) {
-    (void)heads;
-    size_t L = (size_t)seq_len, packed = (size_t)(batch > 1 ? batch : 1) * (size_t)head_dim;
-    return L * packed * (size_t)kv_heads + 2 * L * packed + 2 * L * L;
-}
-void shared_attention_map(float *, const float *, const float *, int, int, int, int, float) {
-    refused("shared_attention_map");
 }
 
 }  // extern "C"

@@ -6,7 +6,7 @@
 // Tolerances (norm-wise relative error, testing.h): fp32 1e-5 for exact-order ops,
 // 1e-4 for reductions, GEMMs, attention and cross entropy (summation order differs);
 // bf16 (inputs rounded to 8 mantissa bits, fp32 accumulation) 2e-2.
-// Also: the refused ops' configuration check, and our tiled GEMM against cuBLAS/rocBLAS.
+// Also: which mixers the backend refuses, and our tiled GEMM against cuBLAS/rocBLAS.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -286,6 +286,31 @@ static void test_attention(void) {
     }
 }
 
+// The map shared by the batch (rndembqk / fixedseqqk): forward, backward, the map itself.
+static void test_shared_attention(void) {
+    int batch = 3, seq = 150, heads = 4, kvh = 2, hd = 32;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t nq = (size_t)seq * heads * hd, nk = (size_t)seq * kvh * hd;
+    size_t nv = (size_t)batch * nk, no = (size_t)batch * nq, np = (size_t)heads * seq * seq;
+    size_t nw = cpu_shared_attention_workspace_floats(batch, seq, heads, kvh, hd);
+    float *q = host_random(nq, 1.5f), *k = host_random(nk, 1.5f), *v = host_random(nv, 1.0f), *dout = host_random(no, 1.0f);
+    float *out = host_random(no, 1.0f), *dq = host_random(nq, 1.0f), *dk = host_random(nk, 1.0f), *dv = host_random(nv, 1.0f);
+    float *probs = host_random(np, 1.0f), *work = malloc(sizeof(float) * nw);
+    float *Dq = device_of(q, nq), *Dk = device_of(k, nk), *Dv = device_of(v, nv), *Ddout = device_of(dout, no);
+    float *Dout = device_of(out, no), *Ddq = device_of(dq, nq), *Ddk = device_of(dk, nk), *Ddv = device_of(dv, nv);
+    float *Dprobs = device_of(probs, np), *Dwork = ops_alloc(sizeof(float) * shared_attention_workspace_floats(batch, seq, heads, kvh, hd));
+    shared_attention_forward(Dout, Dq, Dk, Dv, batch, seq, heads, kvh, hd, scale, Dwork);
+    cpu_shared_attention_forward(out, q, k, v, batch, seq, heads, kvh, hd, scale, work);
+    check("gpu shared_attention_forward", gpu_error(Dout, out, no), FP32);
+    shared_attention_backward(Ddq, Ddk, Ddv, Ddout, Dq, Dk, Dv, batch, seq, heads, kvh, hd, scale, Dwork);
+    cpu_shared_attention_backward(dq, dk, dv, dout, q, k, v, batch, seq, heads, kvh, hd, scale, work);
+    check("gpu shared_attention_backward", fmax(gpu_error(Ddq, dq, nq), fmax(gpu_error(Ddk, dk, nk), gpu_error(Ddv, dv, nv))),
+          FP32);
+    shared_attention_map(Dprobs, Dq, Dk, seq, heads, kvh, hd, scale);
+    cpu_shared_attention_map(probs, q, k, seq, heads, kvh, hd, scale);
+    check("gpu shared_attention_map", gpu_error(Dprobs, probs, np), FP32);
+}
+
 // The fused LM head: losses, d_hidden, d_weight, ignored rows, more rows than one chunk.
 static void test_cross_entropy(void) {
     int rows = 1500, dim = 64, vocab = 3001;
@@ -314,10 +339,11 @@ static void test_cross_entropy(void) {
 }
 
 static void test_refusals(void) {
-    const char *refused[] = {"approx", "approx-diag", "nonapx", "rndembqk", "fixedseqqk"};
-    const char *runs[] = {"standard", "staticembqk", "mhe-add", "mhe-mul", "mlp"};
+    const char *refused[] = {"approx", "approx-diag", "nonapx"};
+    const char *runs[] = {"standard", "staticembqk", "rndembqk", "fixedseqqk", "mhe-add", "mhe-mul", "mlp"};
     bool ok = true;
-    for (int i = 0; i < 5; i++) ok &= ops_backend_refuses(refused[i]) != NULL && ops_backend_refuses(runs[i]) == NULL;
+    for (int i = 0; i < 3; i++) ok &= ops_backend_refuses(refused[i]) != NULL;
+    for (int i = 0; i < 7; i++) ok &= ops_backend_refuses(runs[i]) == NULL;
     testing_report(ok, "gpu backend refuses exactly the mixers without kernels", "wrong verdict");
 }
 
@@ -329,6 +355,7 @@ int main(int argc, char **argv) {
     test_gemm();
     test_linear_norm_embedding_rope();
     test_attention();
+    test_shared_attention();
     test_cross_entropy();
     test_refusals();
     MPI_Finalize();

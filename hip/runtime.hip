@@ -21,14 +21,14 @@ bool ops_set_precision(bool use_bf16) {
 bool gpu_bf16(void) { return bf16; }
 
 // Part 1 runs the standard model and the mixers built from the same ops (softmax
-// attention, the shared map, per-head embeddings, linear layers). The linear-time
-// mixers' ops have no GPU kernels yet: they are refused here, at configuration time,
+// attention, the shared map, nonapx's scan, per-head embeddings, linear layers). The
+// Taylor mixers' ops (approx, approx-diag) have no GPU kernels yet: they are refused here, at configuration time,
 // with this reason, and their op entry points (unsupported.hip) stop with the same.
 const char *ops_backend_refuses(const char *mixer) {
-    static const char *const refused[] = {"approx", "approx-diag", "nonapx"};
+    static const char *const refused[] = {"approx", "approx-diag"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
         if (strcmp(mixer, refused[i]) == 0)
             return "has no GPU kernels yet (GPU backend part 1 runs standard, staticembqk, "
-                   "rndembqk, fixedseqqk, mhe-add, mhe-mul and mlp); train it with the CPU build";
+                   "rndembqk, fixedseqqk, nonapx, mhe-add, mhe-mul and mlp); train it with the CPU build";
     return NULL;
 }

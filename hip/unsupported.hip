@@ -1,5 +1,4 @@
-// The ops only the linear-time mixers use (approx, approx-diag, nonapx) have no GPU
-// kernels in part 1. Those mixers are refused when the
+// The ops only the Taylor mixers use (approx, approx-diag) have no GPU kernels in part 1. Those mixers are refused when the
 // configuration is checked (ops_backend_refuses, runtime.hip: layer_plan_build stops with
 // one line naming the variant); these entry points exist so that the binary links, and
 // stop with the same kind of line should anything reach them. The two size functions
@@ -7,7 +6,7 @@
 #include "hip/backend.h"
 
 static __attribute__((noreturn)) void refused(const char *op) {
-    fatal("the %s build has no kernel for %s (a linear-time mixer's op): train that variant with "
+    fatal("the %s build has no kernel for %s (an approx or approx-diag op): train that variant with "
           "the CPU build", GPU_PLATFORM_NAME, op);
 }
 
@@ -55,18 +54,6 @@ void diag_attention_quadratic_forward(float *, const float *, const float *, con
 void diag_attention_quadratic_backward(float *, float *, float *, const float *, const float *, const float *,
                                        const float *, int, int, int, int, int, float, float, float) {
     refused("diag_attention_quadratic_backward");
-}
-
-void nonapx_attention_forward(float *, float *, float *, const float *, const float *, const float *, int, int, int,
-                              int, int, float) {
-    refused("nonapx_attention_forward");
-}
-void nonapx_attention_backward(float *, float *, float *, const float *, const float *, const float *, const float *,
-                               const float *, const float *, const float *, int, int, int, int, int, float) {
-    refused("nonapx_attention_backward");
-}
-void nonapx_attention_probabilities(float *, const float *, const float *, int, int, int, int, float) {
-    refused("nonapx_attention_probabilities");
 }
 
 }  // extern "C"

@@ -311,6 +311,37 @@ static void test_shared_attention(void) {
     check("gpu shared_attention_map", gpu_error(Dprobs, probs, np), FP32);
 }
 
+// nonapx's scans (MHA and GQA): forward output, scores and logsumexp; backward; the map.
+static void test_nonapx(void) {
+    const int shapes[][5] = {{2, 97, 4, 4, 32}, {2, 130, 6, 2, 64}};
+    for (int c = 0; c < 2; c++) {
+        int batch = shapes[c][0], seq = shapes[c][1], heads = shapes[c][2], kvh = shapes[c][3], hd = shapes[c][4];
+        float scale = 1.0f / sqrtf((float)hd);
+        size_t nq = (size_t)batch * seq * heads * hd, nk = (size_t)batch * seq * kvh * hd, nl = (size_t)batch * heads * seq;
+        size_t np = (size_t)heads * seq * seq;
+        float *q = host_random(nq, 1.5f), *k = host_random(nk, 1.5f), *v = host_random(nk, 1.0f), *dout = host_random(nq, 1.0f);
+        float *out = host_random(nq, 1.0f), *sc = host_random(nl, 1.0f), *lse = host_random(nl, 1.0f);
+        float *dq = host_random(nq, 1.0f), *dk = host_random(nk, 1.0f), *dv = host_random(nk, 1.0f), *probs = host_random(np, 1.0f);
+        float *Dq = device_of(q, nq), *Dk = device_of(k, nk), *Dv = device_of(v, nk), *Ddout = device_of(dout, nq);
+        float *Dout = device_of(out, nq), *Dsc = device_of(sc, nl), *Dlse = device_of(lse, nl), *Dprobs = device_of(probs, np);
+        float *Ddq = device_of(dq, nq), *Ddk = device_of(dk, nk), *Ddv = device_of(dv, nk);
+        nonapx_attention_forward(Dout, Dsc, Dlse, Dq, Dk, Dv, batch, seq, heads, kvh, hd, scale);
+        cpu_ops_workspace_reserve(cpu_ops_attention_workspace_floats(seq, heads, kvh, hd));
+        cpu_nonapx_attention_forward(out, sc, lse, q, k, v, batch, seq, heads, kvh, hd, scale);
+        char name[128];
+        snprintf(name, sizeof name, "gpu nonapx_attention_forward h=%d kv=%d", heads, kvh);
+        check(name, fmax(gpu_error(Dout, out, nq), fmax(gpu_error(Dsc, sc, nl), gpu_error(Dlse, lse, nl))), FP32);
+        nonapx_attention_backward(Ddq, Ddk, Ddv, Ddout, Dout, Dsc, Dlse, Dq, Dk, Dv, batch, seq, heads, kvh, hd, scale);
+        cpu_nonapx_attention_backward(dq, dk, dv, dout, out, sc, lse, q, k, v, batch, seq, heads, kvh, hd, scale);
+        snprintf(name, sizeof name, "gpu nonapx_attention_backward h=%d kv=%d", heads, kvh);
+        check(name, fmax(gpu_error(Ddq, dq, nq), fmax(gpu_error(Ddk, dk, nk), gpu_error(Ddv, dv, nk))), FP32);
+        nonapx_attention_probabilities(Dprobs, Dq, Dk, seq, heads, kvh, hd, scale);
+        cpu_nonapx_attention_probabilities(probs, q, k, seq, heads, kvh, hd, scale);
+        snprintf(name, sizeof name, "gpu nonapx_attention_probabilities h=%d kv=%d", heads, kvh);
+        check(name, gpu_error(Dprobs, probs, np), FP32);
+    }
+}
+
 // The fused LM head: losses, d_hidden, d_weight, ignored rows, more rows than one chunk.
 static void test_cross_entropy(void) {
     int rows = 1500, dim = 64, vocab = 3001;
@@ -339,11 +370,11 @@ static void test_cross_entropy(void) {
 }
 
 static void test_refusals(void) {
-    const char *refused[] = {"approx", "approx-diag", "nonapx"};
-    const char *runs[] = {"standard", "staticembqk", "rndembqk", "fixedseqqk", "mhe-add", "mhe-mul", "mlp"};
+    const char *refused[] = {"approx", "approx-diag"};
+    const char *runs[] = {"standard", "staticembqk", "rndembqk", "fixedseqqk", "nonapx", "mhe-add", "mhe-mul", "mlp"};
     bool ok = true;
-    for (int i = 0; i < 3; i++) ok &= ops_backend_refuses(refused[i]) != NULL;
-    for (int i = 0; i < 7; i++) ok &= ops_backend_refuses(runs[i]) == NULL;
+    for (int i = 0; i < 2; i++) ok &= ops_backend_refuses(refused[i]) != NULL;
+    for (int i = 0; i < 8; i++) ok &= ops_backend_refuses(runs[i]) == NULL;
     testing_report(ok, "gpu backend refuses exactly the mixers without kernels", "wrong verdict");
 }
 
@@ -356,6 +387,7 @@ int main(int argc, char **argv) {
     test_linear_norm_embedding_rope();
     test_attention();
     test_shared_attention();
+    test_nonapx();
     test_cross_entropy();
     test_refusals();
     MPI_Finalize();

@@ -2,6 +2,8 @@
 # runs every test and ends with "N passed, N failed"; `make bench` prints figures;
 # `make run` is the README's one-command setup + main job.
 
+# `make` alone builds everything (the GPU section defines rules before `all`).
+.DEFAULT_GOAL := all
 CC      := mpicc
 PKGS    := hdf5-openmpi inih libcjson
 # The OpenMP build of OpenBLAS shares our OpenMP thread pool; the default pthread build
@@ -41,10 +43,13 @@ BIN        := $(BUILD)/bin
 endif
 # ----------------------------------------------------------------------------------------
 
-# The one ops backend linked into every program (src/ops/ops.h): cpu now, hip next.
+# The one ops backend linked into every program (src/ops/ops.h): src/ops/cpu/ by default;
+# `make GPU=cuda CUDA_ARCH=sm_90` or `make GPU=hip HIP_ARCH=gfx942` links hip/*.hip instead
+# (the GPU section below), into its own build-cuda/ or build-hip/ so objects never mix.
 BACKEND ?= cpu
-LIB_SRC := $(wildcard src/core/*.c src/ops/$(BACKEND)/*.c src/mixers/*.c src/model/*.c src/record/*.c \
-                      src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
+COMMON_SRC := $(wildcard src/core/*.c src/mixers/*.c src/model/*.c src/record/*.c \
+                         src/train/*.c src/io/*.c src/par/*.c src/eval/*.c)
+LIB_SRC := $(COMMON_SRC) $(wildcard src/ops/$(BACKEND)/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
 TOKENIZER_OBJ := $(BUILD)/src/io/tokenizer.o
@@ -66,7 +71,100 @@ ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyz
 ANALYSIS_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_analysis*.c))
 ANALYSIS_LIBS  := -L$(BLAS_DIR) -Wl,--push-state,--no-as-needed -lscalapack-openmpi -llapack -lblas -Wl,--pop-state
 
-.PHONY: all test bench clean setup corpus run lint report
+# ---- GPU backend (hip/; docs/design.md "GPU backend") ------------------------------------
+# One HIP source tree: hipcc compiles it for AMD, nvcc compiles the same files as CUDA
+# (-x cu, hip/gpu_compat.h maps the names). Programs and the GPU test land in
+# build-$(GPU)/bin and build-$(GPU)/tests; the CPU build's bin/ and build/ are untouched.
+CUDA_HOME ?= /usr/local/cuda
+CUDA_ARCH ?= sm_90
+HIP_ARCH  ?= gfx942
+MPI_CXX_FLAGS := $(shell mpicc -showme:compile 2>/dev/null)
+GPU_CXXFLAGS  := -std=c++17 -O3 -Isrc -I. $(MPI_CXX_FLAGS)
+ifneq ($(GPU),)
+ifeq ($(GPU),cuda)
+GPUCC     := $(CUDA_HOME)/bin/nvcc
+GPU_FLAGS := -x cu -arch=$(CUDA_ARCH) $(GPU_CXXFLAGS) -Xcompiler -Wall,-Wextra -Werror all-warnings
+GPU_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lstdc++
+else ifeq ($(GPU),hip)
+GPUCC     := hipcc
+# rocBLAS where ROCm provides it; Debian's HIP has none (blas.h: our tiled kernel then).
+ROCBLAS   := $(if $(wildcard /opt/rocm/include/rocblas/rocblas.h),-DDECON_ROCBLAS -I/opt/rocm/include,)
+GPU_FLAGS := --offload-arch=$(HIP_ARCH) $(GPU_CXXFLAGS) $(ROCBLAS) -Wall -Wextra -Werror
+GPU_LIBS  := $(if $(ROCBLAS),-L/opt/rocm/lib -lrocblas,) -lamdhip64 -lstdc++
+else
+$(error GPU=$(GPU): use GPU=cuda or GPU=hip)
+endif
+BACKEND  := gpu
+BUILD    := build-$(GPU)
+BIN      := $(BUILD)/bin
+LIB_SRC  := $(COMMON_SRC)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(patsubst hip/%.hip,$(BUILD)/hip/%.o,$(wildcard hip/*.hip))
+LIB      := $(BUILD)/libdecon.a
+LDLIBS   += $(GPU_LIBS)
+PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c))
+# The GPU test links the CPU ops too, renamed cpu_* (tests/gpu/cpu_ops_prefix.h).
+CPU_REF_OBJ := $(patsubst src/ops/cpu/%.c,$(BUILD)/cpu-reference/%.o,$(wildcard src/ops/cpu/*.c))
+GPU_TESTS   := $(BUILD)/tests/test_gpu_ops $(BUILD)/tests/dump_step
+TESTS    :=
+BENCHES  :=
+TEST_TOOLS :=
+ANALYSIS_TESTS :=
+TOKENIZER_OBJ := $(BUILD)/src/io/tokenizer.o
+TOKENIZER_PROGRAMS := $(BIN)/decon-export $(BIN)/decon-generate
+
+$(BUILD)/hip/%.o: hip/%.hip $(wildcard hip/*.h) src/ops/ops.h
+	@mkdir -p $(dir $@)
+	$(GPUCC) $(GPU_FLAGS) -c $< -o $@
+
+$(BUILD)/cpu-reference/%.o: src/ops/cpu/%.c tests/gpu/cpu_ops_prefix.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -include tests/gpu/cpu_ops_prefix.h -c $< -o $@
+
+# ops.h once more with every name renamed cpu_* (the shard type too: an anonymous struct
+# cannot be declared twice), then the names restored, for test_gpu_ops.c.
+$(BUILD)/generated/gpu/cpu_ops_decls.h: src/ops/ops.h tests/gpu/cpu_ops_prefix.h
+	@mkdir -p $(dir $@)
+	{ echo '#include "gpu/cpu_ops_prefix.h"'; echo '#define lm_head_vocab_shard cpu_lm_head_vocab_shard'; \
+	  grep -v '^#pragma once' src/ops/ops.h; sed -n 's/^#define \([a-z_]*\) .*/#undef \1/p' tests/gpu/cpu_ops_prefix.h; \
+	  echo '#undef lm_head_vocab_shard'; } > $@
+
+$(BUILD)/tests/gpu/test_gpu_ops.o: CFLAGS += -I$(BUILD)/generated
+$(BUILD)/tests/gpu/test_gpu_ops.o: $(BUILD)/generated/gpu/cpu_ops_decls.h
+
+$(BUILD)/tests/test_gpu_ops: $(BUILD)/tests/gpu/test_gpu_ops.o $(CPU_REF_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# dump_step is built by both builds: build/tests/dump_step (CPU) and build-$(GPU)/tests/dump_step.
+$(BUILD)/tests/dump_step: $(BUILD)/tests/gpu/dump_step.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+all: $(PROGRAMS) $(GPU_TESTS)
+
+# On a machine with a GPU: every op against the CPU backend, the standard model's loss
+# and gradients after one step, 50 steps of tiny, tokens/s and MFU, checkpoints CPU<->GPU.
+gpu-test: all
+	$(MAKE) GPU= all build/tests/dump_step
+	bash tests/gpu/run_gpu_test.sh $(BUILD)
+-include $(BUILD)/cpu-reference/*.d $(BUILD)/tests/gpu/*.d
+else
+$(BUILD)/tests/dump_step: $(BUILD)/tests/gpu/dump_step.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+gpu-test:
+	@echo "make gpu-test needs GPU=cuda (CUDA_ARCH=sm_90) or GPU=hip (HIP_ARCH=gfx942)" >&2; exit 2
+endif
+
+# The three build checks of the GPU backend, no GPU needed (tests/scripts/test_gpu_build.sh):
+# the CUDA build links, every .hip file compiles to gfx942 device code with clang-19, and
+# the HIP build links with Debian's hipcc (gfx90a: hipcc 5.2 predates gfx942).
+gpu-check:
+	bash tests/scripts/test_gpu_build.sh
+# ---------------------------------------------------------------------------------------
+
+.PHONY: all test bench clean setup corpus run lint report gpu-test gpu-check
 # Keep object files of programs and tests (they are intermediates of two-step rules).
 .SECONDARY:
 all: $(PROGRAMS) $(TESTS) $(BENCHES) $(TEST_TOOLS)
@@ -166,11 +264,11 @@ report: bin/decon-analyze
 # libomp-14-dev and libomp-19-dev conflict, so only one LLVM version can be installed).
 lint:
 	clang-tidy-19 --quiet -checks='-*,bugprone-*,-bugprone-easily-swappable-parameters' \
-	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/support/*.c tests/sanitizers/*.c tests/fuzz/*.c tests/tools/*.c bench/*.c) \
+	    --warnings-as-errors='*' $(LIB_SRC) $(wildcard src/bin/*.c analysis/*.c tests/unit/*.c tests/reference/*.c tests/support/*.c tests/sanitizers/*.c tests/fuzz/*.c tests/tools/*.c bench/*.c) tests/gpu/dump_step.c \
 	    -- $(filter-out -MMD -MP -march=native,$(CFLAGS)) -isystem /usr/lib/x86_64-linux-gnu/openmpi/include -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"'
 
 clean:
-	rm -rf build build-sanitize bin $(FUZZ_BUILD)
+	rm -rf build build-sanitize build-cuda build-hip bin $(FUZZ_BUILD)
 
 # ---- Fuzzing (libFuzzer, clang-19; docs/design.md "Fuzzing") -----------------------------
 # The library and the harnesses of tests/fuzz/ built by clang-19 with ASan + UBSan and

@@ -67,6 +67,8 @@ static const key_spec KEYS[] = {
     {"train", "threads", KEY_INT, FIELD(threads), "0", 0, 4096, "CPU threads (0 = all cores)"},
     {"train", "on_nonfinite", KEY_STRING, FIELD(on_nonfinite), "stop", 0, 0,
      "stop | skip: a step with a non-finite loss or gradient ends the run (stop) or is dropped (skip)"},
+    {"train", "precision", KEY_STRING, FIELD(precision), "fp32", 0, 0,
+     "fp32 | bf16: bf16 rounds GEMM and attention inputs, accumulating in fp32 (GPU builds only)"},
     {"data", "train", KEY_STRING, FIELD(train), "data/corpus/train.bin", 0, 0, "training shard"},
     {"data", "validation", KEY_STRING, FIELD(validation), "data/corpus/val.bin", 0, 0, "validation shard"},
     {"data", "tokenizer", KEY_STRING, FIELD(tokenizer), "", 0, 0,
@@ -120,6 +122,7 @@ static bool parse_value(decon_config *config, const key_spec *spec, const char *
         size_t cap = spec->offset == FIELD(variant)        ? sizeof config->variant
                      : spec->offset == FIELD(record_dtype) ? sizeof config->record_dtype
                      : spec->offset == FIELD(on_nonfinite) ? sizeof config->on_nonfinite
+                     : spec->offset == FIELD(precision)    ? sizeof config->precision
                                                            : CONFIG_STRING_MAX;
         if (n >= cap) {
             snprintf(why, why_size, "is longer than %zu characters", cap - 1);
@@ -279,6 +282,8 @@ void config_validate(const decon_config *c, const char *origin) {
     if (c->run_dir[0] == '\0') fatal("%s: [io] run_dir is empty", origin);
     if (strcmp(c->on_nonfinite, "stop") != 0 && strcmp(c->on_nonfinite, "skip") != 0)
         fatal("%s: [train] on_nonfinite = '%s' is not stop or skip", origin, c->on_nonfinite);
+    if (strcmp(c->precision, "fp32") != 0 && strcmp(c->precision, "bf16") != 0)
+        fatal("%s: [train] precision = '%s' is not fp32 or bf16", origin, c->precision);
     if (strcmp(c->record_dtype, "float32") != 0 && strcmp(c->record_dtype, "float16") != 0)
         fatal("%s: [io] record_dtype = '%s' is not float32 or float16", origin, c->record_dtype);
     bool *mask = xcalloc((size_t)c->num_hidden_layers, sizeof *mask);

@@ -32,6 +32,7 @@ typedef struct {
     int eval_every, eval_batches;
     int threads;
     char on_nonfinite[16];      // "stop" | "skip": a step whose loss or gradient is not finite
+    char precision[8];          // "fp32" | "bf16" (GPU builds: bf16 GEMM/attention inputs, fp32 accumulation)
     // [data]
     char train[CONFIG_STRING_MAX], validation[CONFIG_STRING_MAX];
     char tokenizer[CONFIG_STRING_MAX];  // sentencepiece model ("": tokenizer.model beside train; io/tokenizer_path.h)

@@ -18,6 +18,7 @@ void eval_logits(const model *m, int first_row, int rows, float *logits) {
     const float *hidden = m->final_normed + (size_t)first_row * (size_t)d;
     const float *weight = m->params + m->registry.items[m->lm_head].offset;  // [vocab, d]
     gemm(false, true, rows, vocab, d, 1.0f, hidden, d, weight, d, 0.0f, logits, vocab);
+    ops_to_host(logits, logits, (size_t)rows * (size_t)vocab * sizeof(float));  // the caller reads them on the host
 }
 
 int eval_argmax(const float *logits, int vocab) {

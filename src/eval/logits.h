@@ -6,7 +6,7 @@
 #pragma once
 #include "model/model.h"
 
-// logits[rows, vocab] for hidden rows first_row .. first_row+rows-1 of the last forward.
+// logits[rows, vocab] (backend memory: ops_alloc) for hidden rows first_row .. first_row+rows-1 of the last forward.
 void eval_logits(const model *m, int first_row, int rows, float *logits);
 // Index of the largest of logits[0 .. vocab-1] (the first one on ties).
 int eval_argmax(const float *logits, int vocab);

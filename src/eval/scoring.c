@@ -5,6 +5,7 @@
 
 #include "core/errors.h"
 #include "eval/logits.h"
+#include "ops/ops.h"
 
 int scoring_request_length(const scoring_request *request) {
     return request->context_length + request->continuation_length - 1;
@@ -38,7 +39,8 @@ void scoring_evaluate(model *m, const scoring_request *requests, int count, scor
     size_t rows = (size_t)m->max_batch * (size_t)m->max_seq_len;
     int *inputs = xmalloc(rows * sizeof(int)), *targets = xmalloc(rows * sizeof(int));
     float *losses = xmalloc(rows * sizeof(float));
-    float *logits = want_greedy ? xmalloc((size_t)longest_continuation * (size_t)vocab * sizeof(float)) : NULL;
+    // Backend memory (the GEMM writes it; a GPU backend's host reads it after eval_logits).
+    float *logits = want_greedy ? ops_alloc((size_t)longest_continuation * (size_t)vocab * sizeof(float)) : NULL;
     for (int first = 0; first < count;) {
         int seq_len = order[first].length;  // the longest of this batch
         int batch = count - first < m->max_batch ? count - first : m->max_batch;
@@ -75,5 +77,5 @@ void scoring_evaluate(model *m, const scoring_request *requests, int count, scor
     free(inputs);
     free(targets);
     free(losses);
-    free(logits);
+    ops_free(logits);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "ops/ops.h"
 
 // Whether 1-based layer id is standard under a hybrid pattern of n layers.
 static int pattern_is_standard(const char *pattern, int id, int n, bool *known) {
@@ -22,7 +23,7 @@ static int pattern_is_standard(const char *pattern, int id, int n, bool *known) 
     return 0;
 }
 
-void layer_plan_build(const mixer_kind **plan, const decon_config *c, const char *origin) {
+static void plan_layers(const mixer_kind **plan, const decon_config *c, const char *origin) {
     int n = c->num_hidden_layers;
     const mixer_kind *variant = mixer_find(c->variant);
     if (!variant)
@@ -68,4 +69,14 @@ void layer_plan_build(const mixer_kind **plan, const decon_config *c, const char
 void layer_plan_letters(char *out, const mixer_kind *const *plan, int layers) {
     for (int i = 0; i < layers; i++) out[i] = plan[i]->letter;
     out[layers] = '\0';
+}
+
+// The plan, and the backend's verdict on its mixers (a GPU build runs only those it has
+// kernels for: ops_backend_refuses).
+void layer_plan_build(const mixer_kind **plan, const decon_config *c, const char *origin) {
+    plan_layers(plan, c, origin);
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        const char *why = ops_backend_refuses(plan[i]->name);
+        if (why) fatal("%s: [attention] variant = '%s' (layer %d) %s", origin, plan[i]->name, i + 1, why);
+    }
 }

@@ -1,6 +1,6 @@
 // Backend-neutral op declarations: the seam between the trainer and the hardware.
 // The rule: exactly ONE backend implements this header in a binary, chosen by the
-// Makefile (`BACKEND := cpu` links src/ops/cpu/; src/ops/hip/ next). Every tensor
+// Makefile (plain `make` links src/ops/cpu/; `make GPU=cuda|hip` links hip/*.hip). Every tensor
 // (parameters, gradients, Adam moments, activations, scratch) is memory of that backend
 // (ops_alloc, and the ops' workspace), allocated before the step loop, never inside it;
 // the host touches tensor contents only through the ops below, and reads or writes them
@@ -41,7 +41,15 @@ size_t ops_attention_workspace_floats(int seq_len, int heads, int kv_heads, int 
 
 // --- runtime ---------------------------------------------------------------
 void ops_set_threads(int threads);          // OpenMP and BLAS threads
-const char *ops_blas_core_name(void);       // openblas_get_corename()
+const char *ops_blas_core_name(void);       // openblas_get_corename(), or the GPU's BLAS
+const char *ops_backend_name(void);         // "cpu", "cuda" or "hip"
+// train.precision: false = fp32 everywhere; true = bf16 GEMM and attention inputs with
+// fp32 accumulation, fp32 master weights, gradients and Adam state (GPU backends).
+// Returns false where the backend cannot (the CPU backend computes in fp32 only).
+bool ops_set_precision(bool bf16);
+// NULL when this backend runs the named mixer (mixers/registry.c), else why not: the
+// layer plan refuses such a configuration with one line before anything is allocated.
+const char *ops_backend_refuses(const char *mixer);
 
 // --- dense algebra -----------------------------------------------------------
 // c[m,n] = alpha * op(a) op(b) + beta * c, row-major; op(a) is m x k, op(b) is k x n.

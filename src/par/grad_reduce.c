@@ -74,6 +74,9 @@ static void start_bucket(grad_reducer *r, grad_bucket *b) {
         for (int i = b->last_tensor; i >= b->first_tensor; i--) {
             const param_info *p = &r->registry->items[i];
             if (!p->grad_partial_over_tp || p->local_count == 0) continue;
+            // MPI reads the tensor from the host: wait for the kernels that wrote it (a GPU backend's
+            // staging point; nothing on the CPU backend).
+            ops_to_host(r->grads + p->offset, r->grads + p->offset, p->local_count * sizeof(float));
             MPI_Allreduce(MPI_IN_PLACE, r->grads + p->offset, (int)p->local_count, MPI_FLOAT, MPI_SUM, r->tensor_comm);
             traffic_add(r->traffic, TRAFFIC_TP_GRADIENTS,
                         traffic_all_reduce_bytes((double)p->local_count * sizeof(float), r->tensor_size));
@@ -81,6 +84,7 @@ static void start_bucket(grad_reducer *r, grad_bucket *b) {
     }
     size_t count = b->end - b->begin;
     if (r->data_size > 1 && count > 0) {
+        ops_to_host(r->grads + b->begin, r->grads + b->begin, count * sizeof(float));
         MPI_Iallreduce(MPI_IN_PLACE, r->grads + b->begin, (int)count, MPI_FLOAT, MPI_SUM, r->data_comm, &b->request);
         traffic_add(r->traffic, TRAFFIC_DP_ALL_REDUCE,
                     traffic_all_reduce_bytes((double)count * sizeof(float), r->data_size));

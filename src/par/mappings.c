@@ -13,6 +13,9 @@ static float *staging(process_grid *grid, size_t floats) {
 
 static void all_reduce(process_grid *grid, float *x, size_t count) {
     if (grid->tensor_size == 1) return;
+    // MPI reads tensors from the host: wait for the kernels that wrote them (a GPU
+    // backend's staging point; nothing on the CPU backend). The same before each call below.
+    ops_to_host(x, x, count * sizeof(float));
     MPI_Allreduce(MPI_IN_PLACE, x, (int)count, MPI_FLOAT, MPI_SUM, grid->tensor);
     traffic_add(&grid->traffic, TRAFFIC_TP_ALL_REDUCE,
                 traffic_all_reduce_bytes((double)count * sizeof(float), grid->tensor_size));
@@ -41,6 +44,7 @@ static void all_gather_sequence(process_grid *grid, float *full, const float *sh
         return;
     }
     float *blocks = staging(grid, shard_floats * (size_t)tp);
+    ops_to_host((void *)shard, shard, shard_floats * sizeof(float));
     MPI_Allgather(shard, (int)shard_floats, MPI_FLOAT, blocks, (int)shard_floats, MPI_FLOAT, grid->tensor);
     full_from_rank_major(full, blocks, tp, batch, seq_len, width);
     traffic_add(&grid->traffic, TRAFFIC_TP_ALL_GATHER,
@@ -57,6 +61,7 @@ static void reduce_scatter_sequence(process_grid *grid, float *shard, const floa
     }
     float *blocks = staging(grid, shard_floats * (size_t)tp);
     rank_major_from_full(blocks, full, tp, batch, seq_len, width);
+    ops_to_host(blocks, blocks, shard_floats * (size_t)tp * sizeof(float));
     MPI_Reduce_scatter_block(blocks, shard, (int)shard_floats, MPI_FLOAT, MPI_SUM, grid->tensor);
     traffic_add(&grid->traffic, TRAFFIC_TP_REDUCE_SCATTER,
                 traffic_reduce_scatter_bytes((double)shard_floats * tp * sizeof(float), tp));

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "core/errors.h"
+#include "ops/ops.h"
 
 moment_range zero_partition(const param_registry *registry, int dp_rank, int dp_size) {
     if (dp_size < 1 || dp_rank < 0 || dp_rank >= dp_size)
@@ -45,6 +46,9 @@ void zero_gather_free(zero_gather *gather) {
 
 void zero_all_gather_params(float *params, const zero_gather *gather, MPI_Comm data_comm, traffic_counter *traffic) {
     if (gather->dp_size == 1) return;
+    // MPI reads and writes params from the host: wait for the kernels (a GPU backend's
+    // staging point; nothing on the CPU backend).
+    ops_to_host(params, params, (size_t)gather->bytes);
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, gather->counts, gather->displacements, MPI_FLOAT,
                    data_comm);
     traffic_add(traffic, TRAFFIC_DP_ALL_GATHER, traffic_all_gather_bytes(gather->bytes, gather->dp_size));

@@ -157,6 +157,9 @@ int trainer_run(const trainer_options *options) {
     const decon_config *c = &options->config;
     int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     ops_set_threads(threads);
+    if (!ops_set_precision(strcmp(c->precision, "bf16") == 0))
+        fatal("%s: [train] precision = %s needs a GPU build (make GPU=cuda or GPU=hip); the %s build computes in "
+              "fp32: set precision = fp32", options->origin, c->precision, ops_backend_name());
     process_grid grid;
     process_grid_create(&grid, MPI_COMM_WORLD, c, options->origin);
 

@@ -17,6 +17,7 @@ packages=(
     libomp-19-dev llvm-19               # ... clang's OpenMP runtime, llvm-symbolizer for reports
     slurm-wlm munge                     # jobs/: a real local Slurm for the job tests (jobs/local_cluster)
     clang-tidy-19                       # make lint (libomp-19-dev's omp.h; libomp-14-dev conflicts with it)
+    libamdhip64-dev hipcc               # GPU build checks: HIP headers (clang-19 gfx942), hipcc (gfx90a link)
 )
 missing=()
 for p in "${packages[@]}"; do

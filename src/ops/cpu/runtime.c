@@ -13,3 +13,12 @@ void ops_set_threads(int threads) {
 }
 
 const char *ops_blas_core_name(void) { return openblas_get_corename(); }
+
+const char *ops_backend_name(void) { return "cpu"; }
+
+bool ops_set_precision(bool bf16) { return !bf16; }
+
+const char *ops_backend_refuses(const char *mixer) {
+    (void)mixer;
+    return NULL;
+}

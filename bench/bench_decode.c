@@ -20,7 +20,7 @@
 // Caps, printed where they apply (a "cap" JSON object each), to keep `make bench` within
 // minutes on 2 cores: a session whose cache would exceed --max-cache-mb (default 4096) or
 // half of MemAvailable is skipped with the larger contexts of that batch (standard at
-// batch 16 stops after 8192: 16384 is 6.4 GB, whose allocation alone took 26 s, a step
+// batch 16 stops after 8192: 16384 is 6.4 GB, whose allocation alone took 26 s under load, a step
 // 5 s); rndembqk and fixedseqqk stop at --fixed-max-context (default 4096), since every
 // session runs the fixed stream's full O(L^2) forward over its maximum context.
 //   bench_decode [--config INI] [--quick] [--json PATH] [--threads N] [--prefill-threads N]

@@ -10,6 +10,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"
 [ -x build/bench/bench_ops ] && { echo "== ops"; build/bench/bench_ops; }
 [ -x build/bench/bench_mixers ] && { echo "== mixers (time vs sequence length at fixed tokens per step)"; build/bench/bench_mixers; }
+if [ -x build/bench/bench_decode ]; then
+    # Writes bench/results/decode.jsonl, drawn into bench/results/decode.png (a few minutes).
+    echo "== cached decoding (every mixer at the 70m shape: prefill GFLOP/s; decode tokens/s and cache bytes vs context)"
+    mkdir -p bench/results
+    build/bench/bench_decode --json bench/results/decode.jsonl &&
+        /usr/bin/python3 analysis/plot/decode_figure.py bench/results/decode.jsonl --out bench/results/decode.png
+fi
 echo "== training throughput (random tokens, full steps incl. AdamW)"
 build/bench/bench_train input/models/tiny.ini --steps 5
 build/bench/bench_train input/models/70m.ini --set train.sequence_length=512 --set train.micro_batch_size=8 \

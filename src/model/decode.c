@@ -278,6 +278,24 @@ bool decode_step(decode_session *s, const int *tokens, float *logits) {
     return true;
 }
 
+bool decode_set_length_for_timing(decode_session *s, int sequence, int length) {
+    if (sequence < 0 || sequence >= s->batch) {
+        set_error(s, "set length: sequence %d is outside the session's batch [0, %d)", sequence, s->batch);
+        return false;
+    }
+    if (s->lengths[sequence] < 1) {
+        set_error(s, "set length: sequence %d has no prompt; prefill it first", sequence);
+        return false;
+    }
+    if (length < 1 || length >= s->max_context) {
+        set_error(s, "set length: %d is outside [1, %d) (the maximum context %d leaves room for one step)", length,
+                  s->max_context, s->max_context);
+        return false;
+    }
+    s->lengths[sequence] = length;
+    return true;
+}
+
 void decode_reset(decode_session *s, int sequence) {
     if (sequence >= 0 && sequence < s->batch) s->lengths[sequence] = 0;
 }

@@ -45,6 +45,15 @@ bool decode_prefill(decode_session *s, int count, const int *sequences, const in
 // is outside the vocabulary (decode_error says which).
 enum { DECODE_IDLE = -1 };
 bool decode_step(decode_session *s, const int *tokens, float *logits);
+// Benchmarks only (bench/bench_decode.c): sequence b, already prefilled, is declared to
+// hold `length` tokens (1 <= length < max_context; shorter or longer than it holds), so a
+// step's cost at a long context can be timed without prefilling that context. Positions
+// past what the sequence was given keep what its state holds there (zeros from
+// decode_create, or earlier steps' rows): the next step does exactly the work of position
+// `length` (a step's work depends on the positions, never on the values), but its logits
+// mean nothing. Returns false, changing nothing, for a sequence out of range, one without
+// a prompt, or a length outside [1, max_context).
+bool decode_set_length_for_timing(decode_session *s, int sequence, int length);
 // Forgets sequence b: it takes no step until a prefill gives it a new prompt.
 void decode_reset(decode_session *s, int sequence);
 // Tokens held by sequence b (prompt + steps); 0 after decode_reset.

@@ -16,7 +16,9 @@
 //    token x context + state floats, per sequence, + the fixed stream's shared part),
 //    printed next to the study's Table 4.8 expression (half precision there, fp32 here);
 //  * bad input: an empty prompt, a prompt longer than the context, a token outside the
-//    vocabulary, a sequence outside the batch: refused with one line, nothing changed.
+//    vocabulary, a sequence outside the batch: refused with one line, nothing changed;
+//  * decode_set_length_for_timing (bench_decode): bad sequences and lengths refused in one
+//    line, nothing changed; set lengths are where the next step goes.
 // Then the program launches itself under `mpirun -np 2` (tp = 2): on each rank the
 // tensor-parallel session decodes the same batch as a single-rank session of the same
 // logical parameters, and the logits must agree (1e-4 x max |logit|); the layer bytes
@@ -163,6 +165,44 @@ static void check_bad_input(decode_session *s, const int *tokens) {
     }
 }
 
+// decode_set_length_for_timing (bench_decode's way to a long context): refuses a sequence
+// outside the batch, one without a prompt and a length outside [1, max context) in one
+// line, changing nothing; a valid length is what the next step's position becomes.
+static bool check_set_length(decode_session *s, char *why, size_t size) {
+    int before = decode_length(s, 0);
+    struct {
+        int sequence, length;
+        const char *expect;
+    } refused[] = {{SEQUENCES, 5, "outside the session's batch"}, {-1, 5, "outside the session's batch"},
+                   {0, 0, "outside [1,"}, {0, CONTEXT, "outside [1,"}};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        bool ok = decode_set_length_for_timing(s, refused[i].sequence, refused[i].length);
+        const char *error = decode_error(s);
+        if (ok || !strstr(error, refused[i].expect) || strchr(error, '\n') || decode_length(s, 0) != before) {
+            snprintf(why, size, "sequence %d length %d: accepted=%d, '%s'", refused[i].sequence, refused[i].length,
+                     ok, error);
+            return false;
+        }
+    }
+    decode_reset(s, 2);
+    if (decode_set_length_for_timing(s, 2, 5) || !strstr(decode_error(s), "no prompt")) {
+        snprintf(why, size, "a sequence without a prompt: '%s'", decode_error(s));
+        return false;
+    }
+    int prompt[1] = {1}, one = 1, two = 2;
+    const int *prompts[1] = {prompt};
+    int next[SEQUENCES] = {1, 2, 3};
+    if (!decode_prefill(s, 1, &two, prompts, &one, NULL) || !decode_set_length_for_timing(s, 0, CONTEXT - 1) ||
+        !decode_set_length_for_timing(s, 1, 3) || !decode_set_length_for_timing(s, 2, 40) ||
+        !decode_step(s, next, NULL) || decode_length(s, 0) != CONTEXT || decode_length(s, 1) != 4 ||
+        decode_length(s, 2) != 41) {
+        snprintf(why, size, "lengths %d %d %d after setting 79, 3, 40 and a step: '%s'", decode_length(s, 0),
+                 decode_length(s, 1), decode_length(s, 2), decode_error(s));
+        return false;
+    }
+    return true;
+}
+
 // Table 4.8 of the study (cache bytes per layer, half precision), where issue 13 quotes it.
 static const char *table_expression(const mixer_kind *kind, const decon_config *c) {
     if (kind->shared_cache_floats_per_token) return "2(B+1)Ld";
@@ -193,6 +233,11 @@ static void check_variant(const char *variant, const char *layout, int kv_heads)
     int unequal[SEQUENCES] = {70, 5, 33};
     decode_and_compare(s, &batch, tokens, unequal, SEQUENCES, 8, reference);
     check_bad_input(s, tokens);
+    char why[240] = "";
+    char set_name[256];
+    snprintf(set_name, sizeof set_name, "%s: decode_set_length_for_timing sets lengths, refuses bad ones in one line",
+             label);
+    testing_report(check_set_length(s, why, sizeof why), set_name, "%s", why);
     // Layer bytes = the formula.
     for (int l = 0; l < LAYERS; l++) {
         const mixer_kind *kind = m.plan[l];

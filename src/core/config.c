@@ -32,7 +32,7 @@ static const key_spec KEYS[] = {
     {"model", "num_attention_heads", KEY_INT, FIELD(num_attention_heads), NULL, 1, 4096, "query heads"},
     {"model", "num_key_value_heads", KEY_INT, FIELD(num_key_value_heads), "0", 0, 4096,
      "key/value heads (0 = num_attention_heads: MHA)"},
-    {"model", "head_dim", KEY_INT, FIELD(head_dim), "0", 0, 1 << 16,
+    {"model", "head_dim", KEY_INT, FIELD(head_dim), "0", 0, 1 << 20,
      "per-head size of queries, keys and values (absent = hidden_size / num_attention_heads)"},
     {"model", "vocab_size", KEY_INT, FIELD(vocab_size), NULL, 2, 1 << 24, "vocabulary"},
     {"model", "max_position_embeddings", KEY_INT, FIELD(max_position_embeddings), "0", 0, 1 << 24,
@@ -271,6 +271,10 @@ void config_validate(const decon_config *c, const char *origin) {
     if (kv_heads > c->num_attention_heads || c->num_attention_heads % kv_heads != 0)
         fatal("%s: [model] num_attention_heads = %d must be a multiple of num_key_value_heads = %d", origin,
               c->num_attention_heads, kv_heads);
+    // heads x d_h is a projection's width, sized in int like hidden_size: the same limit.
+    if ((long long)c->num_attention_heads * config_head_dim(c) > (1 << 20))
+        fatal("%s: [model] num_attention_heads x head_dim = %d x %d exceeds %d; use a smaller head_dim", origin,
+              c->num_attention_heads, config_head_dim(c), 1 << 20);
     if (c->head_dim % 2 != 0)
         fatal("%s: [model] head_dim = %d must be even for RoPE (it rotates pairs of dimensions)", origin, c->head_dim);
     if (config_head_dim(c) % 2 != 0)

@@ -53,6 +53,8 @@ expect_error bad_input_head_dim_negative "[model] head_dim = -8 is out of range"
     --set model.head_dim=-8
 expect_error bad_input_head_dim_not_int "[model] head_dim = 'big' is not an integer" "$TRAIN" "$GOOD" \
     --set model.head_dim=big
+expect_error bad_input_head_dim_too_wide "num_attention_heads x head_dim = 4 x 1048576 exceeds 1048576" "$TRAIN" \
+    "$GOOD" --set model.head_dim=1048576
 expect_error bad_input_odd_head_size_suggests_head_dim "set an even [model] head_dim" "$TRAIN" "$GOOD" \
     --set model.num_attention_heads=32
 expect_error bad_input_batch_divisibility "not a multiple of micro_batch_size" "$TRAIN" "$GOOD" \

@@ -351,10 +351,11 @@ char *config_to_text(const decon_config *config) {
             n += snprintf(line + n, sizeof line - (size_t)n, "%s[%s]\n", used ? "\n" : "", spec->section);
             section = spec->section;
         }
-        // head_dim is written resolved (d / h when absent): the checkpoint states its head size.
-        int int_value = spec->offset == FIELD(head_dim) ? resolved_head_dim(config) : *(const int *)field;
         switch (spec->type) {
-        case KEY_INT: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, int_value); break;
+        case KEY_INT:  // head_dim is written resolved (d / h when absent): a checkpoint states its head size
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key,
+                          spec->offset == FIELD(head_dim) ? resolved_head_dim(config) : *(const int *)field);
+            break;
         case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %.17g\n", spec->key, *(const double *)field); break;
         case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const bool *)field ? 1 : 0); break;
         case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %s\n", spec->key, field); break;

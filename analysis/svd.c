@@ -139,7 +139,19 @@ static int qr_factor(int d, int r, const double *x, double *r_out) {
 }
 
 int svd_product_core(int d, int r, const double *x, const double *y, double *s) {
-    if (r > d) fatal("internal: svd_product_core needs r <= d (r %d, d %d)", r, d);
+    if (r > d) {  // a head wider than the model (d_h > d): M itself is the smaller matrix
+        double *m = xmalloc((size_t)d * (size_t)d * sizeof(double));
+        for (int j = 0; j < d; j++)
+            for (int i = 0; i < d; i++) {
+                double sum = 0.0;
+                for (int k = 0; k < r; k++) sum += x[(size_t)k * d + i] * y[(size_t)k * d + j];
+                m[(size_t)j * d + i] = sum;
+            }
+        int info = svd_lapack(d, d, m, s);
+        for (int i = d; i < r; i++) s[i] = 0.0;
+        free(m);
+        return info;
+    }
     size_t rr = (size_t)r * (size_t)r;
     double *r1 = xmalloc(rr * sizeof(double)), *r2 = xmalloc(rr * sizeof(double)), *core = xmalloc(rr * sizeof(double));
     int info = qr_factor(d, r, x, r1);

@@ -29,8 +29,9 @@ int svd_distributed(const svd_grid *grid, int m, int n, const double *a, int nb,
 // The same through LAPACK's dgesvd on this process (a is not modified). Returns info.
 int svd_lapack(int m, int n, const double *a, double *s);
 
-// Singular values of M = X Y^T (d x d) where X and Y are d x r (column-major, r <= d): with
+// Singular values of M = X Y^T (d x d) where X and Y are d x r (column-major): with r <= d,
 // X = Q1 R1 and Y = Q2 R2 (thin QR), M = Q1 (R1 R2^T) Q2^T, so the r possibly nonzero
-// singular values of M are those of the r x r core R1 R2^T (the other d - r are 0).
+// singular values of M are those of the r x r core R1 R2^T (the other d - r are 0); with
+// r > d (a head size above the width, [model] head_dim) M's own d values, then r - d zeros.
 // s has r entries. Returns 0 or the first nonzero LAPACK info.
 int svd_product_core(int d, int r, const double *x, const double *y, double *s);

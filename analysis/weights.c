@@ -94,7 +94,7 @@ bool weights_scan(weights_info *info, const char *path, const recording_info *re
             int heads = info->heads;
             long long head_dim = (long long)q[0] / heads, d = (long long)q[1];
             long long kv = head_dim > 0 ? (long long)k[0] / head_dim : 0;
-            bool per_head = (long long)q[0] == heads * head_dim && head_dim > 0 && head_dim <= d && kv > 0 &&
+            bool per_head = (long long)q[0] == heads * head_dim && head_dim > 0 && kv > 0 &&
                             (long long)k[0] == kv * head_dim && heads % kv == 0 && k[1] == q[1] && v[0] == k[0] &&
                             v[1] == q[1] && (long long)o[0] == d && o[1] == q[0];
             if (!per_head) {

@@ -5,7 +5,9 @@
 // rows j d_h..(j+1) d_h of layers.<l>.mixer.wq (d_h x d) and S_o the matching columns of
 // wo (d x d_h): W_QK,j = S_q^T S_k and W_OV,j = S_v^T S_o^T. Both are X Y^T with d x d_h
 // factors, so their d_h possibly nonzero singular values come from the d_h x d_h core
-// (svd_product_core); the other d - d_h are 0. GQA: head j uses kv head g(j) = j / (h / kv).
+// (svd_product_core); the other d - d_h are 0. d_h is the checkpoint's own ([model]
+// head_dim: wq's rows / heads), not d / h; when d_h > d the last d_h - d values are 0.
+// GQA: head j uses kv head g(j) = j / (h / kv).
 #pragma once
 #include <hdf5.h>
 #include <stdbool.h>

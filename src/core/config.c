@@ -32,6 +32,8 @@ static const key_spec KEYS[] = {
     {"model", "num_attention_heads", KEY_INT, FIELD(num_attention_heads), NULL, 1, 4096, "query heads"},
     {"model", "num_key_value_heads", KEY_INT, FIELD(num_key_value_heads), "0", 0, 4096,
      "key/value heads (0 = num_attention_heads: MHA)"},
+    {"model", "head_dim", KEY_INT, FIELD(head_dim), "0", 0, 1 << 20,
+     "per-head size of queries, keys and values (absent = hidden_size / num_attention_heads)"},
     {"model", "vocab_size", KEY_INT, FIELD(vocab_size), NULL, 2, 1 << 24, "vocabulary"},
     {"model", "max_position_embeddings", KEY_INT, FIELD(max_position_embeddings), "0", 0, 1 << 24,
      "longest sequence (0 = train.sequence_length)"},
@@ -262,16 +264,27 @@ void config_validate(const decon_config *c, const char *origin) {
     for (int i = 0; i < KEY_COUNT; i++)
         if (!KEYS[i].default_value && !key_given[i])
             fatal("%s: missing required key '%s' in [%s] (%s)", origin, KEYS[i].key, KEYS[i].section, KEYS[i].help);
-    if (c->hidden_size % c->num_attention_heads != 0)
-        fatal("%s: [model] hidden_size = %d is not divisible by num_attention_heads = %d", origin,
-              c->hidden_size, c->num_attention_heads);
+    // head_dim = 0 given explicitly is a mistake (absent is the way to ask for d / h);
+    // from the defaults it is that absence.
+    if (key_given[find_key("model", "head_dim") - KEYS] && c->head_dim == 0)
+        fatal("%s: [model] head_dim = 0 must be a positive even head size; leave the key out for "
+              "hidden_size / num_attention_heads", origin);
+    if (c->head_dim == 0 && c->hidden_size % c->num_attention_heads != 0)
+        fatal("%s: [model] hidden_size = %d is not divisible by num_attention_heads = %d; set [model] head_dim for a "
+              "head size of its own", origin, c->hidden_size, c->num_attention_heads);
     int kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
     if (kv_heads > c->num_attention_heads || c->num_attention_heads % kv_heads != 0)
         fatal("%s: [model] num_attention_heads = %d must be a multiple of num_key_value_heads = %d", origin,
               c->num_attention_heads, kv_heads);
+    // heads x d_h is a projection's width, sized in int like hidden_size: the same limit.
+    if ((long long)c->num_attention_heads * config_head_dim(c) > (1 << 20))
+        fatal("%s: [model] num_attention_heads x head_dim = %d x %d exceeds %d; use a smaller head_dim", origin,
+              c->num_attention_heads, config_head_dim(c), 1 << 20);
+    if (c->head_dim % 2 != 0)
+        fatal("%s: [model] head_dim = %d must be even for RoPE (it rotates pairs of dimensions)", origin, c->head_dim);
     if (config_head_dim(c) % 2 != 0)
-        fatal("%s: [model] head size hidden_size/num_attention_heads = %d must be even for RoPE", origin,
-              config_head_dim(c));
+        fatal("%s: [model] head size hidden_size/num_attention_heads = %d must be even for RoPE; set an even [model] "
+              "head_dim", origin, config_head_dim(c));
     if (c->max_position_embeddings && c->sequence_length > c->max_position_embeddings)
         fatal("%s: [train] sequence_length = %d exceeds [model] max_position_embeddings = %d", origin,
               c->sequence_length, c->max_position_embeddings);
@@ -329,6 +342,9 @@ void config_record_path(const decon_config *c, char *out, size_t size) {
     else snprintf(out, size, "%s/attn.h5", c->run_dir);
 }
 
+// config_head_dim where it is defined (heads > 0); a config not yet validated keeps its 0.
+static int resolved_head_dim(const decon_config *c) { return c->num_attention_heads > 0 ? config_head_dim(c) : c->head_dim; }
+
 char *config_to_text(const decon_config *config) {
     size_t capacity = 16384, used = 0;
     char *text = xmalloc(capacity);
@@ -343,7 +359,10 @@ char *config_to_text(const decon_config *config) {
             section = spec->section;
         }
         switch (spec->type) {
-        case KEY_INT: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const int *)field); break;
+        case KEY_INT:  // head_dim is written resolved (d / h when absent): a checkpoint states its head size
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key,
+                          spec->offset == FIELD(head_dim) ? resolved_head_dim(config) : *(const int *)field);
+            break;
         case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %.17g\n", spec->key, *(const double *)field); break;
         case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const bool *)field ? 1 : 0); break;
         case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %s\n", spec->key, field); break;
@@ -368,7 +387,10 @@ bool config_same_model(const decon_config *a, const decon_config *b, const char 
         const char *x = (const char *)a + spec->offset, *y = (const char *)b + spec->offset;
         bool same;
         switch (spec->type) {
-        case KEY_INT: same = *(const int *)x == *(const int *)y; break;
+        case KEY_INT:
+            same = spec->offset == FIELD(head_dim) ? resolved_head_dim(a) == resolved_head_dim(b)
+                                                   : *(const int *)x == *(const int *)y;
+            break;
         case KEY_DOUBLE: same = *(const double *)x == *(const double *)y; break;
         case KEY_BOOL: same = *(const bool *)x == *(const bool *)y; break;
         default: same = strcmp(x, y) == 0; break;

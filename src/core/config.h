@@ -12,6 +12,10 @@ typedef struct {
     // [model]
     int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
     int num_key_value_heads, vocab_size, max_position_embeddings;
+    // The per-head size d_h of queries, keys and values (Hugging Face's head_dim); 0 = the
+    // key is absent: hidden_size / num_attention_heads. Free of d / h (Bhojanapalli et al.
+    // 2020): Wq is [heads d_h, d], Wk and Wv [kv_heads d_h, d], Wo [d, heads d_h].
+    int head_dim;
     double rope_theta, rms_norm_eps, initializer_range;
     bool tie_word_embeddings, attention_bias;
     // [attention]
@@ -75,7 +79,10 @@ bool config_parse_layers(const char *text, int n, bool *mask, char *why, size_t 
 // The recording file: [io] record_path, or <run_dir>/attn.h5 when it is empty.
 void config_record_path(const decon_config *config, char *out, size_t size);
 
-static inline int config_head_dim(const decon_config *c) { return c->hidden_size / c->num_attention_heads; }
+// d_h: [model] head_dim, or hidden_size / num_attention_heads when it is absent (0).
+static inline int config_head_dim(const decon_config *c) {
+    return c->head_dim > 0 ? c->head_dim : c->hidden_size / c->num_attention_heads;
+}
 static inline int config_kv_heads(const decon_config *c) {
     return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
 }

@@ -112,7 +112,7 @@ static void mhe_run(ref_context *x, int layer, const double *inp, bool mul, mhe_
     int d = c->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     s->heads = c->num_attention_heads;
     s->kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-    s->dh = d / s->heads;
+    s->dh = ref_head_dim(c);
     s->mul = mul;
     int H = s->heads, KV = s->kv_heads, dh = s->dh;
     bool bias = c->attention_bias;

@@ -9,7 +9,7 @@
 // counted here from the shapes, independently of the mixer's code.
 static int ref_mlp_width(const decon_config *c) {
     int64_t d = c->hidden_size, H = c->num_attention_heads;
-    int64_t KV = c->num_key_value_heads ? c->num_key_value_heads : H, dh = d / H;
+    int64_t KV = c->num_key_value_heads ? c->num_key_value_heads : H, dh = ref_head_dim(c);
     int64_t standard = d * H * dh * 2 + 2 * d * KV * dh + (c->attention_bias ? H * dh + 2 * KV * dh : 0);
     return (int)floor((double)standard / (3.0 * (double)d) + 0.5);
 }

@@ -48,7 +48,7 @@ void ref_standard_begin(ref_context *x, int layer, standard_state *s, bool with_
     int d = c->hidden_size, B = x->batch, T = x->seq_len, rows = x->rows;
     s->heads = c->num_attention_heads;
     s->kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-    s->dh = d / s->heads;
+    s->dh = ref_head_dim(c);
     int H = s->heads, KV = s->kv_heads, dh = s->dh;
     bool bias = c->attention_bias;
     s->wq = ref_lookup(x, true, (int64_t)H * dh, d, "layers.%d.mixer.wq", layer);

@@ -60,8 +60,9 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
                                   const double *fixed_input, const int *fixed_tokens, double *losses, double *grads) {
     int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size, vocab = c->vocab_size;
     int kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
-    if (d % c->num_attention_heads || c->num_attention_heads % kv_heads || (d / c->num_attention_heads) % 2)
-        fatal("reference: hidden_size %d, heads %d, kv heads %d do not fit", d, c->num_attention_heads, kv_heads);
+    if ((!c->head_dim && d % c->num_attention_heads) || c->num_attention_heads % kv_heads || ref_head_dim(c) % 2)
+        fatal("reference: hidden_size %d, heads %d, kv heads %d, head size %d do not fit", d, c->num_attention_heads,
+              kv_heads, ref_head_dim(c));
     const mixer_kind **plan = (const mixer_kind **)xcalloc((size_t)n, sizeof(const mixer_kind *));
     layer_plan_build(plan, c, "reference");
     // The fixed stream (DESIGN.md 5): one more sequence after the loss sequences, whose

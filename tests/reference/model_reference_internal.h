@@ -41,6 +41,12 @@ static inline double *ref_zeros(size_t count) { return xcalloc(count ? count : 1
 
 static inline double ref_sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
+// The per-head size d_h: [model] head_dim, or d / heads when it is 0 (absent), read here
+// from the config's own fields rather than through config_head_dim.
+static inline int ref_head_dim(const decon_config *c) {
+    return c->head_dim > 0 ? c->head_dim : c->hidden_size / c->num_attention_heads;
+}
+
 // Finds a tensor by name and checks its logical shape [d0, d1] (d1 = 0: a vector of d0).
 ref_tensor ref_lookup(ref_context *x, bool required, int64_t d0, int64_t d1, const char *format, ...)
     DECON_PRINTF(5, 6);

@@ -4,7 +4,8 @@ It shares no code with src/: the model (DESIGN.md section 4, docs/design.md) is 
 here from the math: Emb, then per layer x += Mixer(RMSNorm(x)); x += MLP(RMSNorm(x)); then
 RMSNorm and the (tied) LM head. Mixers: `standard` (causal softmax attention, RoPE in the
 rotate-half layout, GQA, optional Q/K/V biases) and `mlp` (a gated MLP on each token).
-Tensors are read with h5py from /params, the config from /config. Also the token-shard
+Tensors are read with h5py from /params, the config from /config (the head size from
+[model] head_dim, d / heads where a checkpoint has no such key). Also the token-shard
 reader (input/corpus/write_shards.py's format) and the sliding-window perplexity as the
 evaluator documents it (src/eval/perplexity.h), written independently.
 """
@@ -26,6 +27,8 @@ class Model:
         self.d = int(m["hidden_size"])
         self.heads = int(m["num_attention_heads"])
         self.kv_heads = int(m["num_key_value_heads"]) or self.heads
+        # [model] head_dim; a checkpoint written before the key existed has d / heads.
+        self.head_dim = int(m.get("head_dim", "0")) or self.d // self.heads
         self.layers = int(m["num_hidden_layers"])
         self.theta = float(m["rope_theta"])
         self.eps = float(m["rms_norm_eps"])
@@ -45,7 +48,7 @@ class Model:
         return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
     def standard(self, l, h):
-        p, T, dh = self.p, h.shape[0], self.d // self.heads
+        p, T, dh = self.p, h.shape[0], self.head_dim
         name = f"layers.{l}.mixer."
         bias = lambda b: p[name + b] if name + b in p else 0.0
         q = (h @ p[name + "wq"].T + bias("bq")).reshape(T, self.heads, dh)

@@ -6,7 +6,8 @@
 #    indicators equal an independent numpy computation, the normalisation runs across both
 #    files, the SVD spectra match numpy, results at -np 1 and -np 2 agree;
 #  * a real recording from decon-train (the writer) with its checkpoint: outputs present, rows
-#    sum to 1, and the W_QK / W_OV spectra equal numpy's SVD of the explicit d x d products;
+#    sum to 1, and the W_QK / W_OV spectra equal numpy's SVD of the explicit d x d products,
+#    at d_h = d / h and at [model] head_dim = 40 > d = 32;
 #  * damaged input (truncated, corrupt chunk, missing group, wrong format_version, not HDF5,
 #    missing file, mismatched checkpoint, unwritable --out) at -np 2: one "decon: error" line
 #    naming the file, non-zero exit, within a timeout (no hang).
@@ -160,27 +161,37 @@ check analyze_np1_equals_np2 $? "$(tail -n 3 "$WORK/check.log")"
 make_shard "$WORK/train.bin" 20000 64 1
 make_shard "$WORK/val.bin" 2000 64 2
 write_small_config "$WORK/small.ini"
-"$TRAIN" "$WORK/small.ini" --set train.max_steps=10 --set io.record_every=5 --set io.checkpoint_every=10 \
-    --set attention.variant=nonapx --set attention.layout=hybrid:even >"$WORK/train.log" 2>&1
-check analyze_trainer_recording_written $? "$(tail -n 3 "$WORK/train.log")"
-timeout 120 "${MPIRUN[@]}" -np 2 "$ANALYZE" "$WORK/run/attn.h5" --checkpoint "$WORK/run/ckpt/latest.h5" \
-    --metrics --svd --logits >"$WORK/real.log" 2>&1
-rc=$?
-check analyze_trainer_recording_analysed $rc "rc=$rc: $(tail -n 5 "$WORK/real.log")"
-"$PYTHON" - "$WORK/run" <<'PY' >"$WORK/check.log" 2>&1
+# At d_h = d / h = 8, then with [model] head_dim = 40 (wider than d = 32: the products keep
+# rank d, and the last d_h - d singular values are zeros).
+for run in run run_headdim; do
+    head_dim=0; suffix=""
+    [ "$run" = run_headdim ] && head_dim=40 && suffix="_head_dim"
+    extra=(); [ "$head_dim" -gt 0 ] && extra=(--set "model.head_dim=$head_dim")
+    "$TRAIN" "$WORK/small.ini" --set train.max_steps=10 --set io.record_every=5 --set io.checkpoint_every=10 \
+        --set attention.variant=nonapx --set attention.layout=hybrid:even --set "io.run_dir=$WORK/$run" "${extra[@]}" \
+        >"$WORK/train.log" 2>&1
+    check "analyze_trainer_recording_written$suffix" $? "$(tail -n 3 "$WORK/train.log")"
+    timeout 120 "${MPIRUN[@]}" -np 2 "$ANALYZE" "$WORK/$run/attn.h5" --checkpoint "$WORK/$run/ckpt/latest.h5" \
+        --metrics --svd --logits >"$WORK/real.log" 2>&1
+    rc=$?
+    check "analyze_trainer_recording_analysed$suffix" $rc "rc=$rc: $(tail -n 5 "$WORK/real.log")"
+    "$PYTHON" - "$WORK/$run" "$head_dim" <<'PY' >"$WORK/check.log" 2>&1
 import json, sys
 import h5py
 import numpy as np
-run_dir = sys.argv[1]
-out = h5py.File(run_dir + "/analysis/analysis.h5", "r")["runs"]["run"]
+run_dir, head_dim = sys.argv[1], int(sys.argv[2])
+run_name = run_dir.rstrip("/").split("/")[-1]  # runs are named by their directory
+out = h5py.File(run_dir + "/analysis/analysis.h5", "r")["runs"][run_name]
 assert out["layers"]["rows_sum_to_one"][()].min() == 1, out["layers"]["rows_sum_to_one"][()]
 ck = h5py.File(run_dir + "/ckpt/latest.h5", "r")["params"]
 w = out["weights"]
 H, dh, kv = 4, int(w.attrs["head_dim"]), int(w.attrs["kv_heads"])
+assert dh == (head_dim or 32 // H), ("head_dim", dh, head_dim)
 worst = 0.0
 for l in range(2):
     wq, wk = ck["layers.%d.mixer.wq" % l][()].astype(np.float64), ck["layers.%d.mixer.wk" % l][()].astype(np.float64)
     wv, wo = ck["layers.%d.mixer.wv" % l][()].astype(np.float64), ck["layers.%d.mixer.wo" % l][()].astype(np.float64)
+    assert wq.shape == (H * dh, 32) and wo.shape == (32, H * dh), (wq.shape, wo.shape)
     for j in range(H):
         g = j // (H // kv)
         qk = wq[j * dh:(j + 1) * dh].T @ wk[g * dh:(g + 1) * dh]            # d x d, Q = H Wq convention
@@ -188,14 +199,16 @@ for l in range(2):
         for name, m in (("qk", qk), ("ov", ov)):
             s = np.linalg.svd(m, compute_uv=False)
             got = w[name + "_singular_values"][l, j]
-            worst = max(worst, np.max(np.abs(got - s[:dh])) / s[0])
-            assert np.all(s[dh:] < 1e-12 * s[0]), "rank above d_h"
+            n = min(dh, len(s))
+            worst = max(worst, np.max(np.abs(got[:n] - s[:n])) / s[0], np.max(np.abs(got[n:]), initial=0) / s[0])
+            assert np.all(s[n:] < 1e-12 * s[0]), "rank above d_h"
 assert worst < 1e-10, worst
-doc = json.load(open(run_dir + "/analysis/run.json"))
+doc = json.load(open(run_dir + "/analysis/%s.json" % run_name))
 assert doc["variant"] == "nonapx" and len(doc["steps"]) == 3, (doc["variant"], len(doc["steps"]))  # steps 0, 5, 10
 print("ok", worst)
 PY
-check analyze_weight_spectra_match_numpy $? "$(tail -n 4 "$WORK/check.log")"
+    check "analyze_weight_spectra_match_numpy$suffix" $? "$(tail -n 4 "$WORK/check.log")"
+done
 
 # ---- damaged input: one line, non-zero exit, no hang at -np 2 ---------------------------------
 cp "$WORK/a.h5" "$WORK/truncated.h5" && truncate -s $(( $(stat -c %s "$WORK/a.h5") / 2 )) "$WORK/truncated.h5"

@@ -45,6 +45,18 @@ expect_error bad_input_empty_value "learning_rate is empty" "$TRAIN" "$GOOD" --s
 expect_error bad_input_out_of_range "adam_beta1" "$TRAIN" "$GOOD" --set train.adam_beta1=1.5
 expect_error bad_input_heads_divisibility "not divisible by num_attention_heads" "$TRAIN" "$GOOD" \
     --set model.num_attention_heads=3
+expect_error bad_input_head_dim_odd "[model] head_dim = 7 must be even for RoPE" "$TRAIN" "$GOOD" \
+    --set model.head_dim=7
+expect_error bad_input_head_dim_zero "[model] head_dim = 0 must be a positive even head size" "$TRAIN" "$GOOD" \
+    --set model.head_dim=0
+expect_error bad_input_head_dim_negative "[model] head_dim = -8 is out of range" "$TRAIN" "$GOOD" \
+    --set model.head_dim=-8
+expect_error bad_input_head_dim_not_int "[model] head_dim = 'big' is not an integer" "$TRAIN" "$GOOD" \
+    --set model.head_dim=big
+expect_error bad_input_head_dim_too_wide "num_attention_heads x head_dim = 4 x 1048576 exceeds 1048576" "$TRAIN" \
+    "$GOOD" --set model.head_dim=1048576
+expect_error bad_input_odd_head_size_suggests_head_dim "set an even [model] head_dim" "$TRAIN" "$GOOD" \
+    --set model.num_attention_heads=32
 expect_error bad_input_batch_divisibility "not a multiple of micro_batch_size" "$TRAIN" "$GOOD" \
     --set train.global_batch_size=6
 expect_error bad_input_unknown_variant "variant" "$TRAIN" "$GOOD" --set attention.variant=bogus
@@ -97,6 +109,8 @@ expect_error bad_input_bad_validation_shard "magic.bin is not a decon token shar
 # ---- --resume from checkpoints that do not fit ----
 expect_error bad_input_resume_other_model "hidden_size" "$TRAIN" "$GOOD" --resume --set model.hidden_size=48 \
     --set model.intermediate_size=64
+expect_error bad_input_resume_other_head_dim "in key 'head_dim'" "$TRAIN" "$GOOD" --resume --set model.head_dim=16 \
+    --set train.max_steps=20
 expect_error bad_input_resume_wrong_shape "has shape [3, 5] but the model expects" "$TRAIN" "$GOOD" --resume \
     --run-dir "$WORK/reshaped"
 expect_error bad_input_resume_all_damaged "cannot resume: none of the 2 checkpoints in $WORK/all_damaged/ckpt is valid" \
@@ -110,6 +124,9 @@ expect_error bad_input_np2_batch_per_replica "not a multiple of micro_batch_size
     --set train.global_batch_size=4
 expect_error bad_input_np2_kv_heads_tp "num_key_value_heads (1, [model]) is not divisible by the tensor-parallel size 2" \
     "${MPIRUN[@]}" "$TRAIN" "$GOOD" --tp 2 --set model.num_key_value_heads=1
+expect_error bad_input_np2_head_dim_heads_tp "num_attention_heads (3, [model]) is not divisible by the tensor-parallel size 2" \
+    "${MPIRUN[@]}" "$TRAIN" "$GOOD" --tp 2 --set model.num_attention_heads=3 --set model.num_key_value_heads=3 \
+    --set model.head_dim=16
 expect_error bad_input_np2_bad_config "max_steps" "${MPIRUN[@]}" "$TRAIN" "$GOOD" --set train.max_steps=ten
 expect_error bad_input_np2_bad_shard "magic.bin is not a decon token shard" "${MPIRUN[@]}" "$TRAIN" "$GOOD" \
     --set "data.train=$S/magic.bin"

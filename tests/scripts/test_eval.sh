@@ -4,7 +4,8 @@
 # stride = context equals exp(the trainer's final validation loss) on the same file
 # (16 windows of 32 tokens: the trainer's validation covers exactly those windows), run
 # the cloze / choice tasks and --skip on a hybrid model, and check that bad input gives
-# one error line and a non-zero exit. Perplexities (strided, extrapolated, skipped),
+# one error line and a non-zero exit; a model with [model] head_dim != d/h evaluates as the
+# reference computes it. Perplexities (strided, extrapolated, skipped),
 # cloze log-likelihoods and greedy matches, and choice predictions are compared with an
 # independent float64 numpy forward of the same checkpoint (tests/scripts/reference_lm.py).
 source "$(dirname "$0")/common.sh"
@@ -136,6 +137,25 @@ for row, skip in zip(r["perplexity"]["results"], [(), (0,)]):  # skip: layer 1 (
 print("ok")
 PY
 check eval_skip_hybrid_model $? "$(tail -n 3 "$WORK/check.log") $(tail -n 4 "$WORK/skip.log")"
+
+# [model] head_dim = 12 != d / heads = 8 (Wq [48, 32], Wo [32, 48]): the evaluator's
+# perplexity equals the float64 reference's, which takes d_h from the checkpoint's config.
+"$TRAIN" "$WORK/good.ini" --set model.head_dim=12 --set train.max_steps=5 --run-dir "$WORK/head_dim" \
+    >"$WORK/head_dim.log" 2>&1
+"$EVAL" "$WORK/head_dim/ckpt/latest.h5" --ppl "$WORK/val.bin" --ctx 32 --threads 1 --json "$WORK/head_dim.json" \
+    >"$WORK/head_dim_eval.log" 2>&1
+"$PYTHON" - "$WORK/head_dim.json" "$WORK/head_dim/ckpt/latest.h5" "$WORK/val.bin" "$ROOT" <<'PY' >"$WORK/check.log" 2>&1
+import json, sys
+sys.path.insert(0, sys.argv[4] + "/tests/scripts")
+import reference_lm
+row = json.load(open(sys.argv[1]))["perplexity"]["results"][0]
+model, tokens = reference_lm.Model(sys.argv[2], "SS"), reference_lm.read_shard(sys.argv[3])
+assert model.head_dim == 12 and model.p["layers.0.mixer.wq"].shape == (48, 32), model.head_dim
+ppl = model.perplexity(tokens, row["context"], row["stride"])[0]
+assert abs(row["perplexity"] - ppl) < 1e-6 * ppl, (row, ppl)
+print("ok", row["perplexity"], ppl)
+PY
+check eval_head_dim_equals_reference $? "$(tail -n 3 "$WORK/check.log") $(tail -n 2 "$WORK/head_dim_eval.log")"
 
 # Bad input (more in test_bad_input_eval.sh): expect_error in common.sh.
 eval_error() { expect_error "$1" "$2" "$EVAL" "${@:3}"; }

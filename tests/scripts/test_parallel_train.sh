@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # decon-train under mpirun (issue 4): parallel runs follow the single-rank loss curve;
 # a checkpoint written at tp=2 resumes at tp=1, at dp=2 and at dp=2 x tp=2 + sp + ZeRO-1
-# and continues the uninterrupted single-rank curve; the traffic summary equals the
-# formula; a bad shard seen by one rank, a rank killed mid-run and SIGTERM to one rank
+# and continues the uninterrupted single-rank curve; the same with [model] head_dim != d/h
+# (tp=2 from scratch, and a tp=1 checkpoint resumed at tp=2); a checkpoint without the
+# head_dim line (written before the key existed) resumes as d/h; the traffic summary equals
+# the formula; a bad shard seen by one rank, a rank killed mid-run and SIGTERM to one rank
 # end every rank within seconds, never a hang.
 source "$(dirname "$0")/common.sh"
 make_shard "$WORK/train.bin" 60000 64 1
@@ -91,6 +93,49 @@ h5ls -r "$WORK/zero_step8.h5" >/dev/null 2>&1
 check parallel_zero_checkpoint_is_hdf5 $? "h5ls cannot read the ZeRO-1 checkpoint"
 "$ROOT/bin/decon-eval" "$WORK/zero_step8.h5" --ppl "$WORK/val.bin" --ctx 32 >"$WORK/eval.log" 2>&1
 check parallel_zero_checkpoint_evaluates_on_one_rank $? "$(tail -n 2 "$WORK/eval.log")"
+
+# [model] head_dim = 12 != d / heads = 8: tp=2 follows the single-rank curve, and the
+# single-rank step-4 checkpoint reshards to tp=2 and continues it.
+HD=(--set model.head_dim=12)
+"$TRAIN" "$WORK/base.ini" "${ARGS[@]}" "${HD[@]}" --run-dir "$WORK/hd_single" >"$WORK/hd_single.log" 2>&1
+check parallel_head_dim_single_rank_run $? "$(tail -n 3 "$WORK/hd_single.log")"
+losses "$WORK/hd_single/metrics.jsonl" >"$WORK/hd_single.loss"
+grep -q "head size 12" "$WORK/hd_single.log"
+check parallel_head_dim_in_model_summary $? "$(grep -h 'model:' "$WORK/hd_single.log")"
+"${MPIRUN[@]}" -np 2 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" "${HD[@]}" --tp 2 --run-dir "$WORK/hd_tp2" \
+    >"$WORK/hd_tp2.log" 2>&1
+check parallel_head_dim_tp2_run $? "$(tail -n 3 "$WORK/hd_tp2.log")"
+losses "$WORK/hd_tp2/metrics.jsonl" >"$WORK/hd_tp2.loss"
+same_curve parallel_head_dim_tp2_curve_equals_single "$WORK/hd_single.loss" "$WORK/hd_tp2.loss" 1
+mkdir -p "$WORK/hd_tp1_to_tp2/ckpt"
+cp "$WORK/hd_single/ckpt/step_00000004.h5" "$WORK/hd_tp1_to_tp2/ckpt/"
+"${MPIRUN[@]}" -np 2 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" "${HD[@]}" --tp 2 --run-dir "$WORK/hd_tp1_to_tp2" --resume \
+    >"$WORK/hd_tp1_to_tp2.log" 2>&1
+check parallel_head_dim_resume_tp1_to_tp2 $? "$(tail -n 3 "$WORK/hd_tp1_to_tp2.log")"
+grep -q "resumed from .*step_00000004.h5 at step 4" "$WORK/hd_tp1_to_tp2.log"
+check parallel_head_dim_resume_tp1_to_tp2_from_step_4 $? "$(grep -h resumed "$WORK/hd_tp1_to_tp2.log")"
+losses "$WORK/hd_tp1_to_tp2/metrics.jsonl" >"$WORK/hd_tp1_to_tp2.loss"
+same_curve parallel_head_dim_resume_tp1_to_tp2_curve_equals_single "$WORK/hd_single.loss" "$WORK/hd_tp1_to_tp2.loss" 5
+
+# A checkpoint from before head_dim existed (its /config without the line) reads as
+# d / heads: the tp=2 step-4 checkpoint, so stripped, resumes at tp=1 on the single curve.
+mkdir -p "$WORK/old_format/ckpt"
+cp "$WORK/tp2/ckpt/step_00000004.h5" "$WORK/old_format/ckpt/"
+$PYTHON - "$WORK/old_format/ckpt/step_00000004.h5" <<'PY'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r+") as f:
+    text = f["config"][()].decode()
+    assert "\nhead_dim = 8\n" in text, "the checkpoint does not state its head size"
+    old = "".join(line for line in text.splitlines(True) if not line.startswith("head_dim"))
+    del f["config"]
+    f["config"] = np.bytes_(old.encode())
+PY
+check parallel_old_checkpoint_stripped $? "could not rewrite /config"
+"${MPIRUN[@]}" -np 1 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" --run-dir "$WORK/old_format" --resume \
+    >"$WORK/old_format.log" 2>&1
+check parallel_old_checkpoint_without_head_dim_resumes $? "$(tail -n 3 "$WORK/old_format.log")"
+losses "$WORK/old_format/metrics.jsonl" >"$WORK/old_format.loss"
+same_curve parallel_old_checkpoint_curve_equals_single "$WORK/single.loss" "$WORK/old_format.loss" 5
 
 # Recordings: the attention matrices recorded at tp=2 + sp (each rank writes its heads)
 # equal those recorded on one rank, for a standard and an rndembqk (fixed stream) layer.

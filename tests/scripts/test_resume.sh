@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Resume is exact: N steps straight vs N/2, SIGKILL, --resume to N must give the same
-# loss at every step and bit-identical final parameters and Adam moments.
+# loss at every step and bit-identical final parameters and Adam moments. The model has a
+# head size of its own ([model] head_dim = 24, d / heads = 16), which its checkpoints state.
 source "$(dirname "$0")/common.sh"
 make_shard "$WORK/train.bin" 60000 64 1
 make_shard "$WORK/val.bin" 4000 64 2
 write_small_config "$WORK/base.ini"
 # Slow enough (a few seconds) that the kill lands while training is still running.
 ARGS=(--set train.max_steps=240 --set io.checkpoint_every=120 --set train.eval_every=0
-      --set model.hidden_size=64 --set model.intermediate_size=128)
+      --set model.hidden_size=64 --set model.intermediate_size=128 --set model.head_dim=24)
 
 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" --run-dir "$WORK/straight" >"$WORK/straight.log" 2>&1
 check resume_straight_run $? "straight run failed: $(tail -n 3 "$WORK/straight.log")"
@@ -47,6 +48,14 @@ losses "$WORK/straight/metrics.jsonl" > "$WORK/straight.losses"
 losses "$WORK/killed/metrics.jsonl" > "$WORK/resumed.losses"
 [ "$(wc -l < "$WORK/straight.losses")" -eq 240 ] && cmp -s "$WORK/straight.losses" "$WORK/resumed.losses"
 check resume_identical_loss_sequence $? "$(diff "$WORK/straight.losses" "$WORK/resumed.losses" | head -n 4)"
+
+$PYTHON - "$WORK/killed/ckpt/step_00000240.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    assert "\nhead_dim = 24\n" in f["config"][()].decode(), "no 'head_dim = 24' in /config"
+    assert f["params/layers.0.mixer.wq"].shape == (4 * 24, 64), f["params/layers.0.mixer.wq"].shape
+PY
+check resume_checkpoint_states_head_dim $? "the checkpoint lacks head_dim = 24 or Wq is not [heads x 24, 64]"
 
 h5diff "$WORK/straight/ckpt/step_00000240.h5" "$WORK/killed/ckpt/step_00000240.h5" /params >"$WORK/diff.log" 2>&1 &&
     h5diff "$WORK/straight/ckpt/step_00000240.h5" "$WORK/killed/ckpt/step_00000240.h5" /optim >>"$WORK/diff.log" 2>&1

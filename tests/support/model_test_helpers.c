@@ -116,7 +116,7 @@ void test_check_reference_gradient(const char *label, const decon_config *c, int
     model_build(&m, c, label);  // the registry only
     const param_registry *registry = &m.registry;
     size_t total = registry->total;
-    int rows = batch * seq_len, d = c->hidden_size, dh = d / c->num_attention_heads;
+    int rows = batch * seq_len, d = c->hidden_size, dh = config_head_dim(c);
     double *params = xcalloc(total, sizeof(double)), *grads = xcalloc(total, sizeof(double));
     double *numeric = xcalloc(total, sizeof(double)), *fixed_input = NULL;
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));

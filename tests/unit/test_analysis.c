@@ -283,7 +283,7 @@ static void test_svd(const svd_grid *grid) {
 static void test_product_core(void) {
     const struct {
         int d, r;
-    } shapes[] = {{16, 4}, {24, 8}, {9, 9}};
+    } shapes[] = {{16, 4}, {24, 8}, {9, 9}, {6, 10}};  // r > d: a head size above the width
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         int d = shapes[c].d, r = shapes[c].r;
         double *x = xmalloc((size_t)d * r * sizeof(double)), *y = xmalloc((size_t)d * r * sizeof(double));
@@ -297,8 +297,10 @@ static void test_product_core(void) {
                 for (int k = 0; k < r; k++) full[(size_t)j * d + i] += x[(size_t)k * d + i] * y[(size_t)k * d + j];
         double *s_core = xmalloc((size_t)r * sizeof(double));
         int info = svd_product_core(d, r, x, y, s_core) | svd_lapack(d, d, full, s_full);
-        double error = relative_spectrum_error(s_core, s_full, r), rest = 0.0;
+        int common = r < d ? r : d;
+        double error = relative_spectrum_error(s_core, s_full, common), rest = 0.0;
         for (int i = r; i < d; i++) rest = fmax(rest, s_full[i] / s_full[0]);
+        for (int i = d; i < r; i++) rest = fmax(rest, fabs(s_core[i]) / s_full[0]);  // r > d: zeros
         char name[128];
         snprintf(name, sizeof name, "svd: QR core of X Y^T (d %d, r %d) equals the d x d spectrum", d, r);
         check(info == 0 && error < 1e-12 && rest < 1e-12, name, "info %d, error %.3g, other %.3g", info, error, rest);

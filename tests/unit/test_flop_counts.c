@@ -5,7 +5,10 @@
 //   A: d = 64, 4 heads, 2 KV heads (d_h = 16, q_dim = 64, kv_dim = 32), L = 32 (one
 //      Taylor chunk), micro-batch 4, biases, MLP width 128, vocabulary 100;
 //   B: d = 96, 3 heads = 3 KV heads (d_h = 32, q_dim = kv_dim = 96), L = 150 (Taylor
-//      chunks of 64, 64, 22), micro-batch 3, no biases, MLP width 200, vocabulary 120.
+//      chunks of 64, 64, 22), micro-batch 3, no biases, MLP width 200, vocabulary 120;
+//   C: d = 48, 4 heads, 2 KV heads, [model] head_dim = 24 (not d / h = 12: q_dim = 96 > d,
+//      kv_dim = 48), L = 16, micro-batch 2, biases, MLP width 64, vocabulary 50; also its
+//      parameter, cache and state counts by hand.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,16 +23,19 @@ typedef struct {
     const char *label;
     int d, heads, kv_heads, seq_len, micro_batch, inter, vocab;
     bool bias;
+    int head_dim;  // 0: d / heads
 } shape;
 
-static const shape SHAPE_A = {"A", 64, 4, 2, 32, 4, 128, 100, true};
-static const shape SHAPE_B = {"B", 96, 3, 3, 150, 3, 200, 120, false};
+static const shape SHAPE_A = {"A", 64, 4, 2, 32, 4, 128, 100, true, 0};
+static const shape SHAPE_B = {"B", 96, 3, 3, 150, 3, 200, 120, false, 0};
+static const shape SHAPE_C = {"C", 48, 4, 2, 16, 2, 64, 50, true, 24};
 
 static void make_config(decon_config *c, const shape *s, int layers, const char *variant, const char *layout) {
     config_defaults(c);
     c->hidden_size = s->d;
     c->num_attention_heads = s->heads;
     c->num_key_value_heads = s->kv_heads;
+    c->head_dim = s->head_dim;
     c->sequence_length = s->seq_len;
     c->micro_batch_size = s->micro_batch;
     c->global_batch_size = s->micro_batch;
@@ -117,6 +123,49 @@ static void check_shape_b(void) {
     check_mixer("approx-diag", &SHAPE_B, B_QKVO + 3 * 2 * 2.0 * 32 * 32 + 3 * 2 * 2.0 * (32 * 32 + 32));  // 98688
 }
 
+// ---- shape C: a head size of its own ------------------------------------------------------
+// Q, K, V, O projections: 48x96, 48x48, 48x48, 48x96 multiply-adds per token (q_dim = 4 x 24).
+static const double C_QKVO = 2.0 * (48 * 96 + 48 * 48 + 48 * 48 + 48 * 96);  // 27648
+static const double C_KEYS = 16.0 * 17 / 2 / 16;                       // 8.5
+static const double C_SCORES = 2.0 * 4 * 24 * C_KEYS;                   // 1632
+static const double C_AV = 2.0 * 4 * 24 * C_KEYS;                       // 1632
+
+static void check_shape_c(void) {
+    check_mixer("standard", &SHAPE_C, C_QKVO + C_SCORES + C_AV);      // 30912
+    check_mixer("staticembqk", &SHAPE_C, C_QKVO + C_SCORES + C_AV);
+    // V (48x48) and O (48x96) per sequence, A V; the fixed Q (48x96), K (48x48) and scores
+    // once per micro-batch of 2.
+    double fixed = 2.0 * (48 * 48 + 48 * 96) + C_AV + (2.0 * (48 * 96 + 48 * 48) + C_SCORES) / 2;  // 23184
+    check_mixer("rndembqk", &SHAPE_C, fixed);
+    check_mixer("fixedseqqk", &SHAPE_C, fixed);
+    // mlp: P_std = 13824 weights + 96 + 48 + 48 biases = 14016, / 144 = 97.33 -> 97.
+    check_mixer("mlp", &SHAPE_C, 2.0 * 3 * 48 * 97);                   // 27936
+    check_mixer("nonapx", &SHAPE_C, C_QKVO + 2.0 * 4 * (24 + 24));      // 28032
+    // mhe-*: shared Q, K, V of one head (3 x 48x24), O 48x96.
+    check_mixer("mhe-add", &SHAPE_C, 2.0 * (3 * 48 * 24 + 48 * 96) + C_SCORES + C_AV);  // 19392
+    check_mixer("mhe-mul", &SHAPE_C, 2.0 * (3 * 48 * 24 + 48 * 96) + C_SCORES + C_AV);
+    // approx, one chunk: 16*17/2 pairs, per head 24 + 24 + 1 multiply-adds.
+    check_mixer("approx", &SHAPE_C, C_QKVO + 4 * (16.0 * 17 / 2) * 2 * (24 + 24 + 1) / 16);  // 30980
+    check_mixer("approx-diag", &SHAPE_C, C_QKVO + 2 * 2 * 2.0 * 24 * 24 + 4 * 2 * 2.0 * (24 * 24 + 24));  // 41856
+
+    decon_config c;
+    make_config(&c, &SHAPE_C, 1, "standard", "uniform");
+    // Weights 48x96 + 48x48 + 48x48 + 48x96 = 13824, biases 96 + 48 + 48.
+    expect_close("standard parameters at shape C", (double)mixer_standard()->param_count(&c), 13824 + 192);
+    expect_close("mhe-add parameters at shape C (3 x 48x24 + 3 x 24 + (4 + 2 x 2) x 24 + 48x96)",
+                 (double)mixer_find("mhe-add")->param_count(&c), 3456 + 72 + 192 + 4608);
+    // Caches per token: K and V of 2 kv heads of 24; rndembqk V only; mhe the shared K, V.
+    expect_close("standard KV cache at shape C (2 x 2 x 24)", (double)mixer_standard()->cache_floats_per_token(&c), 96);
+    expect_close("rndembqk cache at shape C (2 x 24)", (double)mixer_find("rndembqk")->cache_floats_per_token(&c), 48);
+    expect_close("mhe-mul cache at shape C (2 x 24)", (double)mixer_find("mhe-mul")->cache_floats_per_token(&c), 48);
+    // Recurrent states: approx 2 kv heads x F (1 + 24 + 24*25/2 = 325) x 25; approx-diag
+    // 2 x (2 x 24^2 + 3 x 24); nonapx 4 heads x (24 + 2).
+    expect_close("approx state at shape C", (double)mixer_find("approx")->state_floats(&c), 2 * 325 * 25);
+    expect_close("approx-diag state at shape C", (double)mixer_find("approx-diag")->state_floats(&c),
+                 2 * (2 * 576 + 72));
+    expect_close("nonapx state at shape C", (double)mixer_find("nonapx")->state_floats(&c), 4 * 26);
+}
+
 // ---- the model's total and MFU --------------------------------------------------------
 
 static double model_flops(const shape *s, int layers, const char *variant, const char *layout) {
@@ -143,6 +192,10 @@ static void check_model_and_mfu(void) {
                  3 * b_forward);                                          // 1769472
     // 256 tokens in 0.5 s = 512 tokens/s; x 512640 FLOPs = 262,471,680 FLOP/s
     // = 0.26247168 GFLOP/s of a 2.5 GFLOP/s peak.
+    // C, 1 layer standard: the mixer 30912, the block MLP 3 x 48x64, the LM head 48x50.
+    double c_forward = 2.0 * 48 * 50 + 30912 + 2.0 * 3 * 48 * 64;  // 54144
+    expect_close("model training FLOPs per token (C, head_dim=24, uniform standard)",
+                 model_flops(&SHAPE_C, 1, "standard", "uniform"), 3 * c_forward);  // 162432
     expect_close("MFU of 256 tokens in 0.5 s at 512640 FLOPs/token of 2.5 GFLOP/s", progress_mfu(256, 0.5, a_training, 2.5),
                  0.26247168 / 2.5);
 }
@@ -150,6 +203,7 @@ static void check_model_and_mfu(void) {
 int main(void) {
     check_shape_a();
     check_shape_b();
+    check_shape_c();
     check_model_and_mfu();
     return testing_exit_code();
 }

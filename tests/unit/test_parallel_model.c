@@ -3,7 +3,8 @@
 // Without arguments this program launches itself under `mpirun --oversubscribe -np N`
 // once per decomposition (tp=2, tp=2+sp, dp=2, dp=2 x tp=2, the same with ZeRO-1 and with
 // sp) and relays the children's PASS/FAIL lines. Each child loops over every mixer, in
-// uniform and hybrid:even layouts; on every rank it builds the single-rank reference model
+// uniform and hybrid:even layouts (the one-step decompositions also hybrid:even with
+// [model] head_dim = 12 != d / heads = 8); on every rank it builds the single-rank reference model
 // (MPI_COMM_SELF) next to its shard of the parallel model, runs the same global batch
 // through both, and compares the loss, every gradient (the rank's slice against the same
 // slice of the reference's logical tensor), the gradient norm and, after `steps` AdamW
@@ -56,9 +57,14 @@ static const char *const VARIANTS[] = {"standard", "mlp", "approx", "approx-diag
 static const char *const LAYOUTS[] = {"uniform", "hybrid:even"};
 
 static void small_config(decon_config *c, const char *variant, const char *layout, int tp, bool sp, int zero,
-                         int micro_batch) {
+                         int micro_batch, int head_dim) {
     config_defaults(c);
     c->hidden_size = 32;
+    c->head_dim = head_dim;  // 0: d / heads = 8
+    // With a head size of its own, a base at which every rotary pair turns over 8 positions:
+    // at 1e6 the slowest pairs barely turn and the key bias's gradient there is rounding
+    // noise, which Adam's first step blows up to +-lr (measured: 2.2e-3 vs 8e-7 here).
+    if (head_dim) c->rope_theta = 100.0;
     c->intermediate_size = 40;
     c->num_hidden_layers = 2;
     c->num_attention_heads = 4;
@@ -121,12 +127,13 @@ typedef struct {
     char worst_gradient[PARAM_NAME_MAX], worst_parameter[PARAM_NAME_MAX];
 } case_errors;
 
-static case_errors run_case(process_grid *grid, const char *variant, const char *layout, int zero_stage, int steps) {
+static case_errors run_case(process_grid *grid, const char *variant, const char *layout, int zero_stage, int steps,
+                            int head_dim) {
     int tp = grid->tensor_size, dp = grid->data_size;
     int micro = GLOBAL_BATCH / dp / 2 > 0 ? GLOBAL_BATCH / dp / 2 : 1;  // two micro-batches when possible
     decon_config c, reference_config;
-    small_config(&c, variant, layout, tp, grid->sequence_parallel, zero_stage, micro);
-    small_config(&reference_config, variant, layout, 1, false, 0, GLOBAL_BATCH);
+    small_config(&c, variant, layout, tp, grid->sequence_parallel, zero_stage, micro, head_dim);
+    small_config(&reference_config, variant, layout, 1, false, 0, GLOBAL_BATCH, head_dim);
     model parallel, reference;
     model_build_parallel(&parallel, &c, "parallel", grid);
     model_allocate(&parallel, micro, SEQ_LEN);
@@ -320,30 +327,38 @@ static void check_layer_edges(process_grid *grid, const char *label) {
 
 static int child_main(int tp, bool sp, int zero_stage, int steps, const char *label) {
     decon_config c;
-    small_config(&c, "standard", "uniform", tp, sp, zero_stage, 1);
+    small_config(&c, "standard", "uniform", tp, sp, zero_stage, 1, 0);
     process_grid grid;
     process_grid_create(&grid, MPI_COMM_WORLD, &c, label);
     check_layer_edges(&grid, label);
+    // Every variant in both layouts at d_h = d / heads = 8, then (hybrid:even: the variant
+    // and standard) at a head size of its own, 12 (heads x d_h = 48 != d = 32), in the
+    // one-step decompositions (tp, tp+sp, dp, dp+ZeRO-1: the 10-step runs add no split).
+    size_t layouts = sizeof LAYOUTS / sizeof LAYOUTS[0], cases = steps == 1 ? layouts + 1 : layouts;
     for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++)
-        for (size_t l = 0; l < sizeof LAYOUTS / sizeof LAYOUTS[0]; l++) {
-            case_errors e = run_case(&grid, VARIANTS[v], LAYOUTS[l], zero_stage, steps);
+        for (size_t l = 0; l < cases; l++) {
+            int head_dim = l == layouts ? 12 : 0;
+            const char *layout = l == layouts ? "hybrid:even" : LAYOUTS[l];
+            char layout_label[64];
+            snprintf(layout_label, sizeof layout_label, "%s%s", layout, head_dim ? " head_dim=12" : "");
+            case_errors e = run_case(&grid, VARIANTS[v], layout, zero_stage, steps, head_dim);
             if (grid.world_rank != 0) continue;
             char name[256];
-            snprintf(name, sizeof name, "%s %s %s: loss and gradients of one step", label, VARIANTS[v], LAYOUTS[l]);
+            snprintf(name, sizeof name, "%s %s %s: loss and gradients of one step", label, VARIANTS[v], layout_label);
             testing_report(e.loss < 1e-5 && e.gradients < 1e-4 && e.norm < 1e-4, name,
                            "loss %.2e, gradients %.2e (%s), norm %.2e", e.loss, e.gradients, e.worst_gradient,
                            e.norm);
             printf("# %s: loss %.1e, gradient %.1e (worst %s), norm %.1e; after %d steps parameters %.1e "
                    "(worst tensor %s %.1e)\n", name, e.loss, e.gradients, e.worst_gradient, e.norm, steps,
                    e.parameters, e.worst_parameter, e.worst_tensor);
-            snprintf(name, sizeof name, "%s %s %s: traffic equals the formula", label, VARIANTS[v], LAYOUTS[l]);
+            snprintf(name, sizeof name, "%s %s %s: traffic equals the formula", label, VARIANTS[v], layout_label);
             testing_report(e.traffic < 1e-12, name, "relative difference %.2e", e.traffic);
-            snprintf(name, sizeof name, "%s %s %s: parameters after %d AdamW steps", label, VARIANTS[v], LAYOUTS[l],
+            snprintf(name, sizeof name, "%s %s %s: parameters after %d AdamW steps", label, VARIANTS[v], layout_label,
                      steps);
             testing_report(e.parameters < 1e-3, name, "parameters %.2e", e.parameters);
             if (steps < 2) continue;
             snprintf(name, sizeof name, "%s %s %s: nothing allocated in steps 1..%d", label, VARIANTS[v],
-                     LAYOUTS[l], steps);
+                     layout_label, steps);
             testing_report(e.step_allocations == 0.0, name, "%.0f allocations", e.step_allocations);
         }
     process_grid_free(&grid);

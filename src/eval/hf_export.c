@@ -121,6 +121,7 @@ static char *config_json(const decon_config *c, const tokenizer *t, const char *
     add_number(o, "num_hidden_layers", c->num_hidden_layers);
     add_number(o, "num_attention_heads", c->num_attention_heads);
     add_number(o, "num_key_value_heads", config_kv_heads(c));
+    add_number(o, "head_dim", config_head_dim(c));  // transformers reads it when present; d/h otherwise
     add_string(o, "hidden_act", "silu");
     // decon's 0 means "the training length" (config.c); RoPE itself has no limit.
     add_number(o, "max_position_embeddings", c->max_position_embeddings > 0 ? c->max_position_embeddings

@@ -47,7 +47,7 @@ class Qwen2:
         self.w, self.metadata = read_safetensors(f"{directory}/model.safetensors")
         c = self.config
         self.heads, self.kv_heads = c["num_attention_heads"], c["num_key_value_heads"]
-        self.head_dim = c["hidden_size"] // self.heads
+        self.head_dim = c.get("head_dim", c["hidden_size"] // self.heads)  # as transformers reads it
 
     def rmsnorm(self, x, weight):
         return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.config["rms_norm_eps"]))

@@ -44,9 +44,11 @@ corpus_config "$WORK/mha.ini" 4 1 1
 check export_train_mha $? "$(tail -n 3 "$WORK/mha.log")"
 export_and_compare mha "$WORK/mha/ckpt/latest.h5"
 
-# GQA (2 kv heads of 4), its own LM head, no biases (zeros in the export), tensor parallel.
+# GQA (2 kv heads of 4), its own LM head, no biases (zeros in the export), tensor
+# parallel, and a head size of its own (12, not d/h = 8: config.json's head_dim).
 corpus_config "$WORK/gqa.ini" 2 0 0
-mpirun --oversubscribe -np 2 "$TRAIN" "$WORK/gqa.ini" --run-dir "$WORK/gqa" --tp 2 >"$WORK/gqa.log" 2>&1
+mpirun --oversubscribe -np 2 "$TRAIN" "$WORK/gqa.ini" --run-dir "$WORK/gqa" --tp 2 --set model.head_dim=12 \
+    >"$WORK/gqa.log" 2>&1
 check export_train_gqa_tp2 $? "$(tail -n 3 "$WORK/gqa.log")"
 export_and_compare gqa "$WORK/gqa/ckpt/latest.h5"
 
@@ -57,11 +59,11 @@ import json, sys
 sys.path.insert(0, sys.argv[3])
 import qwen2_reference
 ok = True
-for directory, kv, tied in ((sys.argv[1], 4, True), (sys.argv[2], 2, False)):
+for directory, kv, tied, head in ((sys.argv[1], 4, True, 8), (sys.argv[2], 2, False, 12)):
     c = json.load(open(directory + "/config.json"))
     expected = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 32,
                 "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                "num_key_value_heads": kv, "max_position_embeddings": 64, "rope_theta": 10000,
+                "num_key_value_heads": kv, "head_dim": head, "max_position_embeddings": 64, "rope_theta": 10000,
                 "rms_norm_eps": 1e-6, "vocab_size": 8192, "tie_word_embeddings": tied, "torch_dtype": "float32",
                 "hidden_act": "silu", "bos_token_id": 2, "eos_token_id": 3, "use_sliding_window": False}
     for key, value in expected.items():
@@ -79,7 +81,8 @@ for directory, kv, tied in ((sys.argv[1], 4, True), (sys.argv[2], 2, False)):
         print(f"FAIL export_safetensors_names: {directory}: extra {sorted(set(tensors) - names)}, "
               f"missing {sorted(names - set(tensors))}")
         ok = False
-    shapes = {"model.layers.0.self_attn.k_proj.weight": [kv * 8, 32], "model.layers.0.self_attn.k_proj.bias": [kv * 8],
+    shapes = {"model.layers.0.self_attn.k_proj.weight": [kv * head, 32], "model.layers.0.self_attn.k_proj.bias": [kv * head],
+              "model.layers.0.self_attn.o_proj.weight": [32, 4 * head],
               "model.layers.1.mlp.down_proj.weight": [32, 64], "model.embed_tokens.weight": [8192, 32]}
     for name, shape in shapes.items():
         if list(tensors[name].shape) != shape:

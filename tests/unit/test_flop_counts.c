@@ -159,11 +159,11 @@ static void check_shape_c(void) {
     expect_close("rndembqk cache at shape C (2 x 24)", (double)mixer_find("rndembqk")->cache_floats_per_token(&c), 48);
     expect_close("mhe-mul cache at shape C (2 x 24)", (double)mixer_find("mhe-mul")->cache_floats_per_token(&c), 48);
     // Recurrent states: approx 2 kv heads x F (1 + 24 + 24*25/2 = 325) x 25; approx-diag
-    // 2 x (2 x 24^2 + 3 x 24); nonapx 4 heads x (24 + 2).
+    // 2 x (2 x 24^2 + 3 x 24); nonapx 4 heads x (24 + 1): the normalised output and the logsumexp.
     expect_close("approx state at shape C", (double)mixer_find("approx")->state_floats(&c), 2 * 325 * 25);
     expect_close("approx-diag state at shape C", (double)mixer_find("approx-diag")->state_floats(&c),
                  2 * (2 * 576 + 72));
-    expect_close("nonapx state at shape C", (double)mixer_find("nonapx")->state_floats(&c), 4 * 26);
+    expect_close("nonapx state at shape C", (double)mixer_find("nonapx")->state_floats(&c), 4 * 25);
 }
 
 // ---- the model's total and MFU --------------------------------------------------------

@@ -183,8 +183,8 @@ bool lowrank_qk(lowrank_method method, const lowrank_shape *s, int rank, const f
     double scale2 = 1.0 / dh;  // the softmax scale s = 1/sqrt(d_h), squared
     double *fit = method == LOWRANK_A3 ? NULL : identity(n);
     const double *fit_corr = fit ? fit : corr;
-    double **aq = xmalloc((size_t)s->heads * sizeof *aq), **ak = xmalloc((size_t)s->kv_heads * sizeof *ak);
-    double **rq = xmalloc((size_t)s->heads * sizeof *rq), **rk = xmalloc((size_t)s->kv_heads * sizeof *rk);
+    double **aq = (double **)xmalloc((size_t)s->heads * sizeof *aq), **ak = (double **)xmalloc((size_t)s->kv_heads * sizeof *ak);
+    double **rq = (double **)xmalloc((size_t)s->heads * sizeof *rq), **rk = (double **)xmalloc((size_t)s->kv_heads * sizeof *rk);
     for (int j = 0; j < s->heads; j++) {
         aq[j] = augment(dh, d, wq + (size_t)j * dh * d, bq ? bq + (size_t)j * dh : NULL);
         rq[j] = zeros((size_t)rank * n);
@@ -243,10 +243,10 @@ bool lowrank_qk(lowrank_method method, const lowrank_shape *s, int rank, const f
         free(ak[g]);
         free(rk[g]);
     }
-    free(aq);
-    free(ak);
-    free(rq);
-    free(rk);
+    free((void *)aq);
+    free((void *)ak);
+    free((void *)rq);
+    free((void *)rk);
     free(fit);
     return true;
 }
@@ -270,7 +270,7 @@ bool lowrank_ov(lowrank_method method, const lowrank_shape *s, int rank, const f
     double *id = method == LOWRANK_A3 ? NULL : identity(n);
     for (int g = 0; g < s->kv_heads; g++) {
         double *av = augment(dh, d, wv + (size_t)g * dh * d, bv ? bv + (size_t)g * dh : NULL);
-        double **wo_j = xmalloc((size_t)group * sizeof *wo_j), **p = xmalloc((size_t)group * sizeof *p);
+        double **wo_j = (double **)xmalloc((size_t)group * sizeof *wo_j), **p = (double **)xmalloc((size_t)group * sizeof *p);
         double *pfit = zeros((size_t)dh * dh), *ofit = zeros((size_t)dh * dh), *o = zeros((size_t)dh * dh);
         for (int i = 0; i < group; i++) {
             int j = g * group + i;
@@ -325,8 +325,8 @@ bool lowrank_ov(lowrank_method method, const lowrank_shape *s, int rank, const f
             free(wo_j[i]);
             free(p[i]);
         }
-        free(wo_j);
-        free(p);
+        free((void *)wo_j);
+        free((void *)p);
         free(av);
         free(pfit);
         free(ofit);

@@ -20,9 +20,9 @@ void lowrank_calibration_init(lowrank_calibration *s, const model *m) {
     s->finished = false;
     size_t n = (size_t)(s->d + 1) * (size_t)(s->d + 1);
     s->collected = xcalloc((size_t)s->layers, sizeof *s->collected);
-    s->input_corr = xcalloc((size_t)s->layers, sizeof *s->input_corr);
-    s->head_corr = xcalloc((size_t)s->layers, sizeof *s->head_corr);
-    s->mlp_corr = xcalloc((size_t)s->layers, sizeof *s->mlp_corr);
+    s->input_corr = (double **)xcalloc((size_t)s->layers, sizeof *s->input_corr);
+    s->head_corr = (double **)xcalloc((size_t)s->layers, sizeof *s->head_corr);
+    s->mlp_corr = (double **)xcalloc((size_t)s->layers, sizeof *s->mlp_corr);
     for (int l = 0; l < s->layers; l++) {
         if (!m->plan[l]->is_standard) continue;
         s->collected[l] = true;
@@ -106,8 +106,8 @@ void lowrank_calibration_free(lowrank_calibration *s) {
         free(s->mlp_corr[l]);
     }
     free(s->collected);
-    free(s->input_corr);
-    free(s->head_corr);
-    free(s->mlp_corr);
+    free((void *)s->input_corr);
+    free((void *)s->head_corr);
+    free((void *)s->mlp_corr);
     s->layers = 0;
 }

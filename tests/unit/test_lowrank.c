@@ -45,23 +45,23 @@ static void make_layer(layer_data *L, int kv) {
     memset(L, 0, sizeof *L);
     L->kv = kv;
     fill(L->wq, sizeof L->wq / sizeof(float), 1, 0.4);
-    fill(L->bq, HEADS * DH, 2, 0.3);
+    fill(L->bq, (size_t)HEADS * DH, 2, 0.3);
     fill(L->wk, (size_t)kv * DH * D, 3, 0.4);
     fill(L->bk, (size_t)kv * DH, 4, 0.3);
     fill(L->wv, (size_t)kv * DH * D, 5, 0.4);
     fill(L->bv, (size_t)kv * DH, 6, 0.3);
     fill(L->wo, sizeof L->wo / sizeof(float), 7, 0.4);
-    fill(L->gate, M * D, 8, 0.5);
-    fill(L->up, M * D, 9, 0.5);
-    fill(L->down, D * M, 10, 0.5);
+    fill(L->gate, (size_t)M * D, 8, 0.5);
+    fill(L->up, (size_t)M * D, 9, 0.5);
+    fill(L->down, (size_t)D * M, 10, 0.5);
     // Anisotropic inputs: x = g Mix with a fixed mixing matrix, so C is far from I.
     double mix[D][D];
     for (int a = 0; a < D; a++)
-        for (int b = 0; b < D; b++) mix[a][b] = normal(11, (uint64_t)(a * D + b)) * (a == b ? 2.0 : 0.6) / (1 + a);
+        for (int b = 0; b < D; b++) mix[a][b] = normal(11, (uint64_t)a * D + (uint64_t)b) * (a == b ? 2.0 : 0.6) / (1 + a);
     for (int t = 0; t < TOKENS; t++) {
         for (int b = 0; b < D; b++) {
             double v = 0.2;
-            for (int a = 0; a < D; a++) v += normal(12, (uint64_t)(t * D + a)) * mix[a][b];
+            for (int a = 0; a < D; a++) v += normal(12, (uint64_t)t * D + (uint64_t)a) * mix[a][b];
             L->x[t][b] = v;
         }
         L->x[t][D] = 1.0;
@@ -69,7 +69,7 @@ static void make_layer(layer_data *L, int kv) {
     for (int j = 0; j < HEADS; j++)  // causal, random row-stochastic weights per head
         for (int t = 0; t < TOKENS; t++) {
             double total = 0.0, w[TOKENS];
-            for (int u = 0; u <= t; u++) total += w[u] = exp(2.0 * normal(13 + (uint64_t)j, (uint64_t)(t * TOKENS + u)));
+            for (int u = 0; u <= t; u++) total += w[u] = exp(2.0 * normal(13 + (uint64_t)j, (uint64_t)t * TOKENS + (uint64_t)u));
             for (int c = 0; c < N; c++) {
                 double v = 0.0;
                 for (int u = 0; u <= t; u++) v += w[u] / total * L->x[u][c];
@@ -254,7 +254,7 @@ static double qk_reference_tail(const layer_data *L, int g, int rank, double *pr
             for (int b = 0; b < N; b++) {
                 double v = 0.0;
                 for (int i = 0; i < DH; i++)
-                    v += aug(L->wq + (size_t)j * DH * D, L->bq + j * DH, i, a) * aug(L->wk + (size_t)g * DH * D, L->bk + g * DH, i, b);
+                    v += aug(L->wq + (size_t)j * DH * D, L->bq + (size_t)j * DH, i, a) * aug(L->wk + (size_t)g * DH * D, L->bk + (size_t)g * DH, i, b);
                 prod[a * N + b] = v;
             }
         for (int a = 0; a < N; a++)
@@ -338,8 +338,8 @@ static void test_qk(const layer_data *L, const char *label) {
                         for (int x2 = 0; x2 < N; x2++) {
                             double p = 0.0;
                             for (int i = 0; i < rank; i++)
-                                p += aug(a3->wq + (size_t)g * group * rank * D, a3->bq + g * group * rank, i, x1) *
-                                     aug(a3->wk + (size_t)g * rank * D, a3->bk + g * rank, i, x2);
+                                p += aug(a3->wq + (size_t)g * group * rank * D, a3->bq + (size_t)g * group * rank, i, x1) *
+                                     aug(a3->wk + (size_t)g * rank * D, a3->bk + (size_t)g * rank, i, x2);
                             diff += (p - ref_product[x1 * N + x2]) * (p - ref_product[x1 * N + x2]);
                             ref += ref_product[x1 * N + x2] * ref_product[x1 * N + x2];
                         }
@@ -469,7 +469,7 @@ static double ov_reference_tail(const layer_data *L, int j, int rank) {
     for (int o = 0; o < D; o++)
         for (int c = 0; c < N; c++) {
             double s = 0.0;
-            for (int i = 0; i < DH; i++) s += L->wo[o * HEADS * DH + j * DH + i] * aug(L->wv + (size_t)j * DH * D, L->bv + j * DH, i, c);
+            for (int i = 0; i < DH; i++) s += L->wo[o * HEADS * DH + j * DH + i] * aug(L->wv + (size_t)j * DH * D, L->bv + (size_t)j * DH, i, c);
             prod[o * N + c] = s;
         }
     for (int o = 0; o < D; o++)

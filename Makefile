@@ -68,7 +68,7 @@ TOKENIZER_PROGRAMS := $(BIN)/decon-export $(BIN)/decon-generate
 # decon-analyze (analysis/*.c, MPI + ScaLAPACK), its tests and bench_svd link ScaLAPACK,
 # and LAPACK from the same OpenBLAS directory (so ScaLAPACK's liblapack.so.3 resolves there).
 ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c,$(wildcard analysis/*.c)))
-ANALYSIS_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_analysis*.c))
+ANALYSIS_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_analysis*.c tests/unit/test_lowrank.c))
 ANALYSIS_LIBS  := -L$(BLAS_DIR) -Wl,--push-state,--no-as-needed -lscalapack-openmpi -llapack -lblas -Wl,--pop-state
 
 # ---- GPU backend (hip/; docs/design.md "GPU backend") ------------------------------------

@@ -34,6 +34,8 @@ static const key_spec KEYS[] = {
      "key/value heads (0 = num_attention_heads: MHA)"},
     {"model", "head_dim", KEY_INT, FIELD(head_dim), "0", 0, 1 << 20,
      "per-head size of queries, keys and values (absent = hidden_size / num_attention_heads)"},
+    {"model", "value_head_dim", KEY_INT, FIELD(value_head_dim), "0", 0, 1 << 20,
+     "per-head size of values and the output projection's input (absent = head_dim)"},
     {"model", "vocab_size", KEY_INT, FIELD(vocab_size), NULL, 2, 1 << 24, "vocabulary"},
     {"model", "max_position_embeddings", KEY_INT, FIELD(max_position_embeddings), "0", 0, 1 << 24,
      "longest sequence (0 = train.sequence_length)"},
@@ -285,6 +287,12 @@ void config_validate(const decon_config *c, const char *origin) {
     if (config_head_dim(c) % 2 != 0)
         fatal("%s: [model] head size hidden_size/num_attention_heads = %d must be even for RoPE; set an even [model] "
               "head_dim", origin, config_head_dim(c));
+    if (key_given[find_key("model", "value_head_dim") - KEYS] && c->value_head_dim == 0)
+        fatal("%s: [model] value_head_dim = 0 must be a positive value head size; leave the key out for head_dim",
+              origin);
+    if ((long long)c->num_attention_heads * config_value_head_dim(c) > (1 << 20))
+        fatal("%s: [model] num_attention_heads x value_head_dim = %d x %d exceeds %d; use a smaller value_head_dim",
+              origin, c->num_attention_heads, config_value_head_dim(c), 1 << 20);
     if (c->max_position_embeddings && c->sequence_length > c->max_position_embeddings)
         fatal("%s: [train] sequence_length = %d exceeds [model] max_position_embeddings = %d", origin,
               c->sequence_length, c->max_position_embeddings);
@@ -344,6 +352,15 @@ void config_record_path(const decon_config *c, char *out, size_t size) {
 
 // config_head_dim where it is defined (heads > 0); a config not yet validated keeps its 0.
 static int resolved_head_dim(const decon_config *c) { return c->num_attention_heads > 0 ? config_head_dim(c) : c->head_dim; }
+static int resolved_value_head_dim(const decon_config *c) {
+    return c->num_attention_heads > 0 ? config_value_head_dim(c) : c->value_head_dim;
+}
+// head_dim and value_head_dim are written and compared resolved (absent = d / h, = head_dim).
+static int resolved_int(const decon_config *c, const key_spec *spec) {
+    if (spec->offset == FIELD(head_dim)) return resolved_head_dim(c);
+    if (spec->offset == FIELD(value_head_dim)) return resolved_value_head_dim(c);
+    return *(const int *)((const char *)c + spec->offset);
+}
 
 char *config_to_text(const decon_config *config) {
     size_t capacity = 16384, used = 0;
@@ -359,9 +376,8 @@ char *config_to_text(const decon_config *config) {
             section = spec->section;
         }
         switch (spec->type) {
-        case KEY_INT:  // head_dim is written resolved (d / h when absent): a checkpoint states its head size
-            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key,
-                          spec->offset == FIELD(head_dim) ? resolved_head_dim(config) : *(const int *)field);
+        case KEY_INT:  // head sizes are written resolved: a checkpoint states them
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, resolved_int(config, spec));
             break;
         case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %.17g\n", spec->key, *(const double *)field); break;
         case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const bool *)field ? 1 : 0); break;
@@ -388,8 +404,7 @@ bool config_same_model(const decon_config *a, const decon_config *b, const char 
         bool same;
         switch (spec->type) {
         case KEY_INT:
-            same = spec->offset == FIELD(head_dim) ? resolved_head_dim(a) == resolved_head_dim(b)
-                                                   : *(const int *)x == *(const int *)y;
+            same = resolved_int(a, spec) == resolved_int(b, spec);
             break;
         case KEY_DOUBLE: same = *(const double *)x == *(const double *)y; break;
         case KEY_BOOL: same = *(const bool *)x == *(const bool *)y; break;

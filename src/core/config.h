@@ -16,6 +16,11 @@ typedef struct {
     // key is absent: hidden_size / num_attention_heads. Free of d / h (Bhojanapalli et al.
     // 2020): Wq is [heads d_h, d], Wk and Wv [kv_heads d_h, d], Wo [d, heads d_h].
     int head_dim;
+    // The value/output head size r_v (0 = the key is absent: head_dim): Wv is
+    // [kv_heads r_v, d], Wo [d, heads r_v]; queries and keys keep head_dim (the scale
+    // 1/sqrt(head_dim), RoPE on head_dim). Only standard (and GQA/MQA) layers take r_v !=
+    // head_dim (the layer plan refuses the others).
+    int value_head_dim;
     double rope_theta, rms_norm_eps, initializer_range;
     bool tie_word_embeddings, attention_bias;
     // [attention]
@@ -82,6 +87,10 @@ void config_record_path(const decon_config *config, char *out, size_t size);
 // d_h: [model] head_dim, or hidden_size / num_attention_heads when it is absent (0).
 static inline int config_head_dim(const decon_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->hidden_size / c->num_attention_heads;
+}
+// r_v: [model] value_head_dim, or config_head_dim when it is absent (0).
+static inline int config_value_head_dim(const decon_config *c) {
+    return c->value_head_dim > 0 ? c->value_head_dim : config_head_dim(c);
 }
 static inline int config_kv_heads(const decon_config *c) {
     return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;

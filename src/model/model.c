@@ -118,8 +118,9 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     arena_over(&m->activations, ops_alloc(activation_bytes), activation_bytes);
     arena_over(&m->scratch, ops_alloc(scratch_bytes), scratch_bytes);
     // The attention ops' own scratch: the backend's workspace, reserved here once.
+    int widest_head = config_head_dim(c) > config_value_head_dim(c) ? config_head_dim(c) : config_value_head_dim(c);
     ops_workspace_reserve(ops_attention_workspace_floats(max_seq_len, config_local_heads(c), config_local_kv_heads(c),
-                                                         config_head_dim(c)));
+                                                         widest_head));
     // sp's permutation buffer: every activation it gathers or reduce-scatters is full x d.
     if (sp) process_grid_reserve_staging(m->grid, full * d);
 

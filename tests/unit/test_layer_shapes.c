@@ -7,7 +7,15 @@
 //  c. the registered shapes Wv [kv_heads r_v, d], Wo [d, heads r_v], param_count = what is
 //     registered, the KV cache kv_heads (r_qk + r_v) floats per token;
 //  d. config: value_head_dim absent reads as head_dim, is written resolved, and a config
-//     with it equal to head_dim is the same model as one without it.
+//     with it equal to head_dim is the same model as one without it;
+// and per-layer shapes ([model] layer_head_dims, layer_value_head_dims,
+// layer_intermediate_sizes):
+//  e. three layers of different r_qk, r_v and m: the double reference's backward against
+//     finite differences, the fp32 model against it (standard GQA, and a hybrid with
+//     nonapx layers whose r_qk differs per layer);
+//  f. each layer registers its own shapes, the model's FLOPs sum the layers' by hand;
+//  g. config_layer resolves each layer, config_parse_layer_sizes refuses a wrong length.
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +27,14 @@
 #include "core/params.h"
 #include "mixers/mixer.h"
 #include "model/model.h"
+
+static void shaped_config(decon_config *c, const char *variant, const char *layout) {
+    test_model_config(c, variant, layout, 24, 3, 4, 2, 24, 11, false, true, 100.0);
+    snprintf(c->layer_head_dims, sizeof c->layer_head_dims, "4,8,6");
+    snprintf(c->layer_value_head_dims, sizeof c->layer_value_head_dims, "%s",
+             strcmp(variant, "standard") == 0 ? "6,2,8" : "4,2,6");  // hybrid:even: layer 2 is standard
+    snprintf(c->layer_intermediate_sizes, sizeof c->layer_intermediate_sizes, "20,12,28");
+}
 
 static void value_config(decon_config *c, int d, int heads, int kv, int head_dim, int value_head_dim, bool tied,
                          bool bias) {
@@ -116,9 +132,76 @@ static void check_value_config(void) {
                    key ? key : "(none)");
 }
 
+// ---- e, f, g ------------------------------------------------------------------------
+
+static void check_layer_gradients(void) {
+    decon_config c;
+    shaped_config(&c, "standard", "uniform");
+    test_check_reference_gradient("3 layers r_qk 4,8,6 r_v 6,2,8 m 20,12,28, GQA", &c, 2, 4, 1e-3, 0.0, 710);
+    test_compare_with_reference("3 layers r_qk 4,8,6 r_v 6,2,8 m 20,12,28, GQA, 2x9", &c, 2, 9, 1, 711);
+    shaped_config(&c, "nonapx", "hybrid:even");
+    test_check_reference_gradient("nonapx hybrid:even, r_qk 4,8,6 r_v 4,2,6 m 20,12,28", &c, 2, 4, 1e-3, 0.0, 712);
+    test_compare_with_reference("nonapx hybrid:even, r_qk 4,8,6 r_v 4,2,6 m 20,12,28, 2x9", &c, 2, 9, 0, 713);
+}
+
+static void check_layer_shapes(void) {
+    decon_config c;
+    shaped_config(&c, "standard", "uniform");
+    model m;
+    model_build(&m, &c, "per-layer shapes");
+    static const int dh[3] = {4, 8, 6}, dv[3] = {6, 2, 8}, inter[3] = {20, 12, 28};
+    char why[256] = "", name[96];
+    bool ok = true;
+    double flops = 2.0 * 24 * 11;  // the LM head
+    for (int l = 0; l < 3 && ok; l++) {
+        snprintf(name, sizeof name, "layers.%d.mixer.wq", l);
+        ok = shape_is(&m.registry, name, 4 * dh[l], 24, why, sizeof why);
+        snprintf(name, sizeof name, "layers.%d.mixer.wk", l);
+        ok = ok && shape_is(&m.registry, name, 2 * dh[l], 24, why, sizeof why);
+        snprintf(name, sizeof name, "layers.%d.mixer.wv", l);
+        ok = ok && shape_is(&m.registry, name, 2 * dv[l], 24, why, sizeof why);
+        snprintf(name, sizeof name, "layers.%d.mixer.wo", l);
+        ok = ok && shape_is(&m.registry, name, 24, 4 * dv[l], why, sizeof why);
+        snprintf(name, sizeof name, "layers.%d.mlp.gate_proj", l);
+        ok = ok && shape_is(&m.registry, name, inter[l], 24, why, sizeof why);
+        snprintf(name, sizeof name, "layers.%d.mlp.down_proj", l);
+        ok = ok && shape_is(&m.registry, name, 24, inter[l], why, sizeof why);
+        double q = 4 * dh[l], k = 2 * dh[l], v = 2 * dv[l], o = 4 * dv[l];
+        flops += 2.0 * 24 * (q + k + v + o) + 16.0 * (q + o) + 6.0 * 24 * inter[l];  // at L = 15
+    }
+    testing_report(ok, "per-layer shapes: every layer registers its own Wq, Wk, Wv, Wo and MLP widths", "%s", why);
+    double got = model_training_flops_per_token(&m, 15);
+    testing_report(fabs(got - 3.0 * flops) <= 1e-12 * got, "per-layer shapes: training FLOPs sum the layers' own",
+                   "%.0f vs %.0f", got, 3.0 * flops);
+    model_free(&m);
+
+    decon_config layer;
+    config_layer(&c, 1, &layer);
+    testing_report(config_head_dim(&layer) == 8 && config_value_head_dim(&layer) == 2 &&
+                       layer.intermediate_size == 12 && !config_has_layer_shapes(&layer) &&
+                       config_has_layer_shapes(&c),
+                   "config_layer: layer 2 is r_qk 8, r_v 2, m 12, its lists emptied", "%d %d %d",
+                   config_head_dim(&layer), config_value_head_dim(&layer), layer.intermediate_size);
+    decon_config plain;
+    test_model_config(&plain, NULL, NULL, 24, 3, 4, 2, 24, 11, false, true, 100.0);
+    plain.value_head_dim = 4;
+    config_layer(&plain, 2, &layer);
+    testing_report(config_head_dim(&layer) == 6 && config_value_head_dim(&layer) == 4 &&
+                       layer.intermediate_size == 24 && !config_has_layer_shapes(&plain),
+                   "config_layer without lists: the uniform keys (r_qk d/h 6, value_head_dim 4, m 24)", "%d %d %d",
+                   config_head_dim(&layer), config_value_head_dim(&layer), layer.intermediate_size);
+    int sizes[3];
+    char reason[256] = "";
+    bool refused = !config_parse_layer_sizes("4,8", 3, sizes, reason, sizeof reason) &&
+                   strstr(reason, "2 entries for 3 layers") != NULL;
+    testing_report(refused, "a per-layer list of 2 entries for 3 layers is refused, naming both", "%s", reason);
+}
+
 int main(void) {
     check_value_config();
     check_value_shapes();
     check_value_gradients();
+    check_layer_shapes();
+    check_layer_gradients();
     return testing_exit_code();
 }

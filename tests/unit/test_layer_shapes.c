@@ -149,7 +149,7 @@ static void check_layer_shapes(void) {
     shaped_config(&c, "standard", "uniform");
     model m;
     model_build(&m, &c, "per-layer shapes");
-    static const int dh[3] = {4, 8, 6}, dv[3] = {6, 2, 8}, inter[3] = {20, 12, 28};
+    static const int64_t dh[3] = {4, 8, 6}, dv[3] = {6, 2, 8}, inter[3] = {20, 12, 28};
     char why[256] = "", name[96];
     bool ok = true;
     double flops = 2.0 * 24 * 11;  // the LM head

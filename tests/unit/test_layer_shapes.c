@@ -27,6 +27,7 @@
 #include "core/params.h"
 #include "mixers/mixer.h"
 #include "model/model.h"
+#include "ops/ops.h"
 
 static void shaped_config(decon_config *c, const char *variant, const char *layout) {
     test_model_config(c, variant, layout, 24, 3, 4, 2, 24, 11, false, true, 100.0);
@@ -198,6 +199,7 @@ static void check_layer_shapes(void) {
 }
 
 int main(void) {
+    ops_set_threads(1);  // tiny shapes: on shared cores extra OpenMP threads only wait (test_decode.c)
     check_value_config();
     check_value_shapes();
     check_value_gradients();

@@ -160,7 +160,7 @@ static bool selected(const options *o, const char *label) {
 static double formula_bytes(const model *m, int batch, int context) {
     double total = 0.0;
     for (int l = 0; l < m->config.num_hidden_layers; l++)
-        total += decode_formula_bytes(m->plan[l], &m->config, batch, context);
+        total += decode_formula_bytes(m->plan[l], &m->layer_configs[l], batch, context);
     return total;
 }
 

@@ -64,9 +64,9 @@ static void bench_attention(int batch, int seq_len, int heads, int kv_heads, int
     float *d_q = calloc(n_q, sizeof(float)), *d_k = calloc(n_kv, sizeof(float)), *d_v = calloc(n_kv, sizeof(float));
     float scale = 1.0f / sqrtf((float)head_dim);
     double forward, backward;
-    BEST_SECONDS(forward, 5, attention_forward(out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, scale));
+    BEST_SECONDS(forward, 5, attention_forward(out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, head_dim, scale));
     BEST_SECONDS(backward, 5, attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, batch, seq_len, heads,
-                                                 kv_heads, head_dim, scale));
+                                                 kv_heads, head_dim, head_dim, scale));
     // Useful flops of the causal triangle (seq_len (seq_len + 1) / 2 score pairs):
     // forward 2 products (q k^T, p v), backward 5 (q k^T again, do v^T, p^T do, ds^T q, ds k).
     double pairs = (double)batch * heads * seq_len * (seq_len + 1) / 2.0;

@@ -8,7 +8,8 @@
 // query heads of their kv head: GQA/MQA), so results do not depend on scheduling.
 // Inputs are rounded to bf16 under train.precision = bf16; accumulation is fp32.
 // The tile index math (causal tile ranges, layouts) is kernel_math.h's, tested on the CPU.
-// Head sizes up to 128 (a template per bound keeps the row arrays in registers).
+// Head sizes up to 128 (a template per bound keeps the row arrays in registers); the value
+// head size (v, out, d_out) may differ from the query/key one (per-layer shapes, A3).
 //
 // Part 1 computes with CUDA-core / VALU FMAs; a tensor-core (MFMA / WMMA) tile kernel is
 // part 2's (docs/design.md, "GPU backend").
@@ -19,20 +20,20 @@
 enum { FWD_ROWS = 64, FWD_KEYS = 32, BWD_KEY_ROWS = 64, BWD_QUERIES = 16 };
 
 struct attention_shape {
-    int batch, seq_len, heads, kv_heads, head_dim;
+    int batch, seq_len, heads, kv_heads, head_dim, value_head_dim;
     float scale;
     bool bf16;
 };
 
-// Loads rows [row0, row0 + rows) of head `head` of a [batch, seq_len, heads_of, head_dim]
-// tensor into tile[rows][DMAX] (zeros past seq_len and head_dim), rounded when bf16.
+// Loads rows [row0, row0 + rows) of head `head` of a [batch, seq_len, heads_of, dim]
+// tensor into tile[rows][DMAX] (zeros past seq_len and dim), rounded when bf16.
 template <int DMAX>
 __device__ static void load_rows(float (*tile)[DMAX], const float *x, int b, int row0, int rows, int head, int heads_of,
-                                 const attention_shape &s) {
+                                 int dim, const attention_shape &s) {
     for (int e = threadIdx.x; e < rows * DMAX; e += blockDim.x) {
         int r = e / DMAX, d = e % DMAX, t = row0 + r;
-        tile[r][d] = t < s.seq_len && d < s.head_dim
-                         ? gpu_input(x[km_token_offset(b, t, head, s.seq_len, heads_of, s.head_dim) + d], s.bf16)
+        tile[r][d] = t < s.seq_len && d < dim
+                         ? gpu_input(x[km_token_offset(b, t, head, s.seq_len, heads_of, dim) + d], s.bf16)
                          : 0.0f;
     }
 }
@@ -59,8 +60,8 @@ __global__ void attention_forward_kernel(float *out, float *logsumexp, const flo
     for (int kt = 0; kt < key_tiles; kt++) {
         int j0 = kt * FWD_KEYS;
         __syncthreads();
-        load_rows<DMAX>(k_tile, k, b, j0, FWD_KEYS, g, s.kv_heads, s);
-        load_rows<DMAX>(v_tile, v, b, j0, FWD_KEYS, g, s.kv_heads, s);
+        load_rows<DMAX>(k_tile, k, b, j0, FWD_KEYS, g, s.kv_heads, s.head_dim, s);
+        load_rows<DMAX>(v_tile, v, b, j0, FWD_KEYS, g, s.kv_heads, s.value_head_dim, s);
         __syncthreads();
         if (!valid) continue;
         float score[FWD_KEYS];
@@ -88,8 +89,8 @@ __global__ void attention_forward_kernel(float *out, float *logsumexp, const flo
     }
     if (!valid) return;
     float inv = 1.0f / state.sum;
-    float *out_row = out + km_token_offset(b, i, h, s.seq_len, s.heads, s.head_dim);
-    for (int d = 0; d < s.head_dim; d++) out_row[d] = o[d] * inv;
+    float *out_row = out + km_token_offset(b, i, h, s.seq_len, s.heads, s.value_head_dim);
+    for (int d = 0; d < s.value_head_dim; d++) out_row[d] = o[d] * inv;
     logsumexp[km_lse_offset(b, h, i, s.heads, s.seq_len)] = km_softmax_logsumexp(state);
 }
 
@@ -105,14 +106,15 @@ __global__ void attention_backward_query_kernel(float *d_q, const float *d_out, 
     int i = query_tile * FWD_ROWS + threadIdx.x;
     bool valid = i < s.seq_len;
     size_t row = km_token_offset(b, valid ? i : 0, h, s.seq_len, s.heads, s.head_dim);
+    size_t out_row = km_token_offset(b, valid ? i : 0, h, s.seq_len, s.heads, s.value_head_dim);
     float qi[DMAX], doi[DMAX], dq[DMAX];
     float delta = 0.0f;  // D_i = dO_i . O_i
 #pragma unroll
     for (int d = 0; d < DMAX; d++) {
-        bool in = valid && d < s.head_dim;
+        bool in = valid && d < s.head_dim, in_v = valid && d < s.value_head_dim;
         qi[d] = in ? gpu_input(q[row + d], s.bf16) : 0.0f;
-        doi[d] = in ? gpu_input(d_out[row + d], s.bf16) : 0.0f;
-        delta += in ? d_out[row + d] * out[row + d] : 0.0f;
+        doi[d] = in_v ? gpu_input(d_out[out_row + d], s.bf16) : 0.0f;
+        delta += in_v ? d_out[out_row + d] * out[out_row + d] : 0.0f;
         dq[d] = 0.0f;
     }
     float lse = valid ? logsumexp[km_lse_offset(b, h, i, s.heads, s.seq_len)] : 0.0f;
@@ -120,8 +122,8 @@ __global__ void attention_backward_query_kernel(float *d_q, const float *d_out, 
     for (int kt = 0; kt < key_tiles; kt++) {
         int j0 = kt * FWD_KEYS;
         __syncthreads();
-        load_rows<DMAX>(k_tile, k, b, j0, FWD_KEYS, g, s.kv_heads, s);
-        load_rows<DMAX>(v_tile, v, b, j0, FWD_KEYS, g, s.kv_heads, s);
+        load_rows<DMAX>(k_tile, k, b, j0, FWD_KEYS, g, s.kv_heads, s.head_dim, s);
+        load_rows<DMAX>(v_tile, v, b, j0, FWD_KEYS, g, s.kv_heads, s.value_head_dim, s);
         __syncthreads();
         if (!valid) continue;
         for (int jj = 0; jj < FWD_KEYS && j0 + jj <= i; jj++) {
@@ -153,12 +155,13 @@ __global__ void attention_backward_key_kernel(float *d_k, float *d_v, const floa
     int j = key_tile * BWD_KEY_ROWS + threadIdx.x;
     bool valid = j < s.seq_len;
     size_t row = km_token_offset(b, valid ? j : 0, g, s.seq_len, s.kv_heads, s.head_dim);
+    size_t v_row = km_token_offset(b, valid ? j : 0, g, s.seq_len, s.kv_heads, s.value_head_dim);
     float kj[DMAX], vj[DMAX], dk[DMAX], dv[DMAX];
 #pragma unroll
     for (int d = 0; d < DMAX; d++) {
-        bool in = valid && d < s.head_dim;
+        bool in = valid && d < s.head_dim, in_v = valid && d < s.value_head_dim;
         kj[d] = in ? gpu_input(k[row + d], s.bf16) : 0.0f;
-        vj[d] = in ? gpu_input(v[row + d], s.bf16) : 0.0f;
+        vj[d] = in_v ? gpu_input(v[v_row + d], s.bf16) : 0.0f;
         dk[d] = dv[d] = 0.0f;
     }
     int group = s.heads / s.kv_heads;
@@ -168,14 +171,14 @@ __global__ void attention_backward_key_kernel(float *d_k, float *d_v, const floa
         for (int qt = first_query_tile; qt < query_tiles; qt++) {
             int i0 = qt * BWD_QUERIES;
             __syncthreads();
-            load_rows<DMAX>(q_tile, q, b, i0, BWD_QUERIES, h, s.heads, s);
-            load_rows<DMAX>(do_tile, d_out, b, i0, BWD_QUERIES, h, s.heads, s);
+            load_rows<DMAX>(q_tile, q, b, i0, BWD_QUERIES, h, s.heads, s.head_dim, s);
+            load_rows<DMAX>(do_tile, d_out, b, i0, BWD_QUERIES, h, s.heads, s.value_head_dim, s);
             if (threadIdx.x < BWD_QUERIES) {  // this tile's logsumexp and D_i
                 int i = i0 + threadIdx.x;
                 float delta = 0.0f, lse = 0.0f;
                 if (i < s.seq_len) {
-                    size_t qrow = km_token_offset(b, i, h, s.seq_len, s.heads, s.head_dim);
-                    for (int d = 0; d < s.head_dim; d++) delta += d_out[qrow + d] * out[qrow + d];
+                    size_t qrow = km_token_offset(b, i, h, s.seq_len, s.heads, s.value_head_dim);
+                    for (int d = 0; d < s.value_head_dim; d++) delta += d_out[qrow + d] * out[qrow + d];
                     lse = logsumexp[km_lse_offset(b, h, i, s.heads, s.seq_len)];
                 }
                 delta_tile[threadIdx.x] = delta;
@@ -203,19 +206,23 @@ __global__ void attention_backward_key_kernel(float *d_k, float *d_v, const floa
         }
     }
     if (!valid) return;
-    for (int d = 0; d < s.head_dim; d++) {
+    for (int d = 0; d < s.head_dim; d++)
         if (d_k) d_k[row + d] += dk[d];
-        if (d_v) d_v[row + d] += dv[d];
-    }
+    for (int d = 0; d < s.value_head_dim; d++)
+        if (d_v) d_v[v_row + d] += dv[d];
 }
 
-static attention_shape make_shape(int batch, int seq_len, int heads, int kv_heads, int head_dim, float scale) {
-    if (head_dim > 128)
-        fatal("attention with head size %d: the GPU kernels take head sizes up to 128 (hidden_size / "
-              "num_attention_heads); use more heads or the CPU build", head_dim);
-    attention_shape s = {batch, seq_len, heads, kv_heads, head_dim, scale, gpu_bf16()};
+static attention_shape make_shape(int batch, int seq_len, int heads, int kv_heads, int head_dim, int value_head_dim,
+                                  float scale) {
+    if (head_dim > 128 || value_head_dim > 128)
+        fatal("attention with head sizes %d (query/key) and %d (value): the GPU kernels take head sizes up to 128 "
+              "([model] head_dim, value_head_dim); use smaller heads or the CPU build", head_dim, value_head_dim);
+    attention_shape s = {batch, seq_len, heads, kv_heads, head_dim, value_head_dim, scale, gpu_bf16()};
     return s;
 }
+
+// The template bound: the larger head size.
+static int widest(int head_dim, int value_head_dim) { return head_dim > value_head_dim ? head_dim : value_head_dim; }
 
 #define DISPATCH(DIM, call) \
     do {                    \
@@ -232,29 +239,31 @@ static attention_shape make_shape(int batch, int seq_len, int heads, int kv_head
     } while (0)
 
 extern "C" void attention_forward(float *out, float *logsumexp, const float *q, const float *k, const float *v,
-                                  int batch, int seq_len, int heads, int kv_heads, int head_dim, float scale) {
+                                  int batch, int seq_len, int heads, int kv_heads, int head_dim, int value_head_dim,
+                                  float scale) {
     if (batch <= 0 || seq_len <= 0) return;
-    attention_shape s = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
+    attention_shape s = make_shape(batch, seq_len, heads, kv_heads, head_dim, value_head_dim, scale);
     dim3 grid((unsigned)km_ceil_div(seq_len, FWD_ROWS), (unsigned)heads, (unsigned)batch);
-    DISPATCH(head_dim, hipLaunchKernelGGL(attention_forward_kernel<D>, grid, dim3(FWD_ROWS), 0, 0, out, logsumexp, q,
+    DISPATCH(widest(head_dim, value_head_dim), hipLaunchKernelGGL(attention_forward_kernel<D>, grid, dim3(FWD_ROWS), 0, 0, out, logsumexp, q,
                                           k, v, s));
     GPU_CHECK_LAUNCH();
 }
 
 extern "C" void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *out,
                                    const float *logsumexp, const float *q, const float *k, const float *v, int batch,
-                                   int seq_len, int heads, int kv_heads, int head_dim, float scale) {
+                                   int seq_len, int heads, int kv_heads, int head_dim, int value_head_dim,
+                                   float scale) {
     if (batch <= 0 || seq_len <= 0) return;
-    attention_shape s = make_shape(batch, seq_len, heads, kv_heads, head_dim, scale);
+    attention_shape s = make_shape(batch, seq_len, heads, kv_heads, head_dim, value_head_dim, scale);
     if (d_q != NULL) {
         dim3 grid((unsigned)km_ceil_div(seq_len, FWD_ROWS), (unsigned)heads, (unsigned)batch);
-        DISPATCH(head_dim, hipLaunchKernelGGL(attention_backward_query_kernel<D>, grid, dim3(FWD_ROWS), 0, 0, d_q,
+        DISPATCH(widest(head_dim, value_head_dim), hipLaunchKernelGGL(attention_backward_query_kernel<D>, grid, dim3(FWD_ROWS), 0, 0, d_q,
                                               d_out, out, logsumexp, q, k, v, s));
         GPU_CHECK_LAUNCH();
     }
     if (d_k != NULL || d_v != NULL) {
         dim3 grid((unsigned)km_ceil_div(seq_len, BWD_KEY_ROWS), (unsigned)kv_heads, (unsigned)batch);
-        DISPATCH(head_dim, hipLaunchKernelGGL(attention_backward_key_kernel<D>, grid, dim3(BWD_KEY_ROWS), 0, 0, d_k,
+        DISPATCH(widest(head_dim, value_head_dim), hipLaunchKernelGGL(attention_backward_key_kernel<D>, grid, dim3(BWD_KEY_ROWS), 0, 0, d_k,
                                               d_v, d_out, out, logsumexp, q, k, v, s));
         GPU_CHECK_LAUNCH();
     }

@@ -34,6 +34,14 @@ static const key_spec KEYS[] = {
      "key/value heads (0 = num_attention_heads: MHA)"},
     {"model", "head_dim", KEY_INT, FIELD(head_dim), "0", 0, 1 << 20,
      "per-head size of queries, keys and values (absent = hidden_size / num_attention_heads)"},
+    {"model", "value_head_dim", KEY_INT, FIELD(value_head_dim), "0", 0, 1 << 20,
+     "per-head size of values and the output projection's input (absent = head_dim)"},
+    {"model", "layer_head_dims", KEY_STRING, FIELD(layer_head_dims), "", 0, 0,
+     "per-layer query/key head sizes, num_hidden_layers comma-separated even integers (empty = head_dim)"},
+    {"model", "layer_value_head_dims", KEY_STRING, FIELD(layer_value_head_dims), "", 0, 0,
+     "per-layer value head sizes (empty = value_head_dim, or each layer's query/key head size)"},
+    {"model", "layer_intermediate_sizes", KEY_STRING, FIELD(layer_intermediate_sizes), "", 0, 0,
+     "per-layer MLP widths (empty = intermediate_size)"},
     {"model", "vocab_size", KEY_INT, FIELD(vocab_size), NULL, 2, 1 << 24, "vocabulary"},
     {"model", "max_position_embeddings", KEY_INT, FIELD(max_position_embeddings), "0", 0, 1 << 24,
      "longest sequence (0 = train.sequence_length)"},
@@ -260,6 +268,37 @@ void config_set(decon_config *config, const char *assignment, const char *origin
     set_key(config, section, key, equals + 1, where, 0);
 }
 
+// The per-layer lists: n integers each, in the uniform keys' ranges; r_qk even (RoPE).
+static void validate_layer_shapes(const decon_config *c, const char *origin) {
+    static const struct {
+        const char *key;
+        size_t offset;
+        int max;
+        bool even;
+    } LISTS[] = {{"layer_head_dims", FIELD(layer_head_dims), 1 << 20, true},
+                 {"layer_value_head_dims", FIELD(layer_value_head_dims), 1 << 20, false},
+                 {"layer_intermediate_sizes", FIELD(layer_intermediate_sizes), 1 << 22, false}};
+    int n = c->num_hidden_layers;
+    int *sizes = xcalloc((size_t)n, sizeof *sizes);
+    char why[256];
+    for (size_t i = 0; i < sizeof LISTS / sizeof LISTS[0]; i++) {
+        const char *text = (const char *)c + LISTS[i].offset;
+        if (!config_parse_layer_sizes(text, n, sizes, why, sizeof why))
+            fatal("%s: [model] %s = '%s': %s", origin, LISTS[i].key, text, why);
+        if (!text[0]) continue;
+        for (int l = 0; l < n; l++) {
+            bool head = LISTS[i].offset != FIELD(layer_intermediate_sizes);
+            if (sizes[l] > LISTS[i].max || (head && (long long)sizes[l] * c->num_attention_heads > (1 << 20)))
+                fatal("%s: [model] %s: layer %d's %d is too large (heads x head size and the MLP width are sized "
+                      "in int: at most %d)", origin, LISTS[i].key, l + 1, sizes[l], LISTS[i].max);
+            if (LISTS[i].even && sizes[l] % 2 != 0)
+                fatal("%s: [model] %s: layer %d's head size %d must be even for RoPE (it rotates pairs of "
+                      "dimensions)", origin, LISTS[i].key, l + 1, sizes[l]);
+        }
+    }
+    free(sizes);
+}
+
 void config_validate(const decon_config *c, const char *origin) {
     for (int i = 0; i < KEY_COUNT; i++)
         if (!KEYS[i].default_value && !key_given[i])
@@ -285,6 +324,12 @@ void config_validate(const decon_config *c, const char *origin) {
     if (config_head_dim(c) % 2 != 0)
         fatal("%s: [model] head size hidden_size/num_attention_heads = %d must be even for RoPE; set an even [model] "
               "head_dim", origin, config_head_dim(c));
+    if (key_given[find_key("model", "value_head_dim") - KEYS] && c->value_head_dim == 0)
+        fatal("%s: [model] value_head_dim = 0 must be a positive value head size; leave the key out for head_dim",
+              origin);
+    if ((long long)c->num_attention_heads * config_value_head_dim(c) > (1 << 20))
+        fatal("%s: [model] num_attention_heads x value_head_dim = %d x %d exceeds %d; use a smaller value_head_dim",
+              origin, c->num_attention_heads, config_value_head_dim(c), 1 << 20);
     if (c->max_position_embeddings && c->sequence_length > c->max_position_embeddings)
         fatal("%s: [train] sequence_length = %d exceeds [model] max_position_embeddings = %d", origin,
               c->sequence_length, c->max_position_embeddings);
@@ -299,6 +344,7 @@ void config_validate(const decon_config *c, const char *origin) {
         fatal("%s: [train] precision = '%s' is not fp32 or bf16", origin, c->precision);
     if (strcmp(c->record_dtype, "float32") != 0 && strcmp(c->record_dtype, "float16") != 0)
         fatal("%s: [io] record_dtype = '%s' is not float32 or float16", origin, c->record_dtype);
+    validate_layer_shapes(c, origin);
     bool *mask = xcalloc((size_t)c->num_hidden_layers, sizeof *mask);
     char why[256];
     if (!config_parse_layers(c->record_layers, c->num_hidden_layers, mask, why, sizeof why))
@@ -337,6 +383,60 @@ bool config_parse_layers(const char *text, int n, bool *mask, char *why, size_t 
     return true;
 }
 
+bool config_parse_layer_sizes(const char *text, int n, int *out, char *why, size_t why_size) {
+    if (!text[0]) return true;
+    const char *p = text;
+    int count = 0;
+    for (;;) {
+        char *end = (char *)p;
+        long value = isdigit((unsigned char)*p) ? strtol(p, &end, 10) : -1;
+        if (end == p || (*end && *end != ',')) {
+            snprintf(why, why_size, "expected %d comma-separated positive integers, one per layer (empty: uniform)",
+                     n);
+            return false;
+        }
+        if (value < 1 || value > INT_MAX) {
+            snprintf(why, why_size, "entry %d (%ld) is not a positive integer", count + 1, value);
+            return false;
+        }
+        if (count < n) out[count] = (int)value;
+        count++;
+        if (!*end) break;
+        p = end + 1;
+    }
+    if (count != n) {
+        snprintf(why, why_size, "%d entries for %d layers (num_hidden_layers); give one per layer", count, n);
+        return false;
+    }
+    return true;
+}
+
+// Entry `layer` of a validated per-layer list, or fallback when the list is empty.
+static int layer_entry(const char *text, int n, int layer, int fallback) {
+    if (!text[0]) return fallback;
+    int *sizes = xcalloc((size_t)n, sizeof *sizes);
+    char why[256];
+    if (!config_parse_layer_sizes(text, n, sizes, why, sizeof why)) fatal("internal: per-layer list '%s': %s", text, why);
+    int value = sizes[layer];
+    free(sizes);
+    return value;
+}
+
+void config_layer(const decon_config *c, int layer, decon_config *out) {
+    int n = c->num_hidden_layers;
+    *out = *c;
+    out->head_dim = layer_entry(c->layer_head_dims, n, layer, config_head_dim(c));
+    // r_v: its list, else the uniform key, else the layer's own r_qk.
+    out->value_head_dim = layer_entry(c->layer_value_head_dims, n, layer,
+                                      c->value_head_dim > 0 ? c->value_head_dim : out->head_dim);
+    out->intermediate_size = layer_entry(c->layer_intermediate_sizes, n, layer, c->intermediate_size);
+    out->layer_head_dims[0] = out->layer_value_head_dims[0] = out->layer_intermediate_sizes[0] = '\0';
+}
+
+bool config_has_layer_shapes(const decon_config *c) {
+    return c->layer_head_dims[0] || c->layer_value_head_dims[0] || c->layer_intermediate_sizes[0];
+}
+
 void config_record_path(const decon_config *c, char *out, size_t size) {
     if (c->record_path[0]) snprintf(out, size, "%s", c->record_path);
     else snprintf(out, size, "%s/attn.h5", c->run_dir);
@@ -344,6 +444,15 @@ void config_record_path(const decon_config *c, char *out, size_t size) {
 
 // config_head_dim where it is defined (heads > 0); a config not yet validated keeps its 0.
 static int resolved_head_dim(const decon_config *c) { return c->num_attention_heads > 0 ? config_head_dim(c) : c->head_dim; }
+static int resolved_value_head_dim(const decon_config *c) {
+    return c->num_attention_heads > 0 ? config_value_head_dim(c) : c->value_head_dim;
+}
+// head_dim and value_head_dim are written and compared resolved (absent = d / h, = head_dim).
+static int resolved_int(const decon_config *c, const key_spec *spec) {
+    if (spec->offset == FIELD(head_dim)) return resolved_head_dim(c);
+    if (spec->offset == FIELD(value_head_dim)) return resolved_value_head_dim(c);
+    return *(const int *)((const char *)c + spec->offset);
+}
 
 char *config_to_text(const decon_config *config) {
     size_t capacity = 16384, used = 0;
@@ -359,9 +468,8 @@ char *config_to_text(const decon_config *config) {
             section = spec->section;
         }
         switch (spec->type) {
-        case KEY_INT:  // head_dim is written resolved (d / h when absent): a checkpoint states its head size
-            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key,
-                          spec->offset == FIELD(head_dim) ? resolved_head_dim(config) : *(const int *)field);
+        case KEY_INT:  // head sizes are written resolved: a checkpoint states them
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, resolved_int(config, spec));
             break;
         case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %.17g\n", spec->key, *(const double *)field); break;
         case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", spec->key, *(const bool *)field ? 1 : 0); break;
@@ -388,8 +496,7 @@ bool config_same_model(const decon_config *a, const decon_config *b, const char 
         bool same;
         switch (spec->type) {
         case KEY_INT:
-            same = spec->offset == FIELD(head_dim) ? resolved_head_dim(a) == resolved_head_dim(b)
-                                                   : *(const int *)x == *(const int *)y;
+            same = resolved_int(a, spec) == resolved_int(b, spec);
             break;
         case KEY_DOUBLE: same = *(const double *)x == *(const double *)y; break;
         case KEY_BOOL: same = *(const bool *)x == *(const bool *)y; break;

@@ -16,6 +16,17 @@ typedef struct {
     // key is absent: hidden_size / num_attention_heads. Free of d / h (Bhojanapalli et al.
     // 2020): Wq is [heads d_h, d], Wk and Wv [kv_heads d_h, d], Wo [d, heads d_h].
     int head_dim;
+    // The value/output head size r_v (0 = the key is absent: head_dim): Wv is
+    // [kv_heads r_v, d], Wo [d, heads r_v]; queries and keys keep head_dim (the scale
+    // 1/sqrt(head_dim), RoPE on head_dim). Only standard (and GQA/MQA) layers take r_v !=
+    // head_dim (the layer plan refuses the others).
+    int value_head_dim;
+    // Per-layer shapes (a compressed model, A3): comma lists of num_hidden_layers integers,
+    // layer l's r_qk, r_v and MLP width m; "" = every layer takes head_dim, value_head_dim
+    // (absent: its r_qk) and intermediate_size. config_layer resolves layer l's config.
+    char layer_head_dims[CONFIG_STRING_MAX];
+    char layer_value_head_dims[CONFIG_STRING_MAX];
+    char layer_intermediate_sizes[CONFIG_STRING_MAX];
     double rope_theta, rms_norm_eps, initializer_range;
     bool tie_word_embeddings, attention_bias;
     // [attention]
@@ -83,12 +94,27 @@ void config_record_path(const decon_config *config, char *out, size_t size);
 static inline int config_head_dim(const decon_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->hidden_size / c->num_attention_heads;
 }
+// r_v: [model] value_head_dim, or config_head_dim when it is absent (0).
+static inline int config_value_head_dim(const decon_config *c) {
+    return c->value_head_dim > 0 ? c->value_head_dim : config_head_dim(c);
+}
 static inline int config_kv_heads(const decon_config *c) {
     return c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
 }
 // Heads held by one tensor-parallel rank (heads are split evenly across the tp group).
 static inline int config_local_heads(const decon_config *c) { return c->num_attention_heads / c->tensor_parallel; }
 static inline int config_local_kv_heads(const decon_config *c) { return config_kv_heads(c) / c->tensor_parallel; }
+// Parses a per-layer list of n positive integers ("" = none: returns true and leaves out
+// unchanged); false with the reason in why when it is not one.
+bool config_parse_layer_sizes(const char *text, int n, int *out, char *why, size_t why_size);
+// Layer l's own config: c with head_dim, value_head_dim and intermediate_size set from
+// the per-layer lists (or the uniform keys) and the lists emptied, so that everything
+// asking config_head_dim / config_value_head_dim / intermediate_size of it gets layer
+// l's sizes. c must be validated (config_validate).
+void config_layer(const decon_config *c, int layer, decon_config *out);
+// Whether any layer's shape differs from the uniform keys (a per-layer list is set).
+bool config_has_layer_shapes(const decon_config *c);
+
 // Whether two configs describe the same model (every [model] and [attention] key);
 // when not, names the first key that differs in *key.
 bool config_same_model(const decon_config *a, const decon_config *b, const char **key);

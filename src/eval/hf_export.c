@@ -184,6 +184,12 @@ void hf_export(const hf_export_options *o) {
     model m;
     model_build(&m, &config, o->checkpoint);
     refuse_non_standard(&m, o->checkpoint);
+    // Qwen2's config has one head_dim and one intermediate_size for every layer, and no
+    // value head size: a compressed model's per-layer shapes have no HF keys.
+    if (config_has_layer_shapes(&m.config) || config_value_head_dim(&m.config) != config_head_dim(&m.config))
+        fatal("%s: per-layer shapes (layer_head_dims / layer_value_head_dims / layer_intermediate_sizes) or a "
+              "value_head_dim != head_dim cannot be exported: Hugging Face Qwen2 has one head size and one MLP width "
+              "for all layers", o->checkpoint);
 
     char tokenizer_file[PATH_MAX_BYTES];
     tokenizer_path_find(tokenizer_file, sizeof tokenizer_file, &config, o->tokenizer, o->checkpoint);

@@ -194,7 +194,7 @@ static void fixed_decode_step(mixer_layer *layer, const mixer_decode *x, float *
                                    s.rows, s.d, s.kv_dim);
     copy_rows_to_positions(x->states, x->state_stride, r.v, x->positions, s.batch, (size_t)s.kv_dim);
     copy_rows_from_positions(r.q, qf, 0, x->positions, s.batch, (size_t)s.q_dim);
-    attention_decode(r.av, r.q, kf, x->states, x->positions, s.batch, s.heads, s.kv_heads, s.head_dim, s.scale, 0,
+    attention_decode(r.av, r.q, kf, x->states, x->positions, s.batch, s.heads, s.kv_heads, s.head_dim, s.head_dim, s.scale, 0,
                      x->state_stride);
     decode_output(layer, x, out, r.av);
     arena_release(x->step.scratch, mark);

@@ -32,7 +32,7 @@ static void mhe_register(mixer_layer *layer, param_registry *registry, const dec
     // The shared projections are replicated over tensor-parallel ranks (their gradients
     // are summed over tp); the head embeddings follow their heads (rows), Wo is
     // row-parallel (its columns are the heads) as standard's.
-    qkvo_register_projections(layer, registry, c, dh, dh, SHARD_NONE);
+    qkvo_register_projections(layer, registry, c, dh, dh, dh, SHARD_NONE);
     // Each rank backpropagates only its own heads through them: its gradient is a share.
     for (int p = P_WQ; p <= P_BV; p++)
         if (layer->params[p] >= 0) registry->items[layer->params[p]].grad_partial_over_tp = true;
@@ -98,7 +98,7 @@ static void mhe_forward(mixer_layer *layer, const mixer_context *x, float *out, 
     head_embedding_forward(v, vs, param_or_null(layer, x, P_EV), rows, kv_heads, dh, mul);
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
-    attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh,
+    attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, dh,
                       1.0f / sqrtf((float)dh));
     row_parallel_linear_forward(out, layer->saved[S_AV], param_or_null(layer, x, P_WO), rows, heads * dh, d);
 }
@@ -129,7 +129,7 @@ static void mhe_backward(mixer_layer *layer, const mixer_context *x, float *d_in
     row_parallel_linear_backward(d_av, grad_or_null(layer, x, P_WO), d_out, layer->saved[S_AV],
                                  param_or_null(layer, x, P_WO), rows, heads * dh, d);
     attention_backward(d_q, d_k, d_v, d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
-                       layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
+                       layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh, dh,
                        1.0f / sqrtf((float)dh));
     rope_backward(d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, heads, dh);
     rope_backward(d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, kv_heads, dh);
@@ -249,7 +249,7 @@ static void mhe_decode_step(mixer_layer *layer, const mixer_decode *x, float *ou
         rope_forward(k_all, step->rope_cos, step->rope_sin, 1, tokens, kv_heads, dh);
         head_embedding_forward(v_all, cache + vs_offset, param_or_null(layer, step, P_EV), tokens, kv_heads, dh, mul);
         attention_decode(av + (size_t)b * q_dim, q + (size_t)b * q_dim, k_all, v_all, x->positions + b, 1, heads,
-                         kv_heads, dh, 1.0f / sqrtf((float)dh), 0, 0);
+                         kv_heads, dh, dh, 1.0f / sqrtf((float)dh), 0, 0);
     }
     row_parallel_linear_forward(out, av, param_or_null(layer, step, P_WO), B, (int)q_dim, d);
     arena_release(step->scratch, mark);

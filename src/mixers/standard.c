@@ -3,6 +3,8 @@
 //   Q = H Wq^T + bq, K = H Wk^T + bk, V = H Wv^T + bv      (rows = tokens)
 //   Q, K rotated by RoPE;  A_j = softmax(s Q_j K_g(j)^T + causal mask), s = 1/sqrt(d_h)
 //   O = concat_j(A_j V_g(j)) Wo^T
+// Queries and keys have d_h = r_qk (config_head_dim), values r_v (config_value_head_dim):
+// the two differ in a compressed model (A3's QK and OV ranks).
 // The attention op is blocked with an online softmax, so training never forms A.
 #include <math.h>
 #include <string.h>
@@ -17,9 +19,9 @@ enum { S_Q, S_K, S_V, S_AV, S_LSE };
 // Megatron: Wq, Wk, Wv and biases column-parallel (rows are heads), Wo row-parallel
 // (columns are heads), so each tensor-parallel rank holds whole heads.
 static void standard_register(mixer_layer *layer, param_registry *registry, const decon_config *c) {
-    int dh = config_head_dim(c);
-    qkvo_register_projections(layer, registry, c, (int64_t)c->num_attention_heads * dh,
-                              (int64_t)config_kv_heads(c) * dh, SHARD_ROWS);
+    int64_t dh = config_head_dim(c), dv = config_value_head_dim(c), kv_heads = config_kv_heads(c);
+    qkvo_register_projections(layer, registry, c, c->num_attention_heads * dh, kv_heads * dh, kv_heads * dv,
+                              SHARD_ROWS);
     layer->params[QKVO_WO] = qkvo_register_output(layer, registry, c);
 }
 
@@ -37,25 +39,22 @@ static void standard_bind(mixer_layer *layer, arena *activations, const decon_co
 }
 
 static void standard_forward(mixer_layer *layer, const mixer_context *x, float *out, const float *inp) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c);
-    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
+    qkvo_shape s = qkvo_shape_of(x);
     float *q = layer->saved[S_Q], *k = layer->saved[S_K], *v = layer->saved[S_V];
     float *av = layer->saved[S_AV], *lse = layer->saved[S_LSE];
     qkvo_project_forward(layer, x, q, k, v, inp);
-    attention_forward(av, lse, q, k, v, x->batch, x->seq_len, heads, kv_heads, dh, 1.0f / sqrtf((float)dh));
+    attention_forward(av, lse, q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim, s.value_head_dim,
+                      s.scale);
     qkvo_output_forward(layer, x, out);
 }
 
 static void standard_backward(mixer_layer *layer, const mixer_context *x, float *d_inp, const float *d_out,
                               const float *inp) {
-    const decon_config *c = x->config;
-    int dh = config_head_dim(c);
-    int heads = config_local_heads(c), kv_heads = config_local_kv_heads(c);
+    qkvo_shape s = qkvo_shape_of(x);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
     attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
-                       layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, heads, kv_heads, dh,
-                       1.0f / sqrtf((float)dh));
+                       layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim,
+                       s.value_head_dim, s.scale);
     qkvo_project_backward(layer, x, d_inp, g.d_q, g.d_k, g.d_v, inp);
     arena_release(x->scratch, g.mark);
 }
@@ -74,21 +73,24 @@ static void standard_attention_scores(mixer_layer *layer, const mixer_context *x
 }
 
 static int64_t standard_param_count(const decon_config *c) {
-    int64_t d = c->hidden_size, dh = config_head_dim(c);
+    int64_t d = c->hidden_size, dh = config_head_dim(c), dv = config_value_head_dim(c);
     int64_t q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
-    return d * q_dim * 2 + 2 * d * kv_dim + (c->attention_bias ? q_dim + 2 * kv_dim : 0);
+    int64_t av_dim = c->num_attention_heads * dv, v_dim = config_kv_heads(c) * dv;
+    return d * (q_dim + kv_dim + v_dim + av_dim) + (c->attention_bias ? q_dim + kv_dim + v_dim : 0);
 }
 
-// Projections 2*d*(2 q_dim + 2 kv_dim) per token; scores and A V 2 * 2 * (t+1) * d_h per
-// head for the t-th token, on average 2 * (seq_len + 1) * q_dim per token (causal).
+// Projections 2*d*(q_dim + kv_dim + v_dim + av_dim) per token (= 2d(2 q_dim + 2 kv_dim)
+// when r_v = r_qk); scores 2 (t+1) r_qk and A V 2 (t+1) r_v per head for the t-th token, on
+// average (seq_len + 1) (q_dim + av_dim) per token (causal).
 static double standard_forward_flops(const decon_config *c, int seq_len) {
-    double d = c->hidden_size, dh = config_head_dim(c);
+    double d = c->hidden_size, dh = config_head_dim(c), dv = config_value_head_dim(c);
     double q_dim = c->num_attention_heads * dh, kv_dim = config_kv_heads(c) * dh;
-    return 2.0 * d * (2.0 * q_dim + 2.0 * kv_dim) + 2.0 * (seq_len + 1.0) * q_dim;
+    double av_dim = c->num_attention_heads * dv, v_dim = config_kv_heads(c) * dv;
+    return 2.0 * d * (q_dim + kv_dim + v_dim + av_dim) + (seq_len + 1.0) * (q_dim + av_dim);
 }
 
 static int64_t standard_cache_floats(const decon_config *c) {
-    return 2 * (int64_t)config_kv_heads(c) * config_head_dim(c);
+    return (int64_t)config_kv_heads(c) * (config_head_dim(c) + config_value_head_dim(c));
 }
 
 // Decoding: the KV cache (mixers/decode_qkvo.h), kv heads only.

@@ -46,7 +46,7 @@ static void static_forward(mixer_layer *layer, const mixer_context *x, float *ou
     rope_forward(q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_forward(k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);
     attention_forward(layer->saved[S_AV], layer->saved[S_LSE], q, k, v, x->batch, x->seq_len, s.heads, s.kv_heads,
-                      s.head_dim, s.scale);
+                      s.head_dim, s.head_dim, s.scale);
     qkvo_output_forward(layer, x, out);
 }
 
@@ -55,7 +55,7 @@ static void static_backward(mixer_layer *layer, const mixer_context *x, float *d
     qkvo_shape s = qkvo_shape_of(x);
     qkvo_gradients g = qkvo_backward_begin(layer, x, d_out);
     attention_backward(g.d_q, g.d_k, g.d_v, g.d_av, layer->saved[S_AV], layer->saved[S_LSE], layer->saved[S_Q],
-                       layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim,
+                       layer->saved[S_K], layer->saved[S_V], x->batch, x->seq_len, s.heads, s.kv_heads, s.head_dim, s.head_dim,
                        s.scale);
     rope_backward(g.d_q, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.heads, s.head_dim);
     rope_backward(g.d_k, x->rope_cos, x->rope_sin, x->batch, x->seq_len, s.kv_heads, s.head_dim);

@@ -22,7 +22,7 @@ struct decode_session {
     float *residual, *normed, *branch, *embeddings, *normed_embeddings, *rstd;
     float *gate, *up, *act;              // [batch, local intermediate]
     float *logits_local, *logits;        // [batch, local vocab], [batch, vocab]
-    float *rope_cos, *rope_sin;          // [max_context, head_dim / 2]
+    float **rope_cos, **rope_sin;        // per layer [max_context, r_qk(l) / 2], shared by layers of one r_qk
     arena scratch;                       // the mixers' step temporaries
     int *prompt_tokens;                  // host [max_batch, max_seq_len]: a prefill chunk, padded
     char error[320];
@@ -39,14 +39,23 @@ static void set_error(decode_session *s, const char *format, ...) {
 
 static float *floats(size_t count) { return ops_alloc((count ? count : 1) * sizeof(float)); }
 
+// The first layer with layer l's r_qk: the RoPE tables depend on r_qk only.
+static int rope_owner(const model *m, int l) {
+    for (int j = 0; j < l; j++)
+        if (config_head_dim(&m->layer_configs[j]) == config_head_dim(&m->layer_configs[l])) return j;
+    return l;
+}
+
 // The fixed stream over max_context positions, once: a forward whose only sequence is
 // the fixed one, then every fixed-stream layer keeps its queries and keys.
 static void share_fixed_stream(decode_session *s) {
     model *m = s->m;
     model_forward(m, s->prompt_tokens, 0, s->max_context);
     mixer_context forward = model_mixer_context(m);
-    for (int l = 0; l < m->config.num_hidden_layers; l++)
+    for (int l = 0; l < m->config.num_hidden_layers; l++) {
+        model_layer_context(m, l, &forward);
         if (s->shared[l] && !m->skipped[l]) m->plan[l]->decode_share(&m->mixers[l], &forward, s->shared[l]);
+    }
 }
 
 decode_session *decode_create(model *m, int batch, int max_context) {
@@ -75,13 +84,14 @@ decode_session *decode_create(model *m, int batch, int max_context) {
     size_t scratch = 0;
     for (int l = 0; l < n; l++) {
         const mixer_kind *kind = m->plan[l];
-        s->state_floats[l] = kind->decode_state_floats(c, max_context);
+        const decon_config *lc = &m->layer_configs[l];  // layer l's own shapes (r_qk, r_v)
+        s->state_floats[l] = kind->decode_state_floats(lc, max_context);
         s->states[l] = floats(rows * s->state_floats[l]);
         if (kind->decode_shared_floats) {
-            s->shared_floats[l] = kind->decode_shared_floats(c, max_context);
+            s->shared_floats[l] = kind->decode_shared_floats(lc, max_context);
             s->shared[l] = floats(s->shared_floats[l]);
         }
-        size_t need = kind->decode_scratch_floats(c, batch, max_context);
+        size_t need = kind->decode_scratch_floats(lc, batch, max_context);
         if (need > scratch) scratch = need;
     }
     size_t scratch_bytes = scratch * sizeof(float) + (size_t)64 * 16;
@@ -97,10 +107,19 @@ decode_session *decode_create(model *m, int batch, int max_context) {
     s->act = floats(rows * inter);
     s->logits_local = floats(rows * (size_t)m->vocab_local);
     s->logits = floats(rows * (size_t)c->vocab_size);
-    int half = config_head_dim(c) / 2;
-    s->rope_cos = floats((size_t)max_context * (size_t)half);
-    s->rope_sin = floats((size_t)max_context * (size_t)half);
-    rope_tables(s->rope_cos, s->rope_sin, max_context, config_head_dim(c), (float)c->rope_theta);
+    s->rope_cos = (float **)xcalloc((size_t)n, sizeof(float *));
+    s->rope_sin = (float **)xcalloc((size_t)n, sizeof(float *));
+    for (int l = 0; l < n; l++) {
+        int owner = rope_owner(m, l), dh = config_head_dim(&m->layer_configs[l]);
+        if (owner < l) {
+            s->rope_cos[l] = s->rope_cos[owner];
+            s->rope_sin[l] = s->rope_sin[owner];
+            continue;
+        }
+        s->rope_cos[l] = floats((size_t)max_context * (size_t)(dh / 2));
+        s->rope_sin[l] = floats((size_t)max_context * (size_t)(dh / 2));
+        rope_tables(s->rope_cos[l], s->rope_sin[l], max_context, dh, (float)c->rope_theta);
+    }
     process_grid_reserve_staging(m->grid, rows * (size_t)m->vocab_local * (size_t)tp);
     s->prompt_tokens = xcalloc((size_t)m->max_batch * (size_t)m->max_seq_len + 1, sizeof(int));
     if (m->has_fixed_stream) share_fixed_stream(s);
@@ -112,9 +131,15 @@ void decode_free(decode_session *s) {
     for (int l = 0; l < s->m->config.num_hidden_layers; l++) {
         ops_free(s->states[l]);
         ops_free(s->shared[l]);
+        if (rope_owner(s->m, l) == l) {
+            ops_free(s->rope_cos[l]);
+            ops_free(s->rope_sin[l]);
+        }
     }
+    free((void *)s->rope_cos);
+    free((void *)s->rope_sin);
     float *buffers[] = {s->residual, s->normed, s->branch, s->embeddings, s->normed_embeddings, s->rstd, s->gate,
-                        s->up, s->act, s->logits_local, s->logits, s->rope_cos, s->rope_sin};
+                        s->up, s->act, s->logits_local, s->logits};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) ops_free(buffers[i]);
     ops_free(s->scratch.base);
     ops_free(s->positions);
@@ -189,6 +214,7 @@ bool decode_prefill(decode_session *s, int count, const int *sequences, const in
         mixer_context forward = model_mixer_context(m);
         for (int l = 0; l < c->num_hidden_layers; l++) {
             if (m->skipped[l] || !m->plan[l]->decode_prefill) continue;
+            model_layer_context(m, l, &forward);
             for (int i = 0; i < chunk; i++)
                 m->plan[l]->decode_prefill(&m->mixers[l], &forward,
                                            s->states[l] + (size_t)sequences[first + i] * s->state_floats[l],
@@ -214,7 +240,7 @@ static void reduce_rows(decode_session *s, float *rows) {
 bool decode_step(decode_session *s, const int *tokens, float *logits) {
     model *m = s->m;
     const decon_config *c = &m->config;
-    int B = s->batch, d = c->hidden_size, inter = m->intermediate_local;
+    int B = s->batch, d = c->hidden_size;
     for (int b = 0; b < B; b++) {
         if (tokens[b] == DECODE_IDLE) {  // retired: any valid token at position 0, reset below
             s->host_positions[b] = s->host_tokens[b] = 0;
@@ -233,13 +259,13 @@ bool decode_step(decode_session *s, const int *tokens, float *logits) {
         s->host_positions[b] = s->lengths[b];
         s->host_tokens[b] = tokens[b];
     }
-    size_t rd = (size_t)B * (size_t)d, ri = (size_t)B * (size_t)inter;
+    size_t rd = (size_t)B * (size_t)d;
     float eps = (float)c->rms_norm_eps;
     ops_from_host(s->positions, s->host_positions, (size_t)B * sizeof(int));
     ops_from_host(s->tokens, s->host_tokens, (size_t)B * sizeof(int));
     mixer_decode x = {
-        .step = {.config = c, .registry = &m->registry, .params = m->params, .grads = NULL, .rope_cos = s->rope_cos,
-                 .rope_sin = s->rope_sin, .scratch = &s->scratch, .batch = B, .seq_len = 1, .fixed_sequence = -1,
+        .step = {.config = c, .registry = &m->registry, .params = m->params, .grads = NULL, .rope_cos = NULL,
+                 .rope_sin = NULL, .scratch = &s->scratch, .batch = B, .seq_len = 1, .fixed_sequence = -1,
                  .normed_embeddings = NULL, .d_normed_embeddings = NULL},
         .max_context = s->max_context,
         .positions = s->positions,
@@ -252,6 +278,11 @@ bool decode_step(decode_session *s, const int *tokens, float *logits) {
     for (int l = 0; l < c->num_hidden_layers; l++) {
         if (m->skipped[l]) continue;
         const block_state *blk = &m->blocks[l];
+        int inter = blk->intermediate_local;
+        size_t ri = (size_t)B * (size_t)inter;
+        x.step.config = &m->layer_configs[l];  // layer l's own shapes and RoPE tables
+        x.step.rope_cos = s->rope_cos[l];
+        x.step.rope_sin = s->rope_sin[l];
         rmsnorm_forward(s->normed, s->rstd, s->residual, param_of(m, blk->input_norm), B, d, eps);
         x.step.normed_embeddings = NULL;
         if (m->plan[l]->uses_embeddings) {  // staticembqk: RMSNorm(e) with this block's input norm weight

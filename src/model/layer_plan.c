@@ -78,5 +78,13 @@ void layer_plan_build(const mixer_kind **plan, const decon_config *c, const char
     for (int i = 0; i < c->num_hidden_layers; i++) {
         const char *why = ops_backend_refuses(plan[i]->name);
         if (why) fatal("%s: [attention] variant = '%s' (layer %d) %s", origin, plan[i]->name, i + 1, why);
+        // A value head size of its own is standard's (MHA/GQA/MQA: A3 compresses those);
+        // the other mixers' ops, head embeddings and recurrent states take one head size.
+        decon_config layer;
+        config_layer(c, i, &layer);
+        if (!plan[i]->is_standard && config_value_head_dim(&layer) != config_head_dim(&layer))
+            fatal("%s: [model] value_head_dim (layer_value_head_dims) = %d differs from the head size %d of layer "
+                  "%d, a %s layer: only standard layers (MHA/GQA/MQA) take a value head size of their own", origin,
+                  config_value_head_dim(&layer), config_head_dim(&layer), i + 1, plan[i]->name);
     }
 }

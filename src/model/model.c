@@ -25,7 +25,7 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
     m->config.tensor_parallel = m->grid->tensor_size;
     m->config.sequence_parallel = m->grid->sequence_parallel;
     const decon_config *c = &m->config;
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size;
+    int n = c->num_hidden_layers, d = c->hidden_size;
     float std = (float)c->initializer_range, out_std = std / sqrtf(2.0f * (float)n);
     params_init(&m->registry, m->grid->tensor_rank, m->grid->tensor_size);
     m->plan = (const mixer_kind **)xcalloc((size_t)n, sizeof(const mixer_kind *));
@@ -33,6 +33,8 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
     m->blocks = xcalloc((size_t)n, sizeof *m->blocks);
     m->skipped = xcalloc((size_t)n, sizeof *m->skipped);
     layer_plan_build(m->plan, c, origin);
+    m->layer_configs = xcalloc((size_t)n, sizeof *m->layer_configs);
+    for (int l = 0; l < n; l++) config_layer(c, l, &m->layer_configs[l]);
     const mixer_kind *first_fixed = NULL;  // the fixed stream's kind: one per model
     for (int l = 0; l < n; l++) {
         const mixer_kind *kind = m->plan[l];
@@ -52,11 +54,12 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
     char name[PARAM_NAME_MAX];
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
+        int inter = m->layer_configs[l].intermediate_size;
         snprintf(name, sizeof name, "layers.%d.input_layernorm", l);
         b->input_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
         m->mixers[l].kind = m->plan[l];
         m->mixers[l].layer = l;
-        m->plan[l]->register_params(&m->mixers[l], r, c);
+        m->plan[l]->register_params(&m->mixers[l], r, &m->layer_configs[l]);
         snprintf(name, sizeof name, "layers.%d.post_attention_layernorm", l);
         b->post_norm = params_add(r, name, "norm", l, d, 0, SHARD_NONE, INIT_ONES, 0, false);
         snprintf(name, sizeof name, "layers.%d.mlp.gate_proj", l);
@@ -72,7 +75,11 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
                      : params_add(r, "lm_head", "lm_head", -1, c->vocab_size, d, SHARD_ROWS, INIT_NORMAL, std, true);
     m->vocab_start = (int)r->items[m->embed].local_start[0];
     m->vocab_local = (int)r->items[m->embed].local_shape[0];
-    m->intermediate_local = (int)r->items[m->blocks[0].gate].local_shape[0];
+    for (int l = 0; l < n; l++) {
+        block_state *b = &m->blocks[l];
+        b->intermediate_local = (int)r->items[b->gate].local_shape[0];
+        if (b->intermediate_local > m->intermediate_local) m->intermediate_local = b->intermediate_local;
+    }
     // With sp, norms run on sequence shards: each rank's norm-weight gradient is its
     // shard's share (without sp every rank normalises all rows and has the whole gradient).
     for (int i = 0; i < r->count; i++)
@@ -81,6 +88,13 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
 
 // Floats handed out by model_allocate, each rounded up as arena_floats does.
 static size_t padded(size_t floats) { return floats + 16; }
+
+// The first layer with layer l's r_qk: the one whose RoPE tables layer l reads.
+static int rope_owner(const model *m, int l) {
+    for (int j = 0; j < l; j++)
+        if (config_head_dim(&m->layer_configs[j]) == config_head_dim(&m->layer_configs[l])) return j;
+    return l;
+}
 
 void model_allocate(model *m, int max_batch, int max_seq_len) {
     const decon_config *c = &m->config;
@@ -92,25 +106,34 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     m->max_seq_len = max_seq_len;
     max_batch += m->has_fixed_stream;  // the fixed stream rides along as one more sequence
     size_t full = (size_t)max_batch * (size_t)max_seq_len, local = sp ? full / (size_t)tp : full;
-    size_t d = (size_t)c->hidden_size, inter = (size_t)m->intermediate_local;
-    int half = config_head_dim(c) / 2;
+    size_t d = (size_t)c->hidden_size;
     m->params = ops_alloc(m->registry.total * sizeof(float));
     m->grads = ops_alloc(m->registry.total * sizeof(float));
 
     // Activations saved for backward and the model's own temporaries, counted exactly as
     // they are handed out below.
-    size_t saved = 2 * padded(full) + 2 * padded((size_t)max_seq_len * (size_t)half);
+    size_t saved = 2 * padded(full);
+    for (int l = 0; l < n; l++)  // RoPE tables, one pair per distinct r_qk
+        if (rope_owner(m, l) == l)
+            saved += 2 * padded((size_t)max_seq_len * (size_t)(config_head_dim(&m->layer_configs[l]) / 2));
     saved += 3 * padded(local * d) + padded(full * d) + padded(local) + padded(full * d) + padded(local * d);
     saved += 2 * padded(full * d) + padded((size_t)max_seq_len * d) + padded((size_t)max_seq_len);
     saved += padded(local * d) + padded(full * d);  // normed_local, d_normed_embeddings
     size_t mixer_scratch = 0;
+    size_t workspace = 0;  // the attention ops' own scratch (the backend's workspace): the widest layer's
     for (int l = 0; l < n; l++) {
+        const decon_config *lc = &m->layer_configs[l];
+        size_t inter = (size_t)m->blocks[l].intermediate_local;
         saved += 2 * padded(local * d) + 2 * padded(full * d) + 2 * padded(local) + 3 * padded(full * inter);
         if (m->plan[l]->uses_embeddings) saved += padded(full * d) + padded(local);
-        saved += m->plan[l]->saved_floats(c, max_batch, max_seq_len);
-        size_t s = m->plan[l]->scratch_floats(c, max_batch, max_seq_len);
+        saved += m->plan[l]->saved_floats(lc, max_batch, max_seq_len);
+        size_t s = m->plan[l]->scratch_floats(lc, max_batch, max_seq_len);
         if (s > mixer_scratch) mixer_scratch = s;
+        int widest = config_head_dim(lc) > config_value_head_dim(lc) ? config_head_dim(lc) : config_value_head_dim(lc);
+        size_t w = ops_attention_workspace_floats(max_seq_len, config_local_heads(lc), config_local_kv_heads(lc), widest);
+        if (w > workspace) workspace = w;
     }
+    size_t inter = (size_t)m->intermediate_local;
     size_t lm = padded(lm_head_scratch_floats((int)full, m->vocab_local));
     size_t mlp_scratch = 3 * padded(full * inter);
     size_t scratch = (mixer_scratch > mlp_scratch ? mixer_scratch : mlp_scratch) + lm;
@@ -118,19 +141,30 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     arena_over(&m->activations, ops_alloc(activation_bytes), activation_bytes);
     arena_over(&m->scratch, ops_alloc(scratch_bytes), scratch_bytes);
     // The attention ops' own scratch: the backend's workspace, reserved here once.
-    ops_workspace_reserve(ops_attention_workspace_floats(max_seq_len, config_local_heads(c), config_local_kv_heads(c),
-                                                         config_head_dim(c)));
+    ops_workspace_reserve(workspace);
     // sp's permutation buffer: every activation it gathers or reduce-scatters is full x d.
     if (sp) process_grid_reserve_staging(m->grid, full * d);
 
     arena *a = &m->activations;
     m->inputs = (int *)arena_floats(a, full);
     m->targets = (int *)arena_floats(a, full);
-    m->rope_cos = arena_floats(a, (size_t)max_seq_len * (size_t)half);
-    m->rope_sin = arena_floats(a, (size_t)max_seq_len * (size_t)half);
-    rope_tables(m->rope_cos, m->rope_sin, max_seq_len, config_head_dim(c), (float)c->rope_theta);
+    for (int l = 0; l < n; l++) {  // the frequencies depend on r_qk: one table per distinct r_qk
+        block_state *b = &m->blocks[l];
+        int owner = rope_owner(m, l), dh = config_head_dim(&m->layer_configs[l]);
+        if (owner < l) {
+            b->rope_cos = m->blocks[owner].rope_cos;
+            b->rope_sin = m->blocks[owner].rope_sin;
+            continue;
+        }
+        b->rope_cos = arena_floats(a, (size_t)max_seq_len * (size_t)(dh / 2));
+        b->rope_sin = arena_floats(a, (size_t)max_seq_len * (size_t)(dh / 2));
+        rope_tables(b->rope_cos, b->rope_sin, max_seq_len, dh, (float)c->rope_theta);
+    }
+    m->rope_cos = m->blocks[0].rope_cos;
+    m->rope_sin = m->blocks[0].rope_sin;
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
+        size_t inter = (size_t)b->intermediate_local;
         b->residual_in = arena_floats(a, local * d);
         b->mixer_input = arena_floats(a, full * d);
         b->rstd1 = arena_floats(a, local);
@@ -144,7 +178,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
             b->normed_embeddings = arena_floats(a, full * d);
             b->normed_embeddings_rstd = arena_floats(a, local);
         }
-        m->plan[l]->bind_saved(&m->mixers[l], a, c, max_batch, max_seq_len);
+        m->plan[l]->bind_saved(&m->mixers[l], a, &m->layer_configs[l], max_batch, max_seq_len);
     }
     m->residual_out = arena_floats(a, local * d);
     m->final_normed = arena_floats(a, full * d);
@@ -175,11 +209,18 @@ void model_free(model *m) {
     free(m->mixers);
     free(m->blocks);
     free(m->skipped);
+    free(m->layer_configs);
     params_free(&m->registry);
     if (m->grid == &m->own_grid) process_grid_free(&m->own_grid);
 }
 
 void model_initialize(model *m, uint64_t seed) { params_initialize(&m->registry, m->params, seed); }
+
+void model_layer_context(const model *m, int layer, mixer_context *context) {
+    context->config = &m->layer_configs[layer];
+    context->rope_cos = m->blocks[layer].rope_cos;
+    context->rope_sin = m->blocks[layer].rope_sin;
+}
 
 mixer_context model_mixer_context(model *m) {
     mixer_context context = {
@@ -242,8 +283,8 @@ void model_forward(model *m, const int *inputs, int batch, int seq_len) {
     m->batch = batch + m->has_fixed_stream;
     m->seq_len = seq_len;
     micro_batch_rows r = rows_of(m);
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local;
-    size_t ri = (size_t)r.rows * (size_t)inter, local_rd = (size_t)r.local_rows * (size_t)d;
+    int n = c->num_hidden_layers, d = c->hidden_size;
+    size_t local_rd = (size_t)r.local_rows * (size_t)d;
     float eps = (float)c->rms_norm_eps;
     process_grid *grid = m->grid;
     ops_from_host(m->inputs, inputs, (size_t)r.loss_rows * sizeof(int));
@@ -271,6 +312,9 @@ void model_forward(model *m, const int *inputs, int batch, int seq_len) {
     }
     for (int l = 0; l < n; l++) {
         block_state *b = &m->blocks[l];
+        int inter = b->intermediate_local;
+        size_t ri = (size_t)r.rows * (size_t)inter;
+        model_layer_context(m, l, &context);
         float *next = l + 1 < n ? m->blocks[l + 1].residual_in : m->residual_out;
         if (m->skipped[l]) {  // the whole block is removed: the residual passes through
             copy_floats(next, b->residual_in, local_rd);
@@ -330,8 +374,8 @@ double model_backward(model *m, const int *targets, float loss_scale, float *los
     for (int l = 0; l < c->num_hidden_layers; l++)
         if (m->skipped[l]) fatal("internal: backward through a model with skipped layers");
     micro_batch_rows r = rows_of(m);
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = m->intermediate_local, seq_len = r.seq_len;
-    size_t rd = (size_t)r.rows * (size_t)d, ri = (size_t)r.rows * (size_t)inter;
+    int n = c->num_hidden_layers, d = c->hidden_size, seq_len = r.seq_len;
+    size_t rd = (size_t)r.rows * (size_t)d;
     size_t local_rd = (size_t)r.local_rows * (size_t)d;
     mixer_context context = model_mixer_context(m);
     float *embeddings = m->blocks[0].residual_in;
@@ -353,6 +397,9 @@ double model_backward(model *m, const int *targets, float loss_scale, float *los
     }
     for (int l = n - 1; l >= 0; l--) {
         block_state *b = &m->blocks[l];
+        int inter = b->intermediate_local;
+        size_t ri = (size_t)r.rows * (size_t)inter;
+        model_layer_context(m, l, &context);
         size_t mark = arena_mark(&m->scratch);
         float *d_act = arena_floats(&m->scratch, ri);
         float *d_gate = arena_floats(&m->scratch, ri);
@@ -407,10 +454,12 @@ double model_backward(model *m, const int *targets, float loss_scale, float *los
 
 double model_training_flops_per_token(const model *m, int seq_len) {
     const decon_config *c = &m->config;
-    double d = c->hidden_size, inter = c->intermediate_size;
+    double d = c->hidden_size;
     double forward = 2.0 * d * c->vocab_size;  // LM head
-    for (int l = 0; l < c->num_hidden_layers; l++)
-        forward += m->plan[l]->forward_flops_per_token(c, seq_len) + 2.0 * 3.0 * d * inter;
+    for (int l = 0; l < c->num_hidden_layers; l++) {  // each layer with its own r_qk, r_v and m
+        const decon_config *lc = &m->layer_configs[l];
+        forward += m->plan[l]->forward_flops_per_token(lc, seq_len) + 2.0 * 3.0 * d * lc->intermediate_size;
+    }
     return 3.0 * forward;
 }
 

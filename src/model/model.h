@@ -30,7 +30,9 @@ typedef struct {
     float *mixer_input, *rstd1;         // RMSNorm before the mixer: [full rows, d], [local rows]
     float *residual_mid;                // [local rows, d] after the mixer branch
     float *mlp_input, *rstd2;           // RMSNorm before the MLP: [full rows, d], [local rows]
-    float *gate_out, *up_out, *act;     // [full rows, local intermediate]
+    float *gate_out, *up_out, *act;     // [full rows, intermediate_local]
+    int intermediate_local;             // this rank's share of the layer's MLP width m(l)
+    float *rope_cos, *rope_sin;         // [max_seq_len, r_qk(l)/2]: shared by layers of one r_qk
     // staticembqk layers: RMSNorm(e) with this block's input norm weight ([full rows, d])
     // and its rstd ([local rows]); NULL in the other layers.
     float *normed_embeddings, *normed_embeddings_rstd;
@@ -40,6 +42,9 @@ typedef struct {
 
 typedef struct {
     decon_config config;                // tensor_parallel/sequence_parallel = the grid's
+    // Layer l's own config (config_layer): its head_dim r_qk(l), value_head_dim r_v(l)
+    // and intermediate_size m(l); what its mixer and MLP are built and run with.
+    decon_config *layer_configs;
     param_registry registry;            // this rank's tensor-parallel shard
     process_grid *grid;                 // not owned (own_grid for single-rank models)
     process_grid own_grid;
@@ -47,7 +52,7 @@ typedef struct {
     // gradients are final so the data-parallel reduction overlaps the rest of backward.
     grad_reducer *reducer;
     int vocab_start, vocab_local;       // this rank's rows of the embedding / LM head
-    int intermediate_local;             // this rank's MLP width
+    int intermediate_local;             // this rank's widest MLP share (max over layers)
     float *params, *grads;
     const mixer_kind **plan;
     mixer_layer *mixers;
@@ -104,8 +109,10 @@ double model_loss(model *m, const int *targets, float *losses);
 // writes what model_loss does) and its gradient, then the blocks in reverse;
 // accumulates loss_scale * d(sum loss)/d(params) into m->grads.
 double model_backward(model *m, const int *targets, float loss_scale, float *losses);
-// The context the mixers see for the last forward (for recordings).
+// The context the mixers see for the last forward (for recordings), then layer l's own
+// (its config and RoPE tables) by model_layer_context before calling layer l's mixer.
 mixer_context model_mixer_context(model *m);
+void model_layer_context(const model *m, int layer, mixer_context *context);
 // fixedseqqk's fixed token sequence t_s (max_seq_len tokens; ids < vocab_size).
 void model_set_fixed_tokens(model *m, const int *tokens);
 // Skip (evaluation only): layers removed whole (mixer and MLP), the residual passing

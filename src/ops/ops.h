@@ -36,7 +36,8 @@ void ops_workspace_reserve(size_t floats);
 size_t ops_workspace_reserved(void);
 // The most workspace the attention ops (attention_*, taylor_attention_*,
 // diag_attention_*, nonapx_attention_* forward and backward) take for these shapes at
-// the current thread count (ops_set_threads).
+// the current thread count (ops_set_threads); head_dim = the larger of the query/key and
+// value head sizes.
 size_t ops_attention_workspace_floats(int seq_len, int heads, int kv_heads, int head_dim);
 
 // --- runtime ---------------------------------------------------------------
@@ -105,17 +106,19 @@ void rope_backward(float *d_x, const float *cos_table, const float *sin_table,
                    int batch, int seq_len, int heads, int head_dim);
 
 // --- causal softmax attention ----------------------------------------------------
-// q[batch,seq_len,heads,head_dim], k,v[batch,seq_len,kv_heads,head_dim]; query head j
-// reads kv head j / (heads / kv_heads) (GQA/MQA). out[batch,seq_len,heads,head_dim].
+// q[batch,seq_len,heads,head_dim], k[batch,seq_len,kv_heads,head_dim],
+// v[batch,seq_len,kv_heads,value_head_dim]; query head j reads kv head j / (heads /
+// kv_heads) (GQA/MQA). out[batch,seq_len,heads,value_head_dim]. The value size may differ
+// from the query/key size (per-layer shapes of a compressed model: A3's OV rank).
 // Blocked with an online softmax: no seq_len x seq_len buffer. logsumexp[batch,heads,seq_len]
 // is saved for backward, which recomputes the probabilities block by block.
 void attention_forward(float *out, float *logsumexp, const float *q, const float *k,
                        const float *v, int batch, int seq_len, int heads, int kv_heads,
-                       int head_dim, float scale);
+                       int head_dim, int value_head_dim, float scale);
 void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out,
                         const float *out, const float *logsumexp, const float *q,
                         const float *k, const float *v, int batch, int seq_len, int heads,
-                        int kv_heads, int head_dim, float scale);
+                        int kv_heads, int head_dim, int value_head_dim, float scale);
 // The quadratic reference: probs[heads, seq_len, seq_len] of ONE sequence (q, k as above
 // with batch = 1), zeros above the diagonal. Used for recordings and tests.
 void attention_probabilities(float *probs, const float *q, const float *k, int seq_len,
@@ -295,11 +298,13 @@ void copy_rows_from_positions(float *rows, const float *table, size_t sequence_s
 void rope_at_positions(float *x, const float *cos_table, const float *sin_table, const int *positions, int batch,
                        int heads, int head_dim);
 // Causal softmax attention of one query row per sequence over its cached keys and values
-// 0..positions[b] (the new token's included): q, out [batch, heads, head_dim]; key row t
-// of sequence b at k + b * k_stride + t * kv_heads * head_dim, value rows likewise
-// (k_stride 0: one key cache shared by the batch, rndembqk's fixed stream). GQA as above.
+// 0..positions[b] (the new token's included): q [batch, heads, head_dim], out [batch,
+// heads, value_head_dim]; key row t of sequence b at k + b * k_stride + t * kv_heads *
+// head_dim, value row t at v + b * v_stride + t * kv_heads * value_head_dim (k_stride 0:
+// one key cache shared by the batch, rndembqk's fixed stream). GQA as above.
 void attention_decode(float *out, const float *q, const float *k, const float *v, const int *positions, int batch,
-                      int heads, int kv_heads, int head_dim, float scale, size_t k_stride, size_t v_stride);
+                      int heads, int kv_heads, int head_dim, int value_head_dim, float scale, size_t k_stride,
+                      size_t v_stride);
 // approx's recurrent state (taylor_attention_*): per kv head, S = sum_t phi(k_t) v_t^T and
 // z = sum_t phi(k_t), stored as one [F, head_dim + 1] matrix (z its last column),
 // taylor_decode_state_floats per kv head. update: adds `rows` tokens of each sequence

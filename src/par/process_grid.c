@@ -21,6 +21,15 @@ void process_grid_validate(const decon_config *c, int world_size, const char *or
     check_divides(c->num_attention_heads, "num_attention_heads", tp, "model", origin);
     check_divides(config_kv_heads(c), "num_key_value_heads", tp, "model", origin);
     check_divides(c->vocab_size, "vocab_size", tp, "model", origin);
+    // Per-layer MLP widths (a compressed model) split evenly, each layer its own m(l).
+    for (int l = 0; c->layer_intermediate_sizes[0] && l < c->num_hidden_layers; l++) {
+        decon_config layer;
+        config_layer(c, l, &layer);
+        if (layer.intermediate_size % tp != 0)
+            fatal("%s: [model] layer_intermediate_sizes: layer %d's MLP width %d is not divisible by the "
+                  "tensor-parallel size %d; choose --tp dividing every width", origin, l + 1,
+                  layer.intermediate_size, tp);
+    }
     if (c->sequence_parallel && tp == 1)
         fatal("%s: sequence parallelism shards along the sequence across the tensor-parallel group; it needs --tp > 1",
               origin);

@@ -178,6 +178,7 @@ recording_result recorder_record(attention_recorder *r, model *m, int64_t step, 
         for (int l = 0; l < n; l++) {
             const mixer_kind *kind = m->plan[l];
             if (!r->layers[l] || !kind->attention_matrix) continue;
+            model_layer_context(m, l, &context);
             for (int s = 0; s < batch; s++) {
                 kind->attention_matrix(&m->mixers[l], &context, s, r->probs);
                 ops_to_host(r->probs, r->probs, map_bytes);

@@ -253,9 +253,9 @@ static void test_attention(void) {
             float *dq = host_random(nq, 1.0f), *dk = host_random(nk, 1.0f), *dv = host_random(nk, 1.0f);
             float *Dout = device_of(out, nq), *Dlse = device_of(lse, nl);
             float *Ddq = device_of(dq, nq), *Ddk = device_of(dk, nk), *Ddv = device_of(dv, nk);
-            attention_forward(Dout, Dlse, Dq, Dk, Dv, batch, seq, heads, kvh, hd, scale);
+            attention_forward(Dout, Dlse, Dq, Dk, Dv, batch, seq, heads, kvh, hd, hd, scale);
             cpu_ops_workspace_reserve(cpu_ops_attention_workspace_floats(seq, heads, kvh, hd));
-            cpu_attention_forward(out, lse, q, k, v, batch, seq, heads, kvh, hd, scale);
+            cpu_attention_forward(out, lse, q, k, v, batch, seq, heads, kvh, hd, hd, scale);
             char name[160];
             snprintf(name, sizeof name, "gpu attention_forward b=%d L=%d h=%d kv=%d d=%d %s", batch, seq, heads, kvh, hd,
                      precision ? "bf16" : "fp32");
@@ -263,8 +263,8 @@ static void test_attention(void) {
             // backward from the CPU's own forward results on both sides
             ops_from_host(Dout, out, sizeof(float) * nq);
             ops_from_host(Dlse, lse, sizeof(float) * nl);
-            attention_backward(Ddq, Ddk, Ddv, Ddout, Dout, Dlse, Dq, Dk, Dv, batch, seq, heads, kvh, hd, scale);
-            cpu_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, batch, seq, heads, kvh, hd, scale);
+            attention_backward(Ddq, Ddk, Ddv, Ddout, Dout, Dlse, Dq, Dk, Dv, batch, seq, heads, kvh, hd, hd, scale);
+            cpu_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, batch, seq, heads, kvh, hd, hd, scale);
             snprintf(name, sizeof name, "gpu attention_backward b=%d L=%d h=%d kv=%d d=%d %s", batch, seq, heads, kvh,
                      hd, precision ? "bf16" : "fp32");
             check(name, fmax(gpu_error(Ddq, dq, nq), fmax(gpu_error(Ddk, dk, nk), gpu_error(Ddv, dv, nk))), tolerance);

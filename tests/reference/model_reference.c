@@ -47,7 +47,22 @@ static const ref_mixer *ref_mixer_find(const char *name) {
 
 // ---- the model ---------------------------------------------------------------------
 
+// Entry l of a per-layer list "a,b,c" (read here on its own, not through the config's
+// parser), or fallback when the list is empty.
+static int ref_layer_entry(const char *list, int l, int fallback) {
+    if (!list[0]) return fallback;
+    const char *p = list;
+    for (int i = 0; i < l; i++) {
+        p = strchr(p, ',');
+        if (!p) fatal("reference: per-layer list '%s' has no entry %d", list, l + 1);
+        p++;
+    }
+    return atoi(p);
+}
+
 typedef struct {
+    decon_config config;                    // this layer's: head_dim r_qk, value_head_dim r_v, intermediate m
+    int inter;
     const ref_mixer *mixer;
     ref_tensor input_norm, post_norm, gate, up, down;
     double *residual_in, *norm1, *rstd1;    // [rows, d], [rows, d], [rows]
@@ -58,7 +73,7 @@ typedef struct {
 double model_reference_loss_fixed(const decon_config *c, const param_registry *registry, const double *params,
                                   const int *loss_tokens, const int *loss_targets, int loss_batch, int seq_len,
                                   const double *fixed_input, const int *fixed_tokens, double *losses, double *grads) {
-    int n = c->num_hidden_layers, d = c->hidden_size, inter = c->intermediate_size, vocab = c->vocab_size;
+    int n = c->num_hidden_layers, d = c->hidden_size, uniform_inter = c->intermediate_size, vocab = c->vocab_size;
     int kv_heads = c->num_key_value_heads ? c->num_key_value_heads : c->num_attention_heads;
     if ((!c->head_dim && d % c->num_attention_heads) || c->num_attention_heads % kv_heads || ref_head_dim(c) % 2)
         fatal("reference: hidden_size %d, heads %d, kv heads %d, head size %d do not fit", d, c->num_attention_heads,
@@ -75,7 +90,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     if (has_fixed && (fixed_from_tokens ? fixed_tokens == NULL : fixed_input == NULL))
         fatal("reference: the model has a fixed stream; pass its %s", fixed_from_tokens ? "tokens" : "input");
     int batch = loss_batch + has_fixed, loss_rows = loss_batch * seq_len, rows = batch * seq_len;
-    size_t rd = (size_t)rows * d, ri = (size_t)rows * inter;
+    size_t rd = (size_t)rows * d, ri_max = 0;
     double eps = c->rms_norm_eps;
     int *tokens = xcalloc((size_t)rows, sizeof(int)), *targets = xcalloc((size_t)rows, sizeof(int));
     for (int r = 0; r < rows; r++) {  // token -1: a row of fixed_input
@@ -95,6 +110,14 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     ref_block *blocks = xcalloc((size_t)n, sizeof *blocks);
     for (int l = 0; l < n; l++) {
         ref_block *k = &blocks[l];
+        k->config = *c;
+        k->config.head_dim = ref_layer_entry(c->layer_head_dims, l, ref_head_dim(c));
+        k->config.value_head_dim = ref_layer_entry(c->layer_value_head_dims, l,
+                                                   c->value_head_dim > 0 ? c->value_head_dim : k->config.head_dim);
+        k->inter = k->config.intermediate_size = ref_layer_entry(c->layer_intermediate_sizes, l, uniform_inter);
+        size_t ri = (size_t)rows * k->inter;
+        if (ri > ri_max) ri_max = ri;
+        int inter = k->inter;
         k->mixer = ref_mixer_find(plan[l]->name);
         k->input_norm = ref_lookup(&x, true, d, 0, "layers.%d.input_layernorm", l);
         k->post_norm = ref_lookup(&x, true, d, 0, "layers.%d.post_attention_layernorm", l);
@@ -126,6 +149,9 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     x.embeddings = blocks[0].residual_in;
     for (int l = 0; l < n; l++) {
         ref_block *k = &blocks[l];
+        int inter = k->inter;
+        size_t ri = (size_t)rows * inter;
+        x.config = &k->config;
         double *next = l + 1 < n ? blocks[l + 1].residual_in : residual_out;
         ref_rmsnorm_forward(k->norm1, k->rstd1, k->residual_in, k->input_norm.w, rows, d, eps);
         k->mixer->forward(&x, l, mixer_out, k->norm1);
@@ -137,6 +163,7 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
         ref_linear_forward(next, k->act, k->down.w, NULL, rows, inter, d);
         for (size_t e = 0; e < rd; e++) next[e] += k->residual_mid[e];
     }
+    x.config = c;
     for (int i = 0; i < registry->count; i++)
         if (!x.used[i]) fatal("reference: registry tensor %s is not part of the model", registry->items[i].name);
     ref_rmsnorm_forward(final_normed, final_rstd, residual_out, final_norm.w, rows, d, eps);
@@ -164,12 +191,15 @@ double model_reference_loss_fixed(const decon_config *c, const param_registry *r
     // ---- backward, mirroring the forward ----
     if (grads) {
         double *d_normed = ref_zeros(rd), *d_res = ref_zeros(rd), *d_mid = ref_zeros(rd);
-        double *d_act = ref_zeros(ri), *d_gate = ref_zeros(ri), *d_up = ref_zeros(ri);
+        double *d_act = ref_zeros(ri_max), *d_gate = ref_zeros(ri_max), *d_up = ref_zeros(ri_max);
         x.d_embeddings = ref_zeros(rd);
         ref_linear_backward(d_normed, head.g, NULL, logits, final_normed, head.w, rows, d, vocab);
         ref_rmsnorm_backward(d_res, final_norm.g, d_normed, residual_out, final_norm.w, final_rstd, rows, d);
         for (int l = n - 1; l >= 0; l--) {
             ref_block *k = &blocks[l];
+            int inter = k->inter;
+            size_t ri = (size_t)rows * inter;
+            x.config = &k->config;
             // d_res = d(block output); the skip connection passes it to residual_mid.
             memcpy(d_mid, d_res, rd * sizeof(double));
             memset(d_act, 0, ri * sizeof(double));

@@ -46,6 +46,10 @@ static inline double ref_sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 static inline int ref_head_dim(const decon_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->hidden_size / c->num_attention_heads;
 }
+// The value head size: [model] value_head_dim, or the head size when it is 0 (absent).
+static inline int ref_value_head_dim(const decon_config *c) {
+    return c->value_head_dim > 0 ? c->value_head_dim : ref_head_dim(c);
+}
 
 // Finds a tensor by name and checks its logical shape [d0, d1] (d1 = 0: a vector of d0).
 ref_tensor ref_lookup(ref_context *x, bool required, int64_t d0, int64_t d1, const char *format, ...)
@@ -70,10 +74,10 @@ void ref_rope(double *x, int batch, int seq_len, int heads, int dh, double theta
 // ---- the standard mixer's state, shared by the mixers built on its tensors ----
 typedef struct {
     ref_tensor wq, bq, wk, bk, wv, bv, wo;
-    int heads, kv_heads, dh;
-    double *q, *k, *v;        // [rows, heads|kv_heads, dh], q and k after RoPE
+    int heads, kv_heads, dh, dv;  // dv: the value head size (v, av, Wv, Wo)
+    double *q, *k, *v;        // [rows, heads|kv_heads, dh] (v: dv), q and k after RoPE
     double *probs;            // [batch, heads, seq_len, seq_len], 0 above the diagonal
-    double *av;             // [rows, heads, dh] = A V, before the output projection
+    double *av;             // [rows, heads, dv] = A V, before the output projection
 } standard_state;
 
 // The start of every mixer built on standard's tensors: looks up wq, bq, wk, bk, wv, bv,

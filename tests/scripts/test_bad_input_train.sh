@@ -57,6 +57,15 @@ expect_error bad_input_head_dim_too_wide "num_attention_heads x head_dim = 4 x 1
     "$GOOD" --set model.head_dim=1048576
 expect_error bad_input_odd_head_size_suggests_head_dim "set an even [model] head_dim" "$TRAIN" "$GOOD" \
     --set model.num_attention_heads=32
+# Per-layer shapes (a compressed model) and the value head size (docs/design.md "Per-layer shapes").
+expect_error bad_input_layer_list_length "[model] layer_head_dims = '8': 1 entries for 2 layers (num_hidden_layers)" \
+    "$TRAIN" "$GOOD" --set model.layer_head_dims=8
+expect_error bad_input_layer_head_dim_odd "layer_head_dims: layer 2's head size 7 must be even for RoPE" "$TRAIN" \
+    "$GOOD" --set model.layer_head_dims=8,7
+expect_error bad_input_layer_list_not_int "[model] layer_intermediate_sizes = '64,x'" "$TRAIN" "$GOOD" \
+    --set model.layer_intermediate_sizes=64,x
+expect_error bad_input_value_head_dim_refused "layer 1, a approx layer: only standard layers (MHA/GQA/MQA)" "$TRAIN" \
+    "$GOOD" --set attention.variant=approx --set model.value_head_dim=4
 expect_error bad_input_batch_divisibility "not a multiple of micro_batch_size" "$TRAIN" "$GOOD" \
     --set train.global_batch_size=6
 expect_error bad_input_unknown_variant "variant" "$TRAIN" "$GOOD" --set attention.variant=bogus
@@ -127,6 +136,8 @@ expect_error bad_input_np2_kv_heads_tp "num_key_value_heads (1, [model]) is not 
 expect_error bad_input_np2_head_dim_heads_tp "num_attention_heads (3, [model]) is not divisible by the tensor-parallel size 2" \
     "${MPIRUN[@]}" "$TRAIN" "$GOOD" --tp 2 --set model.num_attention_heads=3 --set model.num_key_value_heads=3 \
     --set model.head_dim=16
+expect_error bad_input_np2_layer_width_tp "layer 2's MLP width 33 is not divisible by the tensor-parallel size 2" \
+    "${MPIRUN[@]}" "$TRAIN" "$GOOD" --tp 2 --set model.layer_intermediate_sizes=64,33
 expect_error bad_input_np2_bad_config "max_steps" "${MPIRUN[@]}" "$TRAIN" "$GOOD" --set train.max_steps=ten
 expect_error bad_input_np2_bad_shard "magic.bin is not a decon token shard" "${MPIRUN[@]}" "$TRAIN" "$GOOD" \
     --set "data.train=$S/magic.bin"

@@ -2,7 +2,7 @@
 # decon-train under mpirun (issue 4): parallel runs follow the single-rank loss curve;
 # a checkpoint written at tp=2 resumes at tp=1, at dp=2 and at dp=2 x tp=2 + sp + ZeRO-1
 # and continues the uninterrupted single-rank curve; the same with [model] head_dim != d/h
-# (tp=2 from scratch, and a tp=1 checkpoint resumed at tp=2); a checkpoint without the
+# and per-layer shapes (tp=2 from scratch, and a tp=1 checkpoint resumed at tp=2); a checkpoint without the
 # head_dim line (written before the key existed) resumes as d/h; the traffic summary equals
 # the formula; a bad shard seen by one rank, a rank killed mid-run and SIGTERM to one rank
 # end every rank within seconds, never a hang.
@@ -94,9 +94,11 @@ check parallel_zero_checkpoint_is_hdf5 $? "h5ls cannot read the ZeRO-1 checkpoin
 "$ROOT/bin/decon-eval" "$WORK/zero_step8.h5" --ppl "$WORK/val.bin" --ctx 32 >"$WORK/eval.log" 2>&1
 check parallel_zero_checkpoint_evaluates_on_one_rank $? "$(tail -n 2 "$WORK/eval.log")"
 
-# [model] head_dim = 12 != d / heads = 8: tp=2 follows the single-rank curve, and the
-# single-rank step-4 checkpoint reshards to tp=2 and continues it.
-HD=(--set model.head_dim=12)
+# [model] head_dim = 12 != d / heads = 8, with per-layer shapes (a compressed model: layer
+# 1 r_qk = r_v = 12, m = 64; layer 2 r_qk 6, r_v 10, m 32): tp=2 follows the single-rank
+# curve, and the single-rank step-4 checkpoint reshards to tp=2 and continues it.
+HD=(--set model.head_dim=12 --set model.layer_head_dims=12,6 --set model.layer_value_head_dims=12,10
+    --set model.layer_intermediate_sizes=64,32)
 "$TRAIN" "$WORK/base.ini" "${ARGS[@]}" "${HD[@]}" --run-dir "$WORK/hd_single" >"$WORK/hd_single.log" 2>&1
 check parallel_head_dim_single_rank_run $? "$(tail -n 3 "$WORK/hd_single.log")"
 losses "$WORK/hd_single/metrics.jsonl" >"$WORK/hd_single.loss"

@@ -50,8 +50,16 @@ static const char *const VARIANTS[] = {"standard", "mlp", "approx", "approx-diag
 static const char *const LAYOUTS[] = {"uniform", "hybrid:even"};
 enum { VARIANT_COUNT = sizeof VARIANTS / sizeof VARIANTS[0], LAYOUT_COUNT = 2 };
 
+// Per-layer shapes (a compressed model, A3) in the cases that set it: layer 1 r_qk = r_v =
+// 12, layer 2 r_qk 6 and r_v 10 (a standard layer in both layouts), MLP widths 24 and 56.
+static bool layer_shapes;
+
 static void config_of(decon_config *c, const char *variant, const char *layout, int kv_heads) {
     test_model_config(c, variant, layout, D, LAYERS, HEADS, kv_heads, INTER, VOCAB, false, true, 10000.0);
+    if (!layer_shapes) return;
+    snprintf(c->layer_head_dims, sizeof c->layer_head_dims, "12,6");
+    snprintf(c->layer_value_head_dims, sizeof c->layer_value_head_dims, "12,10");
+    snprintf(c->layer_intermediate_sizes, sizeof c->layer_intermediate_sizes, "24,56");
 }
 
 // Parameters away from initialisation, the same logical values at any tensor-parallel
@@ -221,7 +229,7 @@ static void check_variant(const char *variant, const char *layout, int kv_heads)
     decon_config c;
     config_of(&c, variant, layout, kv_heads);
     char label[96];
-    snprintf(label, sizeof label, "%s %s kv=%d", variant, layout, kv_heads);
+    snprintf(label, sizeof label, "%s %s kv=%d%s", variant, layout, kv_heads, layer_shapes ? " per-layer shapes" : "");
     model m;
     setup(&m, &c, label, NULL);
     int *tokens = xmalloc((size_t)SEQUENCES * CONTEXT * sizeof(int));
@@ -241,7 +249,9 @@ static void check_variant(const char *variant, const char *layout, int kv_heads)
     // Layer bytes = the formula.
     for (int l = 0; l < LAYERS; l++) {
         const mixer_kind *kind = m.plan[l];
-        double formula = decode_formula_bytes(kind, &c, SEQUENCES, CONTEXT);
+        decon_config layer;  // its own r_qk and r_v
+        config_layer(&c, l, &layer);
+        double formula = decode_formula_bytes(kind, &layer, SEQUENCES, CONTEXT);
         size_t measured = decode_layer_bytes(s, l);
         char name[200];
         snprintf(name, sizeof name, "%s: layer %d (%s) decode state %zu bytes = its formula", label, l + 1,
@@ -370,6 +380,10 @@ int main(int argc, char **argv) {
         for (int l = 0; l < LAYOUT_COUNT; l++) check_variant(VARIANTS[v], LAYOUTS[l], KV_HEADS);
     check_variant("standard", "uniform", 1);   // MQA: one kv head cached
     check_variant("standard", "uniform", HEADS);  // MHA
+    layer_shapes = true;
+    check_variant("standard", "uniform", KV_HEADS);
+    check_variant("nonapx", "hybrid:even", 1);
+    layer_shapes = false;
     ops_set_threads(2);
     check_variant("approx", "hybrid:even", KV_HEADS);
     MPI_Finalize();

@@ -147,7 +147,7 @@ static void test_flash_attention(void) {
         float *out = calloc(nq, sizeof(float)), *lse = calloc(nl, sizeof(float));
         float *ref_out = calloc(nq, sizeof(float)), *ref_lse = calloc(nl, sizeof(float));
         ops_workspace_reserve(ops_attention_workspace_floats(s.seq_len, s.heads, s.kv_heads, s.head_dim));
-        attention_forward(ref_out, ref_lse, q, k, v, s.batch, s.seq_len, s.heads, s.kv_heads, s.head_dim, s.scale);
+        attention_forward(ref_out, ref_lse, q, k, v, s.batch, s.seq_len, s.heads, s.kv_heads, s.head_dim, s.head_dim, s.scale);
         host_flash_forward(out, lse, q, k, v, s);
         char name[160];
         snprintf(name, sizeof name, "gpu tiles: flash forward on the host = CPU attention (L=%d h=%d kv=%d)", s.seq_len,
@@ -158,7 +158,7 @@ static void test_flash_attention(void) {
         float *rdq = malloc(sizeof(float) * nq), *rdk = malloc(sizeof(float) * nk), *rdv = malloc(sizeof(float) * nk);
         memcpy(rdq, dq, sizeof(float) * nq), memcpy(rdk, dk, sizeof(float) * nk), memcpy(rdv, dv, sizeof(float) * nk);
         attention_backward(rdq, rdk, rdv, dout, ref_out, ref_lse, q, k, v, s.batch, s.seq_len, s.heads, s.kv_heads,
-                           s.head_dim, s.scale);
+                           s.head_dim, s.head_dim, s.scale);
         host_flash_backward(dq, dk, dv, dout, ref_out, ref_lse, q, k, v, s);
         snprintf(name, sizeof name, "gpu tiles: flash backward on the host = CPU attention (L=%d h=%d kv=%d)", s.seq_len,
                  s.heads, s.kv_heads);

@@ -327,7 +327,7 @@ static void check_shared_attention_ops(int heads, int kv_heads, int seq_len, int
     float *out = xcalloc(rows * q_dim, sizeof(float)), *flash = xcalloc(rows * q_dim, sizeof(float));
     float *lse = xcalloc(rows * heads, sizeof(float));
     shared_attention_forward(out, q, k, v, batch, L, heads, kv_heads, dh, scale, workspace);
-    attention_forward(flash, lse, qb, kb, v, batch, L, heads, kv_heads, dh, scale);
+    attention_forward(flash, lse, qb, kb, v, batch, L, heads, kv_heads, dh, dh, scale);
     double *ref = xcalloc(rows * q_dim, sizeof(double));
     for (size_t e = 0; e < rows * q_dim; e++) ref[e] = flash[e];
     double out_err = testing_relative_error_f(out, ref, rows * q_dim);
@@ -336,7 +336,7 @@ static void check_shared_attention_ops(int heads, int kv_heads, int seq_len, int
     float *d_v = xcalloc(rows * kv_dim, sizeof(float)), *d_qb = xcalloc(rows * q_dim, sizeof(float));
     float *d_kb = xcalloc(rows * kv_dim, sizeof(float)), *d_vb = xcalloc(rows * kv_dim, sizeof(float));
     shared_attention_backward(d_q, d_k, d_v, d_out, q, k, v, batch, L, heads, kv_heads, dh, scale, workspace);
-    attention_backward(d_qb, d_kb, d_vb, d_out, flash, lse, qb, kb, v, batch, L, heads, kv_heads, dh, scale);
+    attention_backward(d_qb, d_kb, d_vb, d_out, flash, lse, qb, kb, v, batch, L, heads, kv_heads, dh, dh, scale);
     for (int b = 1; b < batch; b++) {
         add_inplace(d_qb, d_qb + (size_t)b * L * q_dim, L * q_dim);
         add_inplace(d_kb, d_kb + (size_t)b * L * kv_dim, L * kv_dim);

@@ -401,9 +401,9 @@ static void test_attention(int batch, int seq_len, int heads, int kv_heads, int 
     float *outf = malloc(sizeof(float) * n_q), *lsef = malloc(sizeof(float) * n_lse);
     double *p_q = random_doubles(n_q, 1.0), *p_k = random_doubles(n_kv, 1.0), *p_v = random_doubles(n_kv, 1.0);
     float *g_q = to_float(p_q, n_q), *g_k = to_float(p_k, n_kv), *g_v = to_float(p_v, n_kv);
-    attention_forward(outf, lsef, q, k, v, batch, seq_len, heads, kv_heads, head_dim, (float)c.scale);
+    attention_forward(outf, lsef, q, k, v, batch, seq_len, heads, kv_heads, head_dim, head_dim, (float)c.scale);
     attention_backward(g_q, g_k, g_v, r, outf, lsef, q, k, v, batch, seq_len, heads, kv_heads,
-                       head_dim, (float)c.scale);
+                       head_dim, head_dim, (float)c.scale);
     check_f(NAME("%s forward", label), outf, out, n_q);
     check_f(NAME("%s logsumexp", label), lsef, lse, n_lse);
     check_accumulated(NAME("%s d_q", label), g_q, p_q, d_q, n_q);
@@ -428,9 +428,9 @@ static void test_attention_thread_independence(void) {
         ops_set_threads(t + 1);
         out[t] = malloc(sizeof(float) * n_q), lse[t] = malloc(sizeof(float) * n_lse);
         dq[t] = calloc(n_q, sizeof(float)), dk[t] = calloc(n_kv, sizeof(float)), dv[t] = calloc(n_kv, sizeof(float));
-        attention_forward(out[t], lse[t], q, k, v, batch, seq_len, heads, kv_heads, head_dim, scale);
+        attention_forward(out[t], lse[t], q, k, v, batch, seq_len, heads, kv_heads, head_dim, head_dim, scale);
         attention_backward(dq[t], dk[t], dv[t], r, out[t], lse[t], q, k, v, batch, seq_len, heads, kv_heads,
-                           head_dim, scale);
+                           head_dim, head_dim, scale);
     }
     ops_set_threads(2);
     bool same = memcmp(out[0], out[1], sizeof(float) * n_q) == 0 && memcmp(lse[0], lse[1], sizeof(float) * n_lse) == 0 &&
@@ -451,10 +451,10 @@ static void test_attention_partial_gradients(void) {
     float *q = to_float(qd, n_q), *k = to_float(kd, n_kv), *v = to_float(vd, n_kv), *r = to_float(rd, n_q);
     float *out = malloc(sizeof(float) * n_q), *lse = malloc(sizeof(float) * heads * seq_len);
     float *all_k = calloc(n_kv, sizeof(float)), *only_k = calloc(n_kv, sizeof(float));
-    attention_forward(out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, scale);
+    attention_forward(out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, head_dim, scale);
     float *all_q = calloc(n_q, sizeof(float)), *all_v = calloc(n_kv, sizeof(float));
-    attention_backward(all_q, all_k, all_v, r, out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, scale);
-    attention_backward(NULL, only_k, NULL, r, out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, scale);
+    attention_backward(all_q, all_k, all_v, r, out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, head_dim, scale);
+    attention_backward(NULL, only_k, NULL, r, out, lse, q, k, v, batch, seq_len, heads, kv_heads, head_dim, head_dim, scale);
     testing_report(memcmp(all_k, only_k, sizeof(float) * n_kv) == 0, "attention backward d_k alone (NULL d_q, d_v)",
                    "d_k differs from the full backward");
     free(qd), free(kd), free(vd), free(rd), free(q), free(k), free(v), free(r), free(out), free(lse);
@@ -496,7 +496,7 @@ static void test_attention_probabilities(int seq_len, int heads, int kv_heads, i
                 for (int d = 0; d < head_dim; d++)
                     want[((size_t)i * heads + h) * head_dim + d] +=
                         probs[((size_t)h * seq_len + i) * seq_len + j] * v[((size_t)j * kv_heads + h / group) * head_dim + d];
-    attention_forward(out, lse, qf, kf, vf, 1, seq_len, heads, kv_heads, head_dim, (float)scale);
+    attention_forward(out, lse, qf, kf, vf, 1, seq_len, heads, kv_heads, head_dim, head_dim, (float)scale);
     check_f("attention_forward equals attention_probabilities times v", out, want, n_q);
     free(q), free(k), free(probs), free(qf), free(kf), free(pf), free(v), free(want), free(vf), free(out), free(lse);
 }

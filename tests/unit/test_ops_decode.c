@@ -64,8 +64,8 @@ int main(void) {
     testing_report(e < LIMIT, "rope_at_positions = rope_forward row by row", "%.3g", e);
 
     // attention over a cache: L sequences sharing one cache (stride 0), query i at position i
-    attention_forward(want, lse, q, k, v, 1, L, HEADS, KV, DH, scale);
-    attention_decode(got, q, k, v, positions, L, HEADS, KV, DH, scale, 0, 0);
+    attention_forward(want, lse, q, k, v, 1, L, HEADS, KV, DH, DH, scale);
+    attention_decode(got, q, k, v, positions, L, HEADS, KV, DH, DH, scale, 0, 0);
     e = relative(got, want, (size_t)L * Q_DIM);
     testing_report(e < LIMIT, "attention_decode = attention_forward at every position (GQA)", "%.3g", e);
 

@@ -56,11 +56,18 @@ static const char *const VARIANTS[] = {"standard", "mlp", "approx", "approx-diag
                                        "fixedseqqk", "staticembqk", "mhe-add", "mhe-mul"};
 static const char *const LAYOUTS[] = {"uniform", "hybrid:even"};
 
+enum { LAYER_SHAPES = -1 };  // small_config's head_dim: per-layer lists instead
+
 static void small_config(decon_config *c, const char *variant, const char *layout, int tp, bool sp, int zero,
                          int micro_batch, int head_dim) {
     config_defaults(c);
     c->hidden_size = 32;
-    c->head_dim = head_dim;  // 0: d / heads = 8
+    c->head_dim = head_dim > 0 ? head_dim : 0;  // 0: d / heads = 8
+    if (head_dim == LAYER_SHAPES) {  // a compressed model's per-layer shapes (A3): r_qk, r_v, m per layer
+        snprintf(c->layer_head_dims, sizeof c->layer_head_dims, "12,6");
+        snprintf(c->layer_value_head_dims, sizeof c->layer_value_head_dims, "12,10");  // layer 2: standard
+        snprintf(c->layer_intermediate_sizes, sizeof c->layer_intermediate_sizes, "24,56");
+    }
     // With a head size of its own, a base at which every rotary pair turns over 8 positions:
     // at 1e6 the slowest pairs barely turn and the key bias's gradient there is rounding
     // noise, which Adam's first step blows up to +-lr (measured: 2.2e-3 vs 8e-7 here).
@@ -361,6 +368,19 @@ static int child_main(int tp, bool sp, int zero_stage, int steps, const char *la
                      layout_label, steps);
             testing_report(e.step_allocations == 0.0, name, "%.0f allocations", e.step_allocations);
         }
+    // Per-layer shapes (layer_head_dims 12,6, layer_value_head_dims 12,10,
+    // layer_intermediate_sizes 24,56): standard alone, and approx beside a standard layer.
+    static const char *const SHAPED[][2] = {{"standard", "uniform"}, {"approx", "hybrid:even"}};
+    for (size_t i = 0; steps == 1 && i < sizeof SHAPED / sizeof SHAPED[0]; i++) {
+        case_errors e = run_case(&grid, SHAPED[i][0], SHAPED[i][1], zero_stage, steps, LAYER_SHAPES);
+        if (grid.world_rank != 0) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%s %s %s per-layer shapes: loss, gradients and parameters of one step", label,
+                 SHAPED[i][0], SHAPED[i][1]);
+        testing_report(e.loss < 1e-5 && e.gradients < 1e-4 && e.norm < 1e-4 && e.parameters < 1e-3, name,
+                       "loss %.2e, gradients %.2e (%s), norm %.2e, parameters %.2e", e.loss, e.gradients,
+                       e.worst_gradient, e.norm, e.parameters);
+    }
     process_grid_free(&grid);
     return testing_exit_code();
 }

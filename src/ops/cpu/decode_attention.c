@@ -42,34 +42,35 @@ void rope_at_positions(float *x, const float *cos_table, const float *sin_table,
 
 // ---- softmax attention over a cache: online softmax, one pass, no buffer -------------
 void attention_decode(float *out, const float *q, const float *k, const float *v, const int *positions, int batch,
-                      int heads, int kv_heads, int head_dim, float scale, size_t k_stride, size_t v_stride) {
-    int group = heads / kv_heads;
-    size_t kv_ld = (size_t)kv_heads * head_dim;
+                      int heads, int kv_heads, int head_dim, int value_head_dim, float scale, size_t k_stride,
+                      size_t v_stride) {
+    int group = heads / kv_heads, dv = value_head_dim;
+    size_t k_ld = (size_t)kv_heads * head_dim, v_ld = (size_t)kv_heads * dv;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < batch; b++)
         for (int h = 0; h < heads; h++) {
             const float *qh = q + ((size_t)b * heads + h) * head_dim;
             const float *kb = k + (size_t)b * k_stride + (size_t)(h / group) * head_dim;
-            const float *vb = v + (size_t)b * v_stride + (size_t)(h / group) * head_dim;
-            float *o = out + ((size_t)b * heads + h) * head_dim;
+            const float *vb = v + (size_t)b * v_stride + (size_t)(h / group) * dv;
+            float *o = out + ((size_t)b * heads + h) * dv;
             float max = -INFINITY, sum = 0.0f;
-            for (int e = 0; e < head_dim; e++) o[e] = 0.0f;
+            for (int e = 0; e < dv; e++) o[e] = 0.0f;
             for (int t = 0; t <= positions[b]; t++) {
-                const float *kt = kb + (size_t)t * kv_ld, *vt = vb + (size_t)t * kv_ld;
+                const float *kt = kb + (size_t)t * k_ld, *vt = vb + (size_t)t * v_ld;
                 float s = 0.0f;
                 for (int e = 0; e < head_dim; e++) s += qh[e] * kt[e];
                 s *= scale;
                 if (s > max) {  // rescale what was summed in the old frame
                     float keep = expf(max - s);
                     sum *= keep;
-                    for (int e = 0; e < head_dim; e++) o[e] *= keep;
+                    for (int e = 0; e < dv; e++) o[e] *= keep;
                     max = s;
                 }
                 float w = expf(s - max);
                 sum += w;
-                for (int e = 0; e < head_dim; e++) o[e] += w * vt[e];
+                for (int e = 0; e < dv; e++) o[e] += w * vt[e];
             }
-            for (int e = 0; e < head_dim; e++) o[e] /= sum;
+            for (int e = 0; e < dv; e++) o[e] /= sum;
         }
 }
 

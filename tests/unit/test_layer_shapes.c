@@ -167,8 +167,8 @@ static void check_layer_shapes(void) {
         ok = ok && shape_is(&m.registry, name, inter[l], 24, why, sizeof why);
         snprintf(name, sizeof name, "layers.%d.mlp.down_proj", l);
         ok = ok && shape_is(&m.registry, name, 24, inter[l], why, sizeof why);
-        double q = 4 * dh[l], k = 2 * dh[l], v = 2 * dv[l], o = 4 * dv[l];
-        flops += 2.0 * 24 * (q + k + v + o) + 16.0 * (q + o) + 6.0 * 24 * inter[l];  // at L = 15
+        double q = 4.0 * (double)dh[l], k = 2.0 * (double)dh[l], v = 2.0 * (double)dv[l], o = 4.0 * (double)dv[l];
+        flops += 2.0 * 24 * (q + k + v + o) + 16.0 * (q + o) + 6.0 * 24 * (double)inter[l];  // at L = 15
     }
     testing_report(ok, "per-layer shapes: every layer registers its own Wq, Wk, Wv, Wo and MLP widths", "%s", why);
     double got = model_training_flops_per_token(&m, 15);

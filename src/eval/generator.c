@@ -13,6 +13,7 @@
 #include "eval/generate.h"
 #include "eval/json_file.h"
 #include "eval/load.h"
+#include "io/file_contents.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_path.h"
 #include "model/decode.h"
@@ -58,23 +59,10 @@ static void add_text(prompt_list *l, const tokenizer *t, const char *text, size_
 
 // One prompt per line ('\n' or "\r\n"; a last line without a newline counts).
 static void read_prompt_file(prompt_list *l, const tokenizer *t, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fatal("cannot read --prompt-file %s (%s)", path, strerror(errno));
-    size_t capacity = 1 << 16, size = 0, got;
-    char *bytes = xmalloc(capacity);
-    while ((got = fread(bytes + size, 1, capacity - size, f)) > 0) {
-        size += got;
-        if (size == capacity) {
-            char *grown = xmalloc(capacity * 2);
-            memcpy(grown, bytes, size);
-            free(bytes);
-            bytes = grown;
-            capacity *= 2;
-        }
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed) fatal("--prompt-file %s: read error", path);
+    char message[256];
+    size_t size = 0;
+    char *bytes = file_contents_read(path, &size, message, sizeof message);
+    if (!bytes) fatal("--prompt-file %s: %s", path, message);
     int line = 0;
     for (size_t start = 0; start < size;) {
         const char *newline = memchr(bytes + start, '\n', size - start);

@@ -11,6 +11,7 @@
 #include "core/errors.h"
 #include "eval/load.h"
 #include "io/durable_file.h"
+#include "io/file_contents.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_path.h"
@@ -79,23 +80,10 @@ static void write_file(const char *path, const void *data, size_t size, const ch
 }
 
 static void copy_tokenizer(const char *from, const char *to) {
-    FILE *f = fopen(from, "rb");
-    if (!f) fatal("tokenizer %s: cannot read it (%s)", from, strerror(errno));
-    size_t capacity = 1 << 20, size = 0, got;
-    char *bytes = xmalloc(capacity);
-    while ((got = fread(bytes + size, 1, capacity - size, f)) > 0) {
-        size += got;
-        if (size == capacity) {
-            char *grown = xmalloc(capacity * 2);
-            memcpy(grown, bytes, size);
-            free(bytes);
-            bytes = grown;
-            capacity *= 2;
-        }
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) fatal("tokenizer %s: read error", from);
+    char message[256];
+    size_t size = 0;
+    char *bytes = file_contents_read(from, &size, message, sizeof message);
+    if (!bytes) fatal("tokenizer %s: %s", from, message);
     write_file(to, bytes, size, "tokenizer copy");
     free(bytes);
 }

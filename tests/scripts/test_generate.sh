@@ -188,7 +188,7 @@ expect_error generate_no_tokenizer_reachable "no tokenizer reachable" \
 expect_error generate_missing_tokenizer_option "--tokenizer $WORK/none.model cannot be read" \
     "$GENERATE" "$STANDARD" --prompt "$PROMPT" --tokenizer "$WORK/none.model"
 expect_error generate_missing_checkpoint "$WORK/none.h5" "$GENERATE" "$WORK/none.h5" --prompt "$PROMPT"
-expect_error generate_missing_prompt_file "cannot read --prompt-file $WORK/none.txt" \
+expect_error generate_missing_prompt_file "--prompt-file $WORK/none.txt: cannot read it" \
     "$GENERATE" "$STANDARD" --prompt-file "$WORK/none.txt"
 expect_error generate_bad_max_new "--max-new '0': expected an integer in [1," "$GENERATE" "$STANDARD" --prompt a --max-new 0
 expect_error generate_bad_temperature "--temperature" "$GENERATE" "$STANDARD" --prompt a --temperature -1

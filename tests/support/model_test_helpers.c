@@ -215,3 +215,18 @@ void test_compare_with_reference(const char *label, const decon_config *c, int b
     test_compare_model_with_reference(&m, label, batch, seq_len, seed);
     model_free(&m);
 }
+
+bool test_shape_is(const param_registry *r, const char *name, int64_t rows, int64_t cols, char *why, size_t size) {
+    int index = params_find(r, name);
+    if (index < 0) {
+        snprintf(why, size, "%s is not registered", name);
+        return false;
+    }
+    const param_info *p = &r->items[index];
+    if (p->shape[0] != rows || p->shape[1] != cols) {
+        snprintf(why, size, "%s is [%lld, %lld], expected [%lld, %lld]", name, (long long)p->shape[0],
+                 (long long)p->shape[1], (long long)rows, (long long)cols);
+        return false;
+    }
+    return true;
+}

@@ -43,3 +43,6 @@ void test_compare_model_with_reference(model *m, const char *label, int batch, i
 // than the micro-batch uses, and freed.
 void test_compare_with_reference(const char *label, const decon_config *c, int batch, int seq_len, int spare,
                                  uint64_t seed);
+
+// Whether tensor `name` is registered with shape [rows, cols]; why says what differs.
+bool test_shape_is(const param_registry *r, const char *name, int64_t rows, int64_t cols, char *why, size_t size);

@@ -68,21 +68,6 @@ static void check_gradients(void) {
 
 // ---- c ---------------------------------------------------------------------------------
 
-static bool shape_is(const param_registry *r, const char *name, int64_t rows, int64_t cols, char *why, size_t size) {
-    int index = params_find(r, name);
-    if (index < 0) {
-        snprintf(why, size, "%s is not registered", name);
-        return false;
-    }
-    const param_info *p = &r->items[index];
-    if (p->shape[0] != rows || p->shape[1] != cols) {
-        snprintf(why, size, "%s is [%lld, %lld], expected [%lld, %lld]", name, (long long)p->shape[0],
-                 (long long)p->shape[1], (long long)rows, (long long)cols);
-        return false;
-    }
-    return true;
-}
-
 static void check_shapes_and_counts(void) {
     // d = 48, 4 heads, 2 KV heads, d_h = 20 (not d / heads = 12).
     const int64_t d = 48, h = 4, kv = 2, dh = 20;
@@ -97,10 +82,10 @@ static void check_shapes_and_counts(void) {
         bool ok = true, mhe = strncmp(all[i], "mhe", 3) == 0, mlp = strcmp(all[i], "mlp") == 0;
         if (!mlp) {
             int64_t q_rows = mhe ? dh : h * dh, kv_rows = mhe ? dh : kv * dh;
-            ok = shape_is(&m.registry, "layers.0.mixer.wq", q_rows, d, why, sizeof why) &&
-                 shape_is(&m.registry, "layers.0.mixer.wk", kv_rows, d, why, sizeof why) &&
-                 shape_is(&m.registry, "layers.0.mixer.wv", kv_rows, d, why, sizeof why) &&
-                 shape_is(&m.registry, "layers.0.mixer.wo", d, h * dh, why, sizeof why);
+            ok = test_shape_is(&m.registry, "layers.0.mixer.wq", q_rows, d, why, sizeof why) &&
+                 test_shape_is(&m.registry, "layers.0.mixer.wk", kv_rows, d, why, sizeof why) &&
+                 test_shape_is(&m.registry, "layers.0.mixer.wv", kv_rows, d, why, sizeof why) &&
+                 test_shape_is(&m.registry, "layers.0.mixer.wo", d, h * dh, why, sizeof why);
         }
         int64_t analytic = mixer_find(all[i])->param_count(&c), registered = test_registered_mixer_params(&c, all[i]);
         if (ok && analytic != registered) {

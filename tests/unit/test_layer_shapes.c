@@ -63,21 +63,6 @@ static void check_value_gradients(void) {
 
 // ---- c ---------------------------------------------------------------------------------
 
-static bool shape_is(const param_registry *r, const char *name, int64_t rows, int64_t cols, char *why, size_t size) {
-    int index = params_find(r, name);
-    if (index < 0) {
-        snprintf(why, size, "%s is not registered", name);
-        return false;
-    }
-    const param_info *p = &r->items[index];
-    if (p->shape[0] != rows || p->shape[1] != cols) {
-        snprintf(why, size, "%s is [%lld, %lld], expected [%lld, %lld]", name, (long long)p->shape[0],
-                 (long long)p->shape[1], (long long)rows, (long long)cols);
-        return false;
-    }
-    return true;
-}
-
 static void check_value_shapes(void) {
     const int64_t d = 48, h = 4, kv = 2, dh = 10, dv = 6;
     decon_config c;
@@ -85,11 +70,11 @@ static void check_value_shapes(void) {
     model m;
     model_build(&m, &c, "value_head_dim");
     char why[256] = "";
-    bool ok = shape_is(&m.registry, "layers.0.mixer.wq", h * dh, d, why, sizeof why) &&
-              shape_is(&m.registry, "layers.0.mixer.wk", kv * dh, d, why, sizeof why) &&
-              shape_is(&m.registry, "layers.0.mixer.wv", kv * dv, d, why, sizeof why) &&
-              shape_is(&m.registry, "layers.0.mixer.bv", kv * dv, 1, why, sizeof why) &&
-              shape_is(&m.registry, "layers.0.mixer.wo", d, h * dv, why, sizeof why);
+    bool ok = test_shape_is(&m.registry, "layers.0.mixer.wq", h * dh, d, why, sizeof why) &&
+              test_shape_is(&m.registry, "layers.0.mixer.wk", kv * dh, d, why, sizeof why) &&
+              test_shape_is(&m.registry, "layers.0.mixer.wv", kv * dv, d, why, sizeof why) &&
+              test_shape_is(&m.registry, "layers.0.mixer.bv", kv * dv, 1, why, sizeof why) &&
+              test_shape_is(&m.registry, "layers.0.mixer.wo", d, h * dv, why, sizeof why);
     testing_report(ok, "r_qk=10, r_v=6: Wq [40,48], Wk [20,48], Wv [12,48], bv [12], Wo [48,24]", "%s", why);
     model_free(&m);
     // by hand: 40*48 + 20*48 + 12*48 + 48*24 + biases 40 + 20 + 12 = 4680
@@ -156,17 +141,17 @@ static void check_layer_shapes(void) {
     double flops = 2.0 * 24 * 11;  // the LM head
     for (int l = 0; l < 3 && ok; l++) {
         snprintf(name, sizeof name, "layers.%d.mixer.wq", l);
-        ok = shape_is(&m.registry, name, 4 * dh[l], 24, why, sizeof why);
+        ok = test_shape_is(&m.registry, name, 4 * dh[l], 24, why, sizeof why);
         snprintf(name, sizeof name, "layers.%d.mixer.wk", l);
-        ok = ok && shape_is(&m.registry, name, 2 * dh[l], 24, why, sizeof why);
+        ok = ok && test_shape_is(&m.registry, name, 2 * dh[l], 24, why, sizeof why);
         snprintf(name, sizeof name, "layers.%d.mixer.wv", l);
-        ok = ok && shape_is(&m.registry, name, 2 * dv[l], 24, why, sizeof why);
+        ok = ok && test_shape_is(&m.registry, name, 2 * dv[l], 24, why, sizeof why);
         snprintf(name, sizeof name, "layers.%d.mixer.wo", l);
-        ok = ok && shape_is(&m.registry, name, 24, 4 * dv[l], why, sizeof why);
+        ok = ok && test_shape_is(&m.registry, name, 24, 4 * dv[l], why, sizeof why);
         snprintf(name, sizeof name, "layers.%d.mlp.gate_proj", l);
-        ok = ok && shape_is(&m.registry, name, inter[l], 24, why, sizeof why);
+        ok = ok && test_shape_is(&m.registry, name, inter[l], 24, why, sizeof why);
         snprintf(name, sizeof name, "layers.%d.mlp.down_proj", l);
-        ok = ok && shape_is(&m.registry, name, 24, inter[l], why, sizeof why);
+        ok = ok && test_shape_is(&m.registry, name, 24, inter[l], why, sizeof why);
         double q = 4.0 * (double)dh[l], k = 2.0 * (double)dh[l], v = 2.0 * (double)dv[l], o = 4.0 * (double)dv[l];
         flops += 2.0 * 24 * (q + k + v + o) + 16.0 * (q + o) + 6.0 * 24 * (double)inter[l];  // at L = 15
     }

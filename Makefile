@@ -52,7 +52,11 @@ COMMON_SRC := $(wildcard src/core/*.c src/mixers/*.c src/model/*.c src/record/*.
 LIB_SRC := $(COMMON_SRC) $(wildcard src/ops/$(BACKEND)/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libdecon.a
-TOKENIZER_OBJ := $(BUILD)/src/io/tokenizer.o
+# Where the backend-independent objects live (the library's common sources, the programs'
+# mains, the tokenizer): $(BUILD) here; a GPU build takes them from the CPU build's
+# directory (the GPU section), compiled once with the same flags.
+C_BUILD := $(BUILD)
+TOKENIZER_OBJ := $(C_BUILD)/src/io/tokenizer.o
 
 PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c)) $(BIN)/decon-analyze
 # Test support linked into every test program: the double references and shared helpers.
@@ -74,7 +78,11 @@ ANALYSIS_LIBS  := -L$(BLAS_DIR) -Wl,--push-state,--no-as-needed -lscalapack-open
 # ---- GPU backend (hip/; docs/design.md "GPU backend") ------------------------------------
 # One HIP source tree: hipcc compiles it for AMD, nvcc compiles the same files as CUDA
 # (-x cu, hip/gpu_compat.h maps the names). Programs and the GPU test land in
-# build-$(GPU)/bin and build-$(GPU)/tests; the CPU build's bin/ and build/ are untouched.
+# build-$(GPU)/bin and build-$(GPU)/tests; the CPU build's bin/ is untouched. The C
+# sources outside src/ops/cpu/ only call ops.h and compile with the same CC and CFLAGS in
+# every build, so a GPU build links the CPU build's objects of them (build/src/..., made
+# there when missing or stale, by the same rule) and compiles only hip/*.hip, its
+# programs' test objects and the renamed CPU ops into build-$(GPU)/.
 CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCH ?= sm_90
 HIP_ARCH  ?= gfx942
@@ -98,7 +106,7 @@ BACKEND  := gpu
 BUILD    := build-$(GPU)
 BIN      := $(BUILD)/bin
 LIB_SRC  := $(COMMON_SRC)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(patsubst hip/%.hip,$(BUILD)/hip/%.o,$(wildcard hip/*.hip))
+LIB_OBJ  := $(LIB_SRC:%.c=$(C_BUILD)/%.o) $(patsubst hip/%.hip,$(BUILD)/hip/%.o,$(wildcard hip/*.hip))
 LIB      := $(BUILD)/libdecon.a
 LDLIBS   += $(GPU_LIBS)
 PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c))
@@ -109,8 +117,15 @@ TESTS    :=
 BENCHES  :=
 TEST_TOOLS :=
 ANALYSIS_TESTS :=
-TOKENIZER_OBJ := $(BUILD)/src/io/tokenizer.o
 TOKENIZER_PROGRAMS := $(BIN)/decon-export $(BIN)/decon-generate
+
+$(C_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(C_BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/hip/%.o: hip/%.hip $(wildcard hip/*.h) src/ops/ops.h
 	@mkdir -p $(dir $@)
@@ -162,9 +177,18 @@ endif
 # the HIP build links with Debian's hipcc (gfx90a: hipcc 5.2 predates gfx942).
 gpu-check:
 	bash tests/scripts/test_gpu_build.sh
+
+# Check 2's device code: each hip/*.hip compiled for gfx942 (MI300X) by Debian's clang-19,
+# assembly only (no link: hipcc 5.2 predates gfx942); files in parallel under -j.
+GFX942_BUILD := build-gfx942
+gfx942-asm: $(patsubst hip/%.hip,$(GFX942_BUILD)/%.s,$(wildcard hip/*.hip))
+$(GFX942_BUILD)/%.s: hip/%.hip $(wildcard hip/*.h) src/ops/ops.h
+	@mkdir -p $(dir $@)
+	clang-19 -x hip --offload-arch=gfx942 -nogpulib --offload-device-only -S -std=c++17 -O2 -Isrc -I. \
+	    $(MPI_CXX_FLAGS) -Wall -Wextra -Werror $< -o $@.tmp && mv $@.tmp $@
 # ---------------------------------------------------------------------------------------
 
-.PHONY: all test bench clean setup corpus run lint report gpu-test gpu-check
+.PHONY: all test bench clean setup corpus run lint report gpu-test gpu-check gfx942-asm
 # Keep object files of programs and tests (they are intermediates of two-step rules).
 .SECONDARY:
 all: $(PROGRAMS) $(TESTS) $(BENCHES) $(TEST_TOOLS)
@@ -181,11 +205,11 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/decon-%: $(BUILD)/src/bin/decon-%.o $(LIB)
+$(BIN)/decon-%: $(C_BUILD)/src/bin/decon-%.o $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-$(TOKENIZER_PROGRAMS): $(BIN)/decon-%: $(BUILD)/src/bin/decon-%.o $(TOKENIZER_OBJ) $(LIB)
+$(TOKENIZER_PROGRAMS): $(BIN)/decon-%: $(C_BUILD)/src/bin/decon-%.o $(TOKENIZER_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $< $(TOKENIZER_OBJ) $(LIB) $(TOKENIZER_LIBS) $(LDLIBS) -o $@
 
@@ -318,4 +342,4 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_SUPPORT) $(FUZZ_L
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BUILD)/tests/fuzz/*.d
 # ---- end of fuzzing ------------------------------------------------------------------------
 
--include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(TOKENIZER_OBJ:.o=.d) $(BUILD)/tests/tools/*.d $(BUILD)/src/bin/*.d $(BUILD)/analysis/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d
+-include $(LIB_OBJ:.o=.d) $(REF_OBJ:.o=.d) $(TOKENIZER_OBJ:.o=.d) $(BUILD)/tests/tools/*.d $(C_BUILD)/src/bin/*.d $(BUILD)/analysis/*.d $(BUILD)/tests/unit/*.d $(BUILD)/bench/*.d

@@ -33,5 +33,8 @@ float *gpu_workspace(size_t floats);
 // A device copy of count bytes (any direction; managed or device memory), on the stream.
 void gpu_copy(void *dst, const void *src, size_t bytes);
 
+// The logistic sigmoid of silu(x) = x sigmoid(x) (SwiGLU; nonapx's query activation).
+__device__ static inline float gpu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
 // Rounds to bf16 when the precision asks for it: the one place inputs lose precision.
 __device__ static inline float gpu_input(float x, bool bf16) { return bf16 ? km_round_bf16(x) : x; }

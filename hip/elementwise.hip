@@ -77,12 +77,10 @@ extern "C" double sum_of_squares(const float *x, size_t count) {
 }
 
 // ---- SwiGLU --------------------------------------------------------------------------
-__device__ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 __global__ void swiglu_forward_kernel(float *out, const float *gate, const float *up, size_t count) {
     GRID_STRIDE(i, count) {
         float g = gate[i];
-        out[i] = g * sigmoid(g) * up[i];
+        out[i] = g * gpu_sigmoid(g) * up[i];
     }
 }
 
@@ -90,7 +88,7 @@ __global__ void swiglu_forward_kernel(float *out, const float *gate, const float
 __global__ void swiglu_backward_kernel(float *d_gate, float *d_up, const float *d_out, const float *gate,
                                        const float *up, size_t count) {
     GRID_STRIDE(i, count) {
-        float g = gate[i], s = sigmoid(g), dy = d_out[i];
+        float g = gate[i], s = gpu_sigmoid(g), dy = d_out[i];
         if (d_gate) d_gate[i] += dy * up[i] * s * (1.0f + g * (1.0f - s));
         if (d_up) d_up[i] += dy * g * s;
     }

@@ -90,6 +90,48 @@ KM_FN km_softmax_state km_softmax_combine(km_softmax_state a, km_softmax_state b
 }
 KM_FN float km_softmax_logsumexp(km_softmax_state state) { return state.max + KM_LOG(state.sum); }
 
+// ---- decoding: one new row per sequence (hip/decode.hip; ops.h "decoding") --------------
+// Keys per tile of attention_decode_kernel (and its threads): one thread per key scores
+// the tile, every thread moves the running softmax by the tile (km_softmax_merge), and
+// thread d accumulates output element d (so head sizes up to KM_DECODE_KEYS).
+enum { KM_DECODE_KEYS = 128 };
+// Where sequence b's row at `position` starts in a cache of rows `width` wide whose
+// sequences lie sequence_stride floats apart (copy_rows_to/from_positions, caches).
+KM_FN size_t km_decode_row_offset(int b, int position, size_t sequence_stride, size_t width) {
+    return (size_t)b * sequence_stride + (size_t)position * width;
+}
+// Key / value row t of kv head g of sequence b in a cache with sequences `stride`
+// floats apart (stride 0: one cache shared by the batch).
+KM_FN size_t km_decode_kv_offset(int b, int t, int g, size_t stride, int kv_heads, int head_dim) {
+    return (size_t)b * stride + ((size_t)t * (size_t)kv_heads + (size_t)g) * (size_t)head_dim;
+}
+// Key tiles a query at `position` reads: keys 0 .. position, the new token's included.
+KM_FN int km_decode_key_tiles(int position) { return km_ceil_div(position + 1, KM_DECODE_KEYS); }
+// A tile's largest score, and the sum of its weights exp(score - max), each in key order:
+// every thread of the block computes them from the same shared scores (no reduction
+// tree, so no warp width, and the same order on every target and on the host).
+KM_FN float km_decode_tile_max(const float *score, int count) {
+    float max = -INFINITY;
+    for (int j = 0; j < count; j++) max = score[j] > max ? score[j] : max;
+    return max;
+}
+KM_FN float km_decode_tile_sum(const float *weight, int count) {
+    float sum = 0.0f;
+    for (int j = 0; j < count; j++) sum += weight[j];
+    return sum;
+}
+// nonapx's recurrent step on one head's running logsumexp: folds in the new score g and
+// returns the new logsumexp, with the factors the old output (*keep) and the new value
+// row (*take) are weighted by (o' = o keep + v take). In double, as the CPU op; an
+// empty state (lse = -inf) keeps nothing.
+KM_FN float km_nonapx_step(float lse, float g, float *keep, float *take) {
+    double hi = g > lse ? g : lse, lo = g > lse ? lse : g;
+    double next = hi + log1p(exp(lo - hi));
+    *keep = (float)exp((double)lse - next);
+    *take = (float)exp((double)g - next);
+    return (float)next;
+}
+
 // ---- cross entropy chunk bookkeeping ---------------------------------------------------
 // Rows per chunk of the fused LM head: as many as fit max_floats logits, clamped to
 // [min_rows, max_rows], never more than rows (at least 1).

@@ -13,8 +13,6 @@
 
 enum { SCAN_THREADS = 64, PER_THREAD = 4 };
 
-__device__ static inline float sigmoid_of(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 // score[b, h, t] = scale silu(q_t,h) . k_t,g: one thread per (b, h, t).
 __global__ void nonapx_score_kernel(float *score, const float *q, const float *k, int batch, int seq_len, int heads,
                                     int kv_heads, int head_dim, float scale) {
@@ -24,7 +22,7 @@ __global__ void nonapx_score_kernel(float *score, const float *q, const float *k
         const float *qt = q + km_token_offset(b, t, h, seq_len, heads, head_dim);
         const float *kt = k + km_token_offset(b, t, km_kv_head(h, heads, kv_heads), seq_len, kv_heads, head_dim);
         float dot = 0.0f;
-        for (int d = 0; d < head_dim; d++) dot += qt[d] * sigmoid_of(qt[d]) * kt[d];
+        for (int d = 0; d < head_dim; d++) dot += qt[d] * gpu_sigmoid(qt[d]) * kt[d];
         score[e] = scale * dot;
     }
 }
@@ -96,7 +94,7 @@ __global__ void nonapx_backward_scan_kernel(float *d_q, float *d_k, float *d_v, 
             for (int j = 0; j < PER_THREAD; j++) {
                 int d = threadIdx.x + j * SCAN_THREADS;
                 if (d >= head_dim) continue;
-                float qd = q[qrow + d], s = sigmoid_of(qd);
+                float qd = q[qrow + d], s = gpu_sigmoid(qd);
                 d_v[krow + d] += a * r[j];
                 d_k[krow + d] += dg * qd * s;
                 d_q[qrow + d] += dg * k[krow + d] * s * (1.0f + qd * (1.0f - s));

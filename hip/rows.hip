@@ -179,14 +179,17 @@ __global__ void rope_tables_kernel(float *cos_table, float *sin_table, int max_p
     }
 }
 
-__global__ void rope_rotate_kernel(float *x, const float *cos_table, const float *sin_table, int tokens, int seq_len,
-                                   int heads, int head_dim, float sign) {
+// Token r of `tokens` sits at position positions[r] (decoding: one row per sequence) or,
+// with positions NULL, at r % seq_len (training: [batch, seq_len] rows).
+__global__ void rope_rotate_kernel(float *x, const float *cos_table, const float *sin_table, const int *positions,
+                                   int tokens, int seq_len, int heads, int head_dim, float sign) {
     int half = head_dim / 2;
     size_t count = (size_t)tokens * heads * half;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += (size_t)gridDim.x * blockDim.x) {
         int i = (int)(e % half);
         size_t th = e / half;  // token * heads + head
-        int pos = (int)((th / heads) % seq_len);
+        size_t token = th / heads;
+        int pos = positions ? positions[token] : (int)(token % seq_len);
         float *x1 = x + th * head_dim, *x2 = x1 + half;
         float c = cos_table[(size_t)pos * half + i], s = sign * sin_table[(size_t)pos * half + i];
         float a = x1[i], b = x2[i];
@@ -203,23 +206,29 @@ extern "C" void rope_tables(float *cos_table, float *sin_table, int max_position
     GPU_CHECK_LAUNCH();
 }
 
-static void rope_rotate(float *x, const float *cos_table, const float *sin_table, int batch, int seq_len, int heads,
-                        int head_dim, float sign) {
+static void rope_rotate(float *x, const float *cos_table, const float *sin_table, const int *positions, int batch,
+                        int seq_len, int heads, int head_dim, float sign) {
     size_t count = (size_t)batch * seq_len * heads * (head_dim / 2);
     if (count == 0) return;
     hipLaunchKernelGGL(rope_rotate_kernel, dim3(gpu_blocks(count)), dim3(GPU_THREADS), 0, 0, x, cos_table, sin_table,
-                       batch * seq_len, seq_len, heads, head_dim, sign);
+                       positions, batch * seq_len, seq_len, heads, head_dim, sign);
     GPU_CHECK_LAUNCH();
 }
 
 extern "C" void rope_forward(float *x, const float *cos_table, const float *sin_table, int batch, int seq_len,
                              int heads, int head_dim) {
-    rope_rotate(x, cos_table, sin_table, batch, seq_len, heads, head_dim, 1.0f);
+    rope_rotate(x, cos_table, sin_table, NULL, batch, seq_len, heads, head_dim, 1.0f);
 }
 
 extern "C" void rope_backward(float *d_x, const float *cos_table, const float *sin_table, int batch, int seq_len,
                               int heads, int head_dim) {
-    rope_rotate(d_x, cos_table, sin_table, batch, seq_len, heads, head_dim, -1.0f);
+    rope_rotate(d_x, cos_table, sin_table, NULL, batch, seq_len, heads, head_dim, -1.0f);
+}
+
+// Decoding: row b (heads x head_dim) at its own position positions[b].
+extern "C" void rope_at_positions(float *x, const float *cos_table, const float *sin_table, const int *positions,
+                                  int batch, int heads, int head_dim) {
+    rope_rotate(x, cos_table, sin_table, positions, batch, 1, heads, head_dim, 1.0f);
 }
 
 // ---- per-head embeddings (mhe-add / mhe-mul) -------------------------------------------------

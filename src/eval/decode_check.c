@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "core/errors.h"
@@ -48,7 +49,8 @@ int eval_decode_check(const char *checkpoint, const char *tokens_path, int conte
         int next[CHECK_SEQUENCES];
         for (int b = 0; b < CHECK_SEQUENCES; b++) {
             int position = lengths[b] - 1 + step;
-            copy_floats(cached + ((size_t)b * context + position) * vocab, logits + (size_t)b * vocab, (size_t)vocab);
+            memcpy(cached + ((size_t)b * context + position) * vocab, logits + (size_t)b * vocab,
+                   (size_t)vocab * sizeof(float));  // decode_step's logits are host memory
             next[b] = eval_argmax(logits + (size_t)b * vocab, vocab);
             if (position + 1 < context) tokens[(size_t)b * context + position + 1] = next[b];
         }
@@ -57,7 +59,7 @@ int eval_decode_check(const char *checkpoint, const char *tokens_path, int conte
     decode_free(s);
 
     // The full forward over the same tokens.
-    float *full = xmalloc((size_t)CHECK_SEQUENCES * context * vocab * sizeof(float));
+    float *full = ops_alloc((size_t)CHECK_SEQUENCES * context * vocab * sizeof(float));  // eval_logits: backend memory
     model_forward(&m, tokens, CHECK_SEQUENCES, context);
     eval_logits(&m, 0, CHECK_SEQUENCES * context, full);
     double worst = 0.0, scale = 0.0;
@@ -83,7 +85,7 @@ int eval_decode_check(const char *checkpoint, const char *tokens_path, int conte
            checkpoint, c.variant, c.layout, positions, CHECK_SEQUENCES, equal, ties, worst, worst / fmax(scale, 1e-30),
            scale, ok ? "equal" : "MISMATCH");
     fflush(stdout);
-    free(full);
+    ops_free(full);
     free(cached);
     free(logits);
     free(tokens);

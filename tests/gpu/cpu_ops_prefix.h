@@ -6,12 +6,15 @@
 #define adamw_update cpu_adamw_update
 #define add_inplace cpu_add_inplace
 #define attention_backward cpu_attention_backward
+#define attention_decode cpu_attention_decode
 #define attention_forward cpu_attention_forward
 #define attention_probabilities cpu_attention_probabilities
 #define attention_score_matrix cpu_attention_score_matrix
 #define attention_workspace_per_thread cpu_attention_workspace_per_thread
 #define copy_floats cpu_copy_floats
 #define copy_ints cpu_copy_ints
+#define copy_rows_from_positions cpu_copy_rows_from_positions
+#define copy_rows_to_positions cpu_copy_rows_to_positions
 #define copy_strided_rows cpu_copy_strided_rows
 #define diag_attention_backward cpu_diag_attention_backward
 #define diag_attention_forward cpu_diag_attention_forward
@@ -19,6 +22,9 @@
 #define diag_attention_quadratic_forward cpu_diag_attention_quadratic_forward
 #define diag_attention_quadratic_probabilities cpu_diag_attention_quadratic_probabilities
 #define diag_attention_workspace_per_thread cpu_diag_attention_workspace_per_thread
+#define diag_decode_state_floats cpu_diag_decode_state_floats
+#define diag_state_read cpu_diag_state_read
+#define diag_state_update cpu_diag_state_update
 #define embedding_backward cpu_embedding_backward
 #define embedding_forward cpu_embedding_forward
 #define fill_floats cpu_fill_floats
@@ -34,6 +40,7 @@
 #define nonapx_attention_forward cpu_nonapx_attention_forward
 #define nonapx_attention_probabilities cpu_nonapx_attention_probabilities
 #define nonapx_attention_workspace_per_thread cpu_nonapx_attention_workspace_per_thread
+#define nonapx_state_step cpu_nonapx_state_step
 #define ops_alloc cpu_ops_alloc
 #define ops_attention_workspace_floats cpu_ops_attention_workspace_floats
 #define ops_backend_name cpu_ops_backend_name
@@ -49,6 +56,7 @@
 #define ops_workspace_take cpu_ops_workspace_take
 #define rmsnorm_backward cpu_rmsnorm_backward
 #define rmsnorm_forward cpu_rmsnorm_forward
+#define rope_at_positions cpu_rope_at_positions
 #define rope_backward cpu_rope_backward
 #define rope_forward cpu_rope_forward
 #define rope_tables cpu_rope_tables
@@ -67,4 +75,7 @@
 #define taylor_attention_quadratic_forward cpu_taylor_attention_quadratic_forward
 #define taylor_attention_quadratic_probabilities cpu_taylor_attention_quadratic_probabilities
 #define taylor_attention_workspace_per_thread cpu_taylor_attention_workspace_per_thread
+#define taylor_decode_state_floats cpu_taylor_decode_state_floats
 #define taylor_feature_count cpu_taylor_feature_count
+#define taylor_state_read cpu_taylor_state_read
+#define taylor_state_update cpu_taylor_state_update

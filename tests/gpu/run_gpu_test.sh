@@ -11,7 +11,11 @@
 #  4. tokens/s and MFU (bf16, against the dense bf16 peak: 989 TFLOP/s H100/H200, 1307
 #     MI300X) for the 70m, 160m and 500m presets at sequence 2048;
 #  5. checkpoints: a GPU run's step-25 checkpoint resumes on the CPU and the CPU's on the
-#     GPU, each ending at the original run's step-50 loss (2e-3).
+#     GPU, each ending at the original run's step-50 loss (2e-3);
+#  6. cached decoding on the GPU: small standard (GQA), nonapx and rndembqk models trained
+#     10 steps by the GPU trainer; the GPU decon-eval --decode-check (greedy decoding from
+#     the caches = the full forward's argmax, logits within 1e-3) at a context of 160,
+#     which crosses the decode kernel's key tiles of 128.
 . "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 BUILD=${1:-build-cuda}
@@ -113,3 +117,23 @@ flops, peak = float(sys.argv[2] or 0), float(sys.argv[3])
 print(f"    {sys.argv[4]}: {tps:,.0f} tokens/s, {flops / 1e9:.2f} GFLOP/token, MFU {100 * tps * flops / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16")
 PY
 done
+
+# 6. decon-eval --decode-check with the GPU binaries (a small vocabulary of its own)
+(
+    WORK="$WORK/decode" && mkdir -p "$WORK"
+    make_shard "$WORK/train.bin" 20000 64 1
+    make_shard "$WORK/val.bin" 512 64 2
+    write_small_config "$WORK/small.ini"
+    for variant in standard nonapx rndembqk; do
+        run="$WORK/run-$variant"
+        "$GPU_TRAIN" "$WORK/small.ini" --set train.max_steps=10 --set attention.variant=$variant --run-dir "$run" \
+            >"$WORK/train-$variant.log" 2>&1
+        "$BUILD/bin/decon-eval" "$run/ckpt/latest.h5" --decode-check --ppl "$WORK/val.bin" --ctx 160 >"$WORK/check.log" 2>&1
+        rc=$?
+        line=$(grep '^decode-check' "$WORK/check.log")
+        echo "    $line"
+        [ "$rc" -eq 0 ] && [[ "$line" == *": equal" ]]
+        check "gpu decode-check $variant: greedy from the GPU caches = the GPU full forward" $? \
+            "rc=$rc: $(tail -n 2 "$WORK/train-$variant.log" "$WORK/check.log")"
+    done
+)

@@ -6,7 +6,9 @@
 // Tolerances (norm-wise relative error, testing.h): fp32 1e-5 for exact-order ops,
 // 1e-4 for reductions, GEMMs, attention and cross entropy (summation order differs);
 // bf16 (inputs rounded to 8 mantissa bits, fp32 accumulation) 2e-2.
-// Also: which mixers the backend refuses, and our tiled GEMM against cuBLAS/rocBLAS.
+// Decoding ops likewise (copies exact, RoPE 1e-5, attention and nonapx's step 1e-4, bf16
+// attention 2e-2). Also: which mixers the backend refuses, and our tiled GEMM against
+// cuBLAS/rocBLAS.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -342,6 +344,90 @@ static void test_nonapx(void) {
     }
 }
 
+// The decoding ops: rows to and from each sequence's position (and from a table shared by
+// the batch), RoPE at positions, softmax attention of one row over its cache (MHA, GQA,
+// MQA, a cache shared by the batch; positions on both sides of the kernel's key tiles;
+// fp32 and bf16), nonapx's state step over a run of steps from an empty state, and the
+// approx / approx-diag state sizes (their update and read are refused on the GPU).
+static void test_decode(void) {
+    enum { BATCH = 4, CONTEXT = 300 };
+    int positions[BATCH] = {0, 127, 128, CONTEXT - 1};
+    int *Dpos = device_ints(positions, BATCH);
+    // rows at positions (copies: exact)
+    size_t width = 48, stride = (size_t)CONTEXT * width + 5, ncache = BATCH * stride, nrows = BATCH * width;
+    float *cache = host_random(ncache, 1.0f), *rows = host_random(nrows, 1.0f), *back = host_random(nrows, 1.0f);
+    float *Dcache = device_of(cache, ncache), *Drows = device_of(rows, nrows), *Dback = device_of(back, nrows);
+    copy_rows_to_positions(Dcache, stride, Drows, Dpos, BATCH, width);
+    cpu_copy_rows_to_positions(cache, stride, rows, positions, BATCH, width);
+    check("gpu copy_rows_to_positions", gpu_error(Dcache, cache, ncache), 0.0);
+    for (int shared = 0; shared < 2; shared++) {
+        copy_rows_from_positions(Dback, Dcache, shared ? 0 : stride, Dpos, BATCH, width);
+        cpu_copy_rows_from_positions(back, cache, shared ? 0 : stride, positions, BATCH, width);
+        check(shared ? "gpu copy_rows_from_positions (one table for the batch)" : "gpu copy_rows_from_positions",
+              gpu_error(Dback, back, nrows), 0.0);
+    }
+    ops_free(Dcache), ops_free(Drows), ops_free(Dback);
+    free(cache), free(rows), free(back);
+    // RoPE at positions, from the same tables on both sides
+    int heads = 4, hd = 24, half = hd / 2;
+    size_t ntab = (size_t)CONTEXT * half, nx = (size_t)BATCH * heads * hd;
+    float *ct = malloc(sizeof(float) * ntab), *st = malloc(sizeof(float) * ntab), *x = host_random(nx, 1.0f);
+    cpu_rope_tables(ct, st, CONTEXT, hd, 10000.0f);
+    float *Dct = device_of(ct, ntab), *Dst = device_of(st, ntab), *Dx = device_of(x, nx);
+    rope_at_positions(Dx, Dct, Dst, Dpos, BATCH, heads, hd);
+    cpu_rope_at_positions(x, ct, st, positions, BATCH, heads, hd);
+    check("gpu rope_at_positions", gpu_error(Dx, x, nx), EXACT);
+    ops_free(Dct), ops_free(Dst), ops_free(Dx);
+    free(ct), free(st), free(x);
+    // attention over the cache: {heads, kv_heads, head_dim, one cache for the batch}
+    const int shapes[][4] = {{4, 4, 32, 0}, {8, 2, 64, 0}, {4, 1, 128, 0}, {4, 2, 64, 1}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int h = shapes[c][0], kvh = shapes[c][1], d = shapes[c][2], shared = shapes[c][3];
+        size_t kv_stride = shared ? 0 : (size_t)CONTEXT * kvh * d, nkv = (shared ? 1 : BATCH) * (size_t)CONTEXT * kvh * d;
+        size_t nq = (size_t)BATCH * h * d;
+        float scale = 1.0f / sqrtf((float)d);
+        float *q = host_random(nq, 2.0f), *k = host_random(nkv, 2.0f), *v = host_random(nkv, 1.0f), *out = host_random(nq, 1.0f);
+        float *Dq = device_of(q, nq), *Dk = device_of(k, nkv), *Dv = device_of(v, nkv), *Dout = device_of(out, nq);
+        cpu_attention_decode(out, q, k, v, positions, BATCH, h, kvh, d, scale, kv_stride, kv_stride);
+        for (int precision = 0; precision < 2; precision++) {
+            ops_set_precision(precision == 1);
+            attention_decode(Dout, Dq, Dk, Dv, Dpos, BATCH, h, kvh, d, scale, kv_stride, kv_stride);
+            char name[160];
+            snprintf(name, sizeof name, "gpu attention_decode h=%d kv=%d d=%d%s %s", h, kvh, d,
+                     shared ? " (one cache for the batch)" : "", precision ? "bf16" : "fp32");
+            check(name, gpu_error(Dout, out, nq), precision ? BF16 : FP32);
+        }
+        ops_set_precision(false);
+        ops_free(Dq), ops_free(Dk), ops_free(Dv), ops_free(Dout);
+        free(q), free(k), free(v), free(out);
+    }
+    // nonapx: 30 steps of GQA from an empty state (o = 0, lse = -inf)
+    int kvh = 2, d = 32, steps = 30;
+    size_t state_stride = (size_t)heads * (d + 1), ns = BATCH * state_stride, nq = (size_t)BATCH * heads * d;
+    size_t nk = (size_t)BATCH * kvh * d;
+    float *state = malloc(sizeof(float) * ns), *out = host_random(nq, 1.0f);
+    for (size_t i = 0; i < ns; i++) state[i] = i % (d + 1) == (size_t)d ? -INFINITY : 0.0f;
+    float *Dstate = device_of(state, ns), *Dout = device_of(out, nq);
+    double worst = 0.0;
+    for (int t = 0; t < steps; t++) {
+        float *q = host_random(nq, 2.0f), *k = host_random(nk, 2.0f), *v = host_random(nk, 1.0f);
+        float *Dq = device_of(q, nq), *Dk = device_of(k, nk), *Dv = device_of(v, nk);
+        nonapx_state_step(Dout, Dstate, state_stride, Dq, Dk, Dv, BATCH, heads, kvh, d, 1.0f / sqrtf((float)d));
+        cpu_nonapx_state_step(out, state, state_stride, q, k, v, BATCH, heads, kvh, d, 1.0f / sqrtf((float)d));
+        worst = fmax(worst, fmax(gpu_error(Dout, out, nq), gpu_error(Dstate, state, ns)));
+        ops_free(Dq), ops_free(Dk), ops_free(Dv);
+        free(q), free(k), free(v);
+    }
+    check("gpu nonapx_state_step (30 steps from an empty state)", worst, FP32);
+    ops_free(Dstate), ops_free(Dout), ops_free(Dpos);
+    free(state), free(out);
+    bool sizes = true;
+    for (int dim = 8; dim <= 128; dim *= 2)
+        sizes &= taylor_decode_state_floats(dim) == cpu_taylor_decode_state_floats(dim) &&
+                 diag_decode_state_floats(dim) == cpu_diag_decode_state_floats(dim);
+    testing_report(sizes, "gpu taylor/diag decode state sizes = the CPU's", "a size differs");
+}
+
 // The fused LM head: losses, d_hidden, d_weight, ignored rows, more rows than one chunk.
 static void test_cross_entropy(void) {
     int rows = 1500, dim = 64, vocab = 3001;
@@ -388,6 +474,7 @@ int main(int argc, char **argv) {
     test_attention();
     test_shared_attention();
     test_nonapx();
+    test_decode();
     test_cross_entropy();
     test_refusals();
     MPI_Finalize();

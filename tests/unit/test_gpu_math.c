@@ -297,10 +297,120 @@ static void test_gemm_indexing(void) {
     testing_report(ok, "gpu tiled GEMM indexing: all four transposes = gemm()", "a variant differs");
 }
 
+// ---- decoding ---------------------------------------------------------------------------
+// attention_decode_kernel on the host: block (h, b); per tile, "thread" j scores key j, the
+// running state moves by the tile's max, the scores become weights, the sum takes the
+// tile's, and output element d accumulates the tile's value rows in key order.
+static void host_attention_decode(float *out, const float *q, const float *k, const float *v, const int *positions,
+                                  int batch, int heads, int kv_heads, int head_dim, float scale, size_t k_stride,
+                                  size_t v_stride) {
+    float weight[KM_DECODE_KEYS], o[KM_DECODE_KEYS];
+    for (int b = 0; b < batch; b++)
+        for (int h = 0; h < heads; h++) {
+            int g = km_kv_head(h, heads, kv_heads), position = positions[b];
+            const float *qh = q + ((size_t)b * heads + h) * head_dim;
+            km_softmax_state state = km_softmax_start();
+            memset(o, 0, sizeof o);
+            for (int tile = 0; tile < km_decode_key_tiles(position); tile++) {
+                int t0 = tile * KM_DECODE_KEYS, count = km_tile_rows(tile, KM_DECODE_KEYS, position + 1);
+                for (int j = 0; j < count; j++)
+                    weight[j] = dot(qh, k + km_decode_kv_offset(b, t0 + j, g, k_stride, kv_heads, head_dim), head_dim) *
+                                scale;
+                float correction = km_softmax_merge(&state, km_decode_tile_max(weight, count));
+                for (int j = 0; j < count; j++) weight[j] = expf(weight[j] - state.max);
+                state.sum += km_decode_tile_sum(weight, count);
+                for (int d = 0; d < head_dim; d++) {
+                    o[d] *= correction;
+                    for (int j = 0; j < count; j++)
+                        o[d] += weight[j] * v[km_decode_kv_offset(b, t0 + j, g, v_stride, kv_heads, head_dim) + d];
+                }
+            }
+            for (int d = 0; d < head_dim; d++) out[((size_t)b * heads + h) * head_dim + d] = o[d] / state.sum;
+        }
+}
+
+static void test_attention_decode(void) {
+    // {heads, kv_heads, head_dim, shared cache}: MHA, GQA, MQA, rndembqk's shared stream
+    const int shapes[][4] = {{4, 4, 16, 0}, {6, 2, 24, 0}, {4, 1, 32, 0}, {4, 2, 16, 1}};
+    int positions[] = {0, 5, KM_DECODE_KEYS - 1, KM_DECODE_KEYS, 2 * KM_DECODE_KEYS + 44};
+    int batch = (int)(sizeof positions / sizeof positions[0]), context = 3 * KM_DECODE_KEYS;
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int heads = shapes[c][0], kvh = shapes[c][1], hd = shapes[c][2], shared = shapes[c][3];
+        size_t stride = shared ? 0 : (size_t)context * kvh * hd, cache = (shared ? 1 : (size_t)batch) * context * kvh * hd;
+        size_t nq = (size_t)batch * heads * hd;
+        float *q = random_floats(nq, 3.0f, 200 + c), *k = random_floats(cache, 2.0f, 210 + c);
+        float *v = random_floats(cache, 1.0f, 220 + c);
+        float *out = calloc(nq, sizeof(float)), *ref = calloc(nq, sizeof(float));
+        float scale = 1.0f / sqrtf((float)hd);
+        attention_decode(ref, q, k, v, positions, batch, heads, kvh, hd, scale, stride, stride);
+        host_attention_decode(out, q, k, v, positions, batch, heads, kvh, hd, scale, stride, stride);
+        char name[160];
+        snprintf(name, sizeof name, "gpu decode: attention_decode's tiles on the host = CPU attention_decode (h=%d kv=%d "
+                 "d=%d%s)", heads, kvh, hd, shared ? ", shared cache" : "");
+        double error = relative_error(out, ref, nq);
+        testing_report(error < 1e-5, name, "relative error %.3g", error);
+        free(q), free(k), free(v), free(out), free(ref);
+    }
+}
+
+static void test_decode_rows_and_nonapx(void) {
+    // rows at positions: the kernels' offsets against the CPU ops, exactly
+    int batch = 3, context = 9, positions[] = {4, 0, 8};
+    size_t width = 10, stride = (size_t)context * width + 3;
+    float *rows = random_floats((size_t)batch * width, 1.0f, 300), *cache = random_floats(batch * stride, 1.0f, 301);
+    float *mine = malloc(sizeof(float) * batch * stride), *back = malloc(sizeof(float) * batch * width);
+    float *ref_back = malloc(sizeof(float) * batch * width);
+    memcpy(mine, cache, sizeof(float) * batch * stride);
+    copy_rows_to_positions(cache, stride, rows, positions, batch, width);
+    for (int b = 0; b < batch; b++)
+        for (size_t j = 0; j < width; j++) mine[km_decode_row_offset(b, positions[b], stride, width) + j] = rows[b * width + j];
+    bool ok = memcmp(mine, cache, sizeof(float) * batch * stride) == 0;
+    for (size_t shared = 0; shared < 2; shared++) {  // stride 0: one table for the batch
+        size_t s = shared ? 0 : stride;
+        copy_rows_from_positions(ref_back, cache, s, positions, batch, width);
+        for (int b = 0; b < batch; b++)
+            for (size_t j = 0; j < width; j++) back[b * width + j] = cache[km_decode_row_offset(b, positions[b], s, width) + j];
+        ok &= memcmp(back, ref_back, sizeof(float) * batch * width) == 0;
+    }
+    testing_report(ok, "gpu decode: rows-at-positions offsets = copy_rows_to/from_positions", "a row differs");
+    free(rows), free(cache), free(mine), free(back), free(ref_back);
+    // nonapx: 40 steps of 2 sequences from an empty state (o = 0, lse = -inf), GQA
+    int heads = 4, kvh = 2, hd = 8, steps = 40, nb = 2;
+    size_t state_stride = (size_t)heads * (hd + 1), ns = nb * state_stride, nq = (size_t)nb * heads * hd;
+    float *state = malloc(sizeof(float) * ns), *ref_state = malloc(sizeof(float) * ns);
+    for (size_t i = 0; i < ns; i++) state[i] = (i % (hd + 1)) == (size_t)hd ? -INFINITY : 0.0f;
+    memcpy(ref_state, state, sizeof(float) * ns);
+    float *out = malloc(sizeof(float) * nq), *ref_out = malloc(sizeof(float) * nq);
+    double worst = 0.0;
+    for (int t = 0; t < steps; t++) {
+        float *q = random_floats(nq, 2.0f, 400 + t), *k = random_floats((size_t)nb * kvh * hd, 2.0f, 500 + t);
+        float *v = random_floats((size_t)nb * kvh * hd, 1.0f, 600 + t);
+        float scale = 1.0f / sqrtf((float)hd);
+        nonapx_state_step(ref_out, ref_state, state_stride, q, k, v, nb, heads, kvh, hd, scale);
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < heads; h++) {
+                const float *qh = q + ((size_t)b * heads + h) * hd;
+                const float *kh = k + ((size_t)b * kvh + km_kv_head(h, heads, kvh)) * hd;
+                const float *vh = v + ((size_t)b * kvh + km_kv_head(h, heads, kvh)) * hd;
+                float *o = state + b * state_stride + (size_t)h * (hd + 1), g = 0.0f, keep, take;
+                for (int d = 0; d < hd; d++) g += qh[d] * (1.0f / (1.0f + expf(-qh[d]))) * kh[d];
+                o[hd] = km_nonapx_step(o[hd], scale * g, &keep, &take);
+                for (int d = 0; d < hd; d++) out[((size_t)b * heads + h) * hd + d] = o[d] = o[d] * keep + vh[d] * take;
+            }
+        worst = fmax(worst, fmax(relative_error(out, ref_out, nq), relative_error(state, ref_state, ns)));
+        free(q), free(k), free(v);
+    }
+    testing_report(worst < 1e-5, "gpu decode: km_nonapx_step = nonapx_state_step over 40 steps from an empty state",
+                   "relative error %.3g", worst);
+    free(state), free(ref_state), free(out), free(ref_out);
+}
+
 int main(void) {
     ops_set_threads(2);
     test_flash_attention();
     test_softmax_combine();
+    test_attention_decode();
+    test_decode_rows_and_nonapx();
     test_cross_entropy_math();
     test_warp_reduction();
     test_bf16();

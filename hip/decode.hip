@@ -57,7 +57,7 @@ extern "C" void copy_rows_from_positions(float *rows, const float *table, size_t
 
 // ---- softmax attention of one query row over its cache -----------------------------------
 struct decode_shape {
-    int heads, kv_heads, head_dim;
+    int heads, kv_heads, head_dim, value_head_dim;
     float scale;
     size_t k_stride, v_stride;
     bool bf16;
@@ -69,7 +69,7 @@ __global__ void attention_decode_kernel(float *out, const float *q, const float 
     __shared__ float weight[KM_DECODE_KEYS];  // the tile's scores, then their weights
     int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;  // d: this thread's key in a tile, output element
     int g = km_kv_head(h, s.heads, s.kv_heads), position = positions[b];
-    size_t row = ((size_t)b * s.heads + h) * s.head_dim;
+    size_t row = ((size_t)b * s.heads + h) * s.head_dim, out_row = ((size_t)b * s.heads + h) * s.value_head_dim;
     if (d < s.head_dim) q_row[d] = gpu_input(q[row + d], s.bf16);
     km_softmax_state state = km_softmax_start();
     float o = 0.0f;
@@ -89,24 +89,24 @@ __global__ void attention_decode_kernel(float *out, const float *q, const float 
         if (d < count) weight[d] = expf(weight[d] - state.max);
         __syncthreads();
         state.sum += km_decode_tile_sum(weight, count);
-        if (d < s.head_dim) {
+        if (d < s.value_head_dim) {
             o *= correction;
-            const float *value = v + km_decode_kv_offset(b, t0, g, s.v_stride, s.kv_heads, s.head_dim) + d;
+            const float *value = v + km_decode_kv_offset(b, t0, g, s.v_stride, s.kv_heads, s.value_head_dim) + d;
             for (int j = 0; j < count; j++)
-                o += weight[j] * gpu_input(value[(size_t)j * s.kv_heads * s.head_dim], s.bf16);
+                o += weight[j] * gpu_input(value[(size_t)j * s.kv_heads * s.value_head_dim], s.bf16);
         }
     }
-    if (d < s.head_dim) out[row + d] = o / state.sum;
+    if (d < s.value_head_dim) out[out_row + d] = o / state.sum;
 }
 
 extern "C" void attention_decode(float *out, const float *q, const float *k, const float *v, const int *positions,
-                                 int batch, int heads, int kv_heads, int head_dim, float scale, size_t k_stride,
-                                 size_t v_stride) {
+                                 int batch, int heads, int kv_heads, int head_dim, int value_head_dim, float scale,
+                                 size_t k_stride, size_t v_stride) {
     if (batch <= 0 || heads <= 0) return;
-    if (head_dim > KM_DECODE_KEYS)
-        fatal("attention decoding with head size %d: the GPU kernels take head sizes up to %d; use more heads or the "
-              "CPU build", head_dim, (int)KM_DECODE_KEYS);
-    decode_shape s = {heads, kv_heads, head_dim, scale, k_stride, v_stride, gpu_bf16()};
+    if (head_dim > KM_DECODE_KEYS || value_head_dim > KM_DECODE_KEYS)
+        fatal("attention decoding with head sizes %d (query/key) and %d (value): the GPU kernels take head sizes up to "
+              "%d; use more heads or the CPU build", head_dim, value_head_dim, (int)KM_DECODE_KEYS);
+    decode_shape s = {heads, kv_heads, head_dim, value_head_dim, scale, k_stride, v_stride, gpu_bf16()};
     hipLaunchKernelGGL(attention_decode_kernel, dim3((unsigned)heads, (unsigned)batch), dim3(KM_DECODE_KEYS), 0, 0, out,
                        q, k, v, positions, s);
     GPU_CHECK_LAUNCH();

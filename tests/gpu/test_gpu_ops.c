@@ -388,10 +388,10 @@ static void test_decode(void) {
         float scale = 1.0f / sqrtf((float)d);
         float *q = host_random(nq, 2.0f), *k = host_random(nkv, 2.0f), *v = host_random(nkv, 1.0f), *out = host_random(nq, 1.0f);
         float *Dq = device_of(q, nq), *Dk = device_of(k, nkv), *Dv = device_of(v, nkv), *Dout = device_of(out, nq);
-        cpu_attention_decode(out, q, k, v, positions, BATCH, h, kvh, d, scale, kv_stride, kv_stride);
+        cpu_attention_decode(out, q, k, v, positions, BATCH, h, kvh, d, d, scale, kv_stride, kv_stride);
         for (int precision = 0; precision < 2; precision++) {
             ops_set_precision(precision == 1);
-            attention_decode(Dout, Dq, Dk, Dv, Dpos, BATCH, h, kvh, d, scale, kv_stride, kv_stride);
+            attention_decode(Dout, Dq, Dk, Dv, Dpos, BATCH, h, kvh, d, d, scale, kv_stride, kv_stride);
             char name[160];
             snprintf(name, sizeof name, "gpu attention_decode h=%d kv=%d d=%d%s %s", h, kvh, d,
                      shared ? " (one cache for the batch)" : "", precision ? "bf16" : "fp32");

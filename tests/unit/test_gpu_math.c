@@ -302,8 +302,8 @@ static void test_gemm_indexing(void) {
 // running state moves by the tile's max, the scores become weights, the sum takes the
 // tile's, and output element d accumulates the tile's value rows in key order.
 static void host_attention_decode(float *out, const float *q, const float *k, const float *v, const int *positions,
-                                  int batch, int heads, int kv_heads, int head_dim, float scale, size_t k_stride,
-                                  size_t v_stride) {
+                                  int batch, int heads, int kv_heads, int head_dim, int value_head_dim, float scale,
+                                  size_t k_stride, size_t v_stride) {
     float weight[KM_DECODE_KEYS], o[KM_DECODE_KEYS];
     for (int b = 0; b < batch; b++)
         for (int h = 0; h < heads; h++) {
@@ -319,35 +319,39 @@ static void host_attention_decode(float *out, const float *q, const float *k, co
                 float correction = km_softmax_merge(&state, km_decode_tile_max(weight, count));
                 for (int j = 0; j < count; j++) weight[j] = expf(weight[j] - state.max);
                 state.sum += km_decode_tile_sum(weight, count);
-                for (int d = 0; d < head_dim; d++) {
+                for (int d = 0; d < value_head_dim; d++) {
                     o[d] *= correction;
                     for (int j = 0; j < count; j++)
-                        o[d] += weight[j] * v[km_decode_kv_offset(b, t0 + j, g, v_stride, kv_heads, head_dim) + d];
+                        o[d] += weight[j] * v[km_decode_kv_offset(b, t0 + j, g, v_stride, kv_heads, value_head_dim) + d];
                 }
             }
-            for (int d = 0; d < head_dim; d++) out[((size_t)b * heads + h) * head_dim + d] = o[d] / state.sum;
+            for (int d = 0; d < value_head_dim; d++)
+                out[((size_t)b * heads + h) * value_head_dim + d] = o[d] / state.sum;
         }
 }
 
 static void test_attention_decode(void) {
-    // {heads, kv_heads, head_dim, shared cache}: MHA, GQA, MQA, rndembqk's shared stream
-    const int shapes[][4] = {{4, 4, 16, 0}, {6, 2, 24, 0}, {4, 1, 32, 0}, {4, 2, 16, 1}};
+    // {heads, kv_heads, head_dim, value_head_dim, shared cache}: MHA, GQA, MQA, rndembqk's
+    // shared stream, and value heads narrower and wider than the query/key heads
+    const int shapes[][5] = {{4, 4, 16, 16, 0}, {6, 2, 24, 24, 0}, {4, 1, 32, 32, 0}, {4, 2, 16, 16, 1},
+                             {4, 2, 16, 6, 0}, {6, 3, 8, 20, 0}};
     int positions[] = {0, 5, KM_DECODE_KEYS - 1, KM_DECODE_KEYS, 2 * KM_DECODE_KEYS + 44};
     int batch = (int)(sizeof positions / sizeof positions[0]), context = 3 * KM_DECODE_KEYS;
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
-        int heads = shapes[c][0], kvh = shapes[c][1], hd = shapes[c][2], shared = shapes[c][3];
-        size_t stride = shared ? 0 : (size_t)context * kvh * hd, cache = (shared ? 1 : (size_t)batch) * context * kvh * hd;
-        size_t nq = (size_t)batch * heads * hd;
-        float *q = random_floats(nq, 3.0f, 200 + c), *k = random_floats(cache, 2.0f, 210 + c);
-        float *v = random_floats(cache, 1.0f, 220 + c);
-        float *out = calloc(nq, sizeof(float)), *ref = calloc(nq, sizeof(float));
+        int heads = shapes[c][0], kvh = shapes[c][1], hd = shapes[c][2], vd = shapes[c][3], shared = shapes[c][4];
+        size_t k_stride = shared ? 0 : (size_t)context * kvh * hd, v_stride = shared ? 0 : (size_t)context * kvh * vd;
+        size_t sequences = shared ? 1 : (size_t)batch;
+        size_t nq = (size_t)batch * heads * hd, nout = (size_t)batch * heads * vd;
+        float *q = random_floats(nq, 3.0f, 200 + c), *k = random_floats(sequences * context * kvh * hd, 2.0f, 210 + c);
+        float *v = random_floats(sequences * context * kvh * vd, 1.0f, 220 + c);
+        float *out = calloc(nout, sizeof(float)), *ref = calloc(nout, sizeof(float));
         float scale = 1.0f / sqrtf((float)hd);
-        attention_decode(ref, q, k, v, positions, batch, heads, kvh, hd, scale, stride, stride);
-        host_attention_decode(out, q, k, v, positions, batch, heads, kvh, hd, scale, stride, stride);
+        attention_decode(ref, q, k, v, positions, batch, heads, kvh, hd, vd, scale, k_stride, v_stride);
+        host_attention_decode(out, q, k, v, positions, batch, heads, kvh, hd, vd, scale, k_stride, v_stride);
         char name[160];
         snprintf(name, sizeof name, "gpu decode: attention_decode's tiles on the host = CPU attention_decode (h=%d kv=%d "
-                 "d=%d%s)", heads, kvh, hd, shared ? ", shared cache" : "");
-        double error = relative_error(out, ref, nq);
+                 "d=%d dv=%d%s)", heads, kvh, hd, vd, shared ? ", shared cache" : "");
+        double error = relative_error(out, ref, nout);
         testing_report(error < 1e-5, name, "relative error %.3g", error);
         free(q), free(k), free(v), free(out), free(ref);
     }

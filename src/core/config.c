@@ -42,6 +42,8 @@ static const key_spec KEYS[] = {
      "per-layer value head sizes (empty = value_head_dim, or each layer's query/key head size)"},
     {"model", "layer_intermediate_sizes", KEY_STRING, FIELD(layer_intermediate_sizes), "", 0, 0,
      "per-layer MLP widths (empty = intermediate_size)"},
+    {"model", "layer_rope_pairs", KEY_STRING, FIELD(layer_rope_pairs), "", 0, 0,
+     "per-layer kept RoPE pairs of the original head, ';' between layers, e.g. '0,3;1-3' (empty = 0..r_qk/2-1)"},
     {"model", "vocab_size", KEY_INT, FIELD(vocab_size), NULL, 2, 1 << 24, "vocabulary"},
     {"model", "max_position_embeddings", KEY_INT, FIELD(max_position_embeddings), "0", 0, 1 << 24,
      "longest sequence (0 = train.sequence_length)"},
@@ -268,6 +270,33 @@ void config_set(decon_config *config, const char *assignment, const char *origin
     set_key(config, section, key, equals + 1, where, 0);
 }
 
+// inih reads at most 200 characters of a line (Debian's build): a longer value would not
+// load back from config.ini or a checkpoint's /config.
+enum { CONFIG_LINE_VALUE_MAX = 200 - (int)sizeof "layer_rope_pairs = " - 2 };
+
+// layer_rope_pairs: n groups, each empty or r_qk(l)/2 increasing pairs of the original head.
+static void validate_rope_pairs(const decon_config *c, const char *origin) {
+    const char *text = c->layer_rope_pairs;
+    if (!text[0]) return;
+    if (strlen(text) > CONFIG_LINE_VALUE_MAX)
+        fatal("%s: [model] layer_rope_pairs is %zu characters, more than one config line holds (%d); write runs of "
+              "pairs as ranges a-b", origin, strlen(text), (int)CONFIG_LINE_VALUE_MAX);
+    int n = c->num_hidden_layers, half = config_head_dim(c) / 2, count;
+    int *pairs = xcalloc((size_t)half + 1, sizeof *pairs);
+    char why[256];
+    for (int l = 0; l < n; l++) {
+        if (!config_parse_rope_pairs(text, n, l, pairs, half, &count, why, sizeof why))
+            fatal("%s: [model] layer_rope_pairs = '%s': %s", origin, text, why);
+        decon_config layer;
+        config_layer(c, l, &layer);
+        if (count && count != config_head_dim(&layer) / 2)
+            fatal("%s: [model] layer_rope_pairs: layer %d lists %d pairs, its head size %d needs %d (one per two "
+                  "dimensions; an empty group takes 0..%d)", origin, l + 1, count, config_head_dim(&layer),
+                  config_head_dim(&layer) / 2, config_head_dim(&layer) / 2 - 1);
+    }
+    free(pairs);
+}
+
 // The per-layer lists: n integers each, in the uniform keys' ranges; r_qk even (RoPE).
 static void validate_layer_shapes(const decon_config *c, const char *origin) {
     static const struct {
@@ -297,6 +326,7 @@ static void validate_layer_shapes(const decon_config *c, const char *origin) {
         }
     }
     free(sizes);
+    validate_rope_pairs(c, origin);
 }
 
 void config_validate(const decon_config *c, const char *origin) {
@@ -431,6 +461,79 @@ void config_layer(const decon_config *c, int layer, decon_config *out) {
                                       c->value_head_dim > 0 ? c->value_head_dim : out->head_dim);
     out->intermediate_size = layer_entry(c->layer_intermediate_sizes, n, layer, c->intermediate_size);
     out->layer_head_dims[0] = out->layer_value_head_dims[0] = out->layer_intermediate_sizes[0] = '\0';
+    out->layer_rope_pairs[0] = '\0';  // its pairs refer to the original head: the model's tables hold them
+}
+
+// Reads one pair index at *p into *value; false when there is none.
+static bool read_pair_index(const char **p, long *value) {
+    if (!isdigit((unsigned char)**p)) return false;
+    char *end;
+    *value = strtol(*p, &end, 10);
+    *p = end;
+    return true;
+}
+
+bool config_parse_rope_pairs(const char *text, int n, int layer, int *pairs, int capacity, int *count, char *why,
+                             size_t why_size) {
+    *count = 0;
+    if (!text[0]) return true;
+    const char *p = text;
+    for (int group = 0;; group++) {
+        if (group == n) {
+            if (*p) {
+                snprintf(why, why_size, "more than %d ';'-separated groups (one per layer, num_hidden_layers)", n);
+                return false;
+            }
+            return true;
+        }
+        if (!*p && group < n) {
+            snprintf(why, why_size, "%d ';'-separated groups for %d layers (num_hidden_layers); give one per layer "
+                     "(empty: pairs 0..r_qk/2-1)", group, n);
+            return false;
+        }
+        long last = -1;
+        int kept = 0;
+        while (*p && *p != ';') {
+            long first, final;
+            if (!read_pair_index(&p, &first)) goto syntax;
+            final = first;
+            if (*p == '-') {
+                p++;
+                if (!read_pair_index(&p, &final)) goto syntax;
+            }
+            if (*p && *p != ';' && *p != ',') goto syntax;
+            if (*p == ',' && (p[1] == ';' || !p[1])) goto syntax;
+            if (*p == ',') p++;
+            if (first <= last || final < first) {
+                snprintf(why, why_size, "layer %d's pairs must increase (distinct, sorted): %ld after %ld", group + 1,
+                         first <= last ? first : final, first <= last ? last : first);
+                return false;
+            }
+            if (final >= capacity) {
+                snprintf(why, why_size, "layer %d's pair %ld is outside 0..%d (the original head has %d pairs)",
+                         group + 1, final, capacity - 1, capacity);
+                return false;
+            }
+            for (long i = first; i <= final; i++, kept++)
+                if (group == layer) pairs[kept] = (int)i;
+            last = final;
+        }
+        if (group == layer) *count = kept;
+        if (*p == ';') p++;
+    }
+syntax:
+    snprintf(why, why_size, "expected ';'-separated groups of comma-separated pair indices or ranges a-b, e.g. "
+             "'0,3;1-3'");
+    return false;
+}
+
+int config_layer_rope_pairs(const decon_config *c, int layer, int *pairs) {
+    int count;
+    char why[256];
+    if (!config_parse_rope_pairs(c->layer_rope_pairs, c->num_hidden_layers, layer, pairs, config_head_dim(c) / 2,
+                                 &count, why, sizeof why))
+        fatal("internal: [model] layer_rope_pairs '%s': %s", c->layer_rope_pairs, why);
+    return count;
 }
 
 bool config_has_layer_shapes(const decon_config *c) {

@@ -27,6 +27,12 @@ typedef struct {
     char layer_head_dims[CONFIG_STRING_MAX];
     char layer_value_head_dims[CONFIG_STRING_MAX];
     char layer_intermediate_sizes[CONFIG_STRING_MAX];
+    // Per-layer RoPE pairs (an A3-reduced layer keeps whole pairs of the ORIGINAL head at
+    // their original frequencies): ';'-separated groups, one per layer, each a comma list of
+    // pair indices or ranges a-b of the original head (config_head_dim) in increasing order,
+    // r_qk(l)/2 of them; an empty group, or the empty key, = pairs 0..r_qk(l)/2-1 at
+    // theta^(-2t/r_qk(l)) as a model trained at that size. config_layer_rope_pairs.
+    char layer_rope_pairs[CONFIG_STRING_MAX];
     double rope_theta, rms_norm_eps, initializer_range;
     bool tie_word_embeddings, attention_bias;
     // [attention]
@@ -112,6 +118,16 @@ bool config_parse_layer_sizes(const char *text, int n, int *out, char *why, size
 // asking config_head_dim / config_value_head_dim / intermediate_size of it gets layer
 // l's sizes. c must be validated (config_validate).
 void config_layer(const decon_config *c, int layer, decon_config *out);
+// Layer `layer`'s kept RoPE pairs ([model] layer_rope_pairs): writes the original-head pair
+// indices to pairs (room for config_head_dim(c) / 2) and returns how many, or 0 when the
+// layer takes the default pairs. Pair t then turns by theta^(-2 pairs[t] / config_head_dim(c)).
+// c must be validated.
+int config_layer_rope_pairs(const decon_config *c, int layer, int *pairs);
+// Parses group `layer` of a layer_rope_pairs text for an n-layer model into pairs (room for
+// capacity) and *count (0: an empty group); false with the reason in why when the text is
+// not n groups of increasing indices in [0, capacity).
+bool config_parse_rope_pairs(const char *text, int n, int layer, int *pairs, int capacity, int *count, char *why,
+                             size_t why_size);
 // Whether any layer's shape differs from the uniform keys (a per-layer list is set).
 bool config_has_layer_shapes(const decon_config *c);
 

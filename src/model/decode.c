@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "model/rope_layers.h"
 #include "ops/ops.h"
 #include "par/layers.h"
 #include "par/vocab_parallel.h"
@@ -22,7 +23,7 @@ struct decode_session {
     float *residual, *normed, *branch, *embeddings, *normed_embeddings, *rstd;
     float *gate, *up, *act;              // [batch, local intermediate]
     float *logits_local, *logits;        // [batch, local vocab], [batch, vocab]
-    float **rope_cos, **rope_sin;        // per layer [max_context, r_qk(l) / 2], shared by layers of one r_qk
+    float **rope_cos, **rope_sin;        // per layer [max_context, r_qk(l) / 2], shared by layers of one r_qk and pairs
     arena scratch;                       // the mixers' step temporaries
     int *prompt_tokens;                  // host [max_batch, max_seq_len]: a prefill chunk, padded
     char error[320];
@@ -39,10 +40,10 @@ static void set_error(decode_session *s, const char *format, ...) {
 
 static float *floats(size_t count) { return ops_alloc((count ? count : 1) * sizeof(float)); }
 
-// The first layer with layer l's r_qk: the RoPE tables depend on r_qk only.
+// The first layer with layer l's r_qk and RoPE pairs: the one whose tables layer l reads.
 static int rope_owner(const model *m, int l) {
     for (int j = 0; j < l; j++)
-        if (config_head_dim(&m->layer_configs[j]) == config_head_dim(&m->layer_configs[l])) return j;
+        if (rope_layers_share(&m->config, j, l)) return j;
     return l;
 }
 
@@ -118,7 +119,7 @@ decode_session *decode_create(model *m, int batch, int max_context) {
         }
         s->rope_cos[l] = floats((size_t)max_context * (size_t)(dh / 2));
         s->rope_sin[l] = floats((size_t)max_context * (size_t)(dh / 2));
-        rope_tables(s->rope_cos[l], s->rope_sin[l], max_context, dh, (float)c->rope_theta);
+        rope_layer_tables(c, l, s->rope_cos[l], s->rope_sin[l], max_context);
     }
     process_grid_reserve_staging(m->grid, rows * (size_t)m->vocab_local * (size_t)tp);
     s->prompt_tokens = xcalloc((size_t)m->max_batch * (size_t)m->max_seq_len + 1, sizeof(int));

@@ -6,6 +6,7 @@
 #include "core/errors.h"
 #include "core/rng.h"
 #include "model/layer_plan.h"
+#include "model/rope_layers.h"
 #include "ops/ops.h"
 #include "par/layers.h"
 #include "par/vocab_parallel.h"
@@ -89,10 +90,10 @@ void model_build_parallel(model *m, const decon_config *config, const char *orig
 // Floats handed out by model_allocate, each rounded up as arena_floats does.
 static size_t padded(size_t floats) { return floats + 16; }
 
-// The first layer with layer l's r_qk: the one whose RoPE tables layer l reads.
+// The first layer with layer l's r_qk and RoPE pairs: the one whose tables layer l reads.
 static int rope_owner(const model *m, int l) {
     for (int j = 0; j < l; j++)
-        if (config_head_dim(&m->layer_configs[j]) == config_head_dim(&m->layer_configs[l])) return j;
+        if (rope_layers_share(&m->config, j, l)) return j;
     return l;
 }
 
@@ -113,7 +114,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     // Activations saved for backward and the model's own temporaries, counted exactly as
     // they are handed out below.
     size_t saved = 2 * padded(full);
-    for (int l = 0; l < n; l++)  // RoPE tables, one pair per distinct r_qk
+    for (int l = 0; l < n; l++)  // RoPE tables, one pair per distinct r_qk and pairs
         if (rope_owner(m, l) == l)
             saved += 2 * padded((size_t)max_seq_len * (size_t)(config_head_dim(&m->layer_configs[l]) / 2));
     saved += 3 * padded(local * d) + padded(full * d) + padded(local) + padded(full * d) + padded(local * d);
@@ -148,7 +149,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
     arena *a = &m->activations;
     m->inputs = (int *)arena_floats(a, full);
     m->targets = (int *)arena_floats(a, full);
-    for (int l = 0; l < n; l++) {  // the frequencies depend on r_qk: one table per distinct r_qk
+    for (int l = 0; l < n; l++) {  // the frequencies depend on r_qk and the pairs: one table per distinct pair
         block_state *b = &m->blocks[l];
         int owner = rope_owner(m, l), dh = config_head_dim(&m->layer_configs[l]);
         if (owner < l) {
@@ -158,7 +159,7 @@ void model_allocate(model *m, int max_batch, int max_seq_len) {
         }
         b->rope_cos = arena_floats(a, (size_t)max_seq_len * (size_t)(dh / 2));
         b->rope_sin = arena_floats(a, (size_t)max_seq_len * (size_t)(dh / 2));
-        rope_tables(b->rope_cos, b->rope_sin, max_seq_len, dh, (float)c->rope_theta);
+        rope_layer_tables(c, l, b->rope_cos, b->rope_sin, max_seq_len);
     }
     m->rope_cos = m->blocks[0].rope_cos;
     m->rope_sin = m->blocks[0].rope_sin;

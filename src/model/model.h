@@ -32,7 +32,7 @@ typedef struct {
     float *mlp_input, *rstd2;           // RMSNorm before the MLP: [full rows, d], [local rows]
     float *gate_out, *up_out, *act;     // [full rows, intermediate_local]
     int intermediate_local;             // this rank's share of the layer's MLP width m(l)
-    float *rope_cos, *rope_sin;         // [max_seq_len, r_qk(l)/2]: shared by layers of one r_qk
+    float *rope_cos, *rope_sin;         // [max_seq_len, r_qk(l)/2]: shared by layers of one r_qk and pairs
     // staticembqk layers: RMSNorm(e) with this block's input norm weight ([full rows, d])
     // and its rstd ([local rows]); NULL in the other layers.
     float *normed_embeddings, *normed_embeddings_rstd;

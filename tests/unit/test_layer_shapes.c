@@ -14,7 +14,14 @@
 //     finite differences, the fp32 model against it (standard GQA, and a hybrid with
 //     nonapx layers whose r_qk differs per layer);
 //  f. each layer registers its own shapes, the model's FLOPs sum the layers' by hand;
-//  g. config_layer resolves each layer, config_parse_layer_sizes refuses a wrong length.
+//  g. config_layer resolves each layer, config_parse_layer_sizes refuses a wrong length;
+// and per-layer RoPE pairs ([model] layer_rope_pairs, an A3-reduced head):
+//  h. a model whose layers have r_qk 4 with pairs {0,3} and r_qk 6 with pairs {1,2,3} of an
+//     original head of 8 against an independent construction, the original 8-wide model
+//     with the dropped pairs' rows of Wq, Wk (and biases) zeroed: the same pre-softmax
+//     scores and logits (fp32), the reduced model's loss against the double reference of
+//     the zeroed model, and cached decoding against the reduced model's full forward;
+//     config_parse_rope_pairs refuses unsorted, repeated, out-of-range and miscounted groups.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,9 +31,13 @@
 #include "../testing.h"
 #include "support/model_test_helpers.h"
 #include "core/config.h"
+#include "core/errors.h"
 #include "core/params.h"
 #include "mixers/mixer.h"
+#include "eval/logits.h"
+#include "model/decode.h"
 #include "model/model.h"
+#include "reference/model_reference.h"
 #include "ops/ops.h"
 
 static void shaped_config(decon_config *c, const char *variant, const char *layout) {
@@ -183,6 +194,188 @@ static void check_layer_shapes(void) {
     testing_report(refused, "a per-layer list of 2 entries for 3 layers is refused, naming both", "%s", reason);
 }
 
+// ---- h -------------------------------------------------------------------------------
+
+enum { PAIR_D = 16, PAIR_HEADS = 2, PAIR_KV = 1, PAIR_HEAD = 8, PAIR_VOCAB = 11, PAIR_BATCH = 2, PAIR_LEN = 7 };
+static const int PAIR_RANK[2] = {4, 6};
+static const int PAIR_KEPT[2][3] = {{0, 3, -1}, {1, 2, 3}};
+
+static bool pair_kept(int layer, int pair) {
+    for (int t = 0; t < PAIR_RANK[layer] / 2; t++)
+        if (PAIR_KEPT[layer][t] == pair) return true;
+    return false;
+}
+
+// Layer l's reduced wq/wk/bq/bk from the original's kept pairs (rotate-half: element t
+// pairs with t + r/2), queries times sqrt(r/d_h) so that 1/sqrt(r) scores as 1/sqrt(d_h).
+static void copy_reduced(const model *original, model *reduced) {
+    for (int i = 0; i < reduced->registry.count; i++) {
+        const param_info *to = &reduced->registry.items[i];
+        const param_info *from = &original->registry.items[params_find(&original->registry, to->name)];
+        int layer;
+        char what[8] = "";
+        if (sscanf(to->name, "layers.%d.mixer.%7s", &layer, what) != 2 ||
+            (strcmp(what, "wq") != 0 && strcmp(what, "wk") != 0 && strcmp(what, "bq") != 0 && strcmp(what, "bk") != 0)) {
+            memcpy(reduced->params + to->offset, original->params + from->offset,
+                   (size_t)params_logical_count(to) * sizeof(float));
+            continue;
+        }
+        int r = PAIR_RANK[layer], half = r / 2, heads = what[1] == 'q' ? PAIR_HEADS : PAIR_KV;
+        int cols = what[0] == 'w' ? PAIR_D : 1;
+        float scale = what[1] == 'q' ? (float)sqrt((double)r / PAIR_HEAD) : 1.0f;
+        for (int j = 0; j < heads; j++)
+            for (int t = 0; t < r; t++) {
+                int source = j * PAIR_HEAD + PAIR_KEPT[layer][t % half] + (t < half ? 0 : PAIR_HEAD / 2);
+                for (int e = 0; e < cols; e++)
+                    reduced->params[to->offset + (size_t)(j * r + t) * (size_t)cols + (size_t)e] =
+                        scale * original->params[from->offset + (size_t)source * (size_t)cols + (size_t)e];
+            }
+    }
+}
+
+// Zeroes the original's dropped pairs (rows i and i + d_h/2 of every head of wq, wk, bq, bk).
+static void zero_dropped(model *original) {
+    static const char *const WHAT[] = {"wq", "wk", "bq", "bk"};
+    char name[96];
+    for (int l = 0; l < 2; l++)
+        for (int w = 0; w < 4; w++) {
+            snprintf(name, sizeof name, "layers.%d.mixer.%s", l, WHAT[w]);
+            const param_info *p = &original->registry.items[params_find(&original->registry, name)];
+            int heads = WHAT[w][1] == 'q' ? PAIR_HEADS : PAIR_KV, cols = WHAT[w][0] == 'w' ? PAIR_D : 1;
+            for (int j = 0; j < heads; j++)
+                for (int i = 0; i < PAIR_HEAD / 2; i++) {
+                    if (pair_kept(l, i)) continue;
+                    for (int half = 0; half < 2; half++)
+                        memset(original->params + p->offset + (size_t)(j * PAIR_HEAD + i + half * PAIR_HEAD / 2) * (size_t)cols,
+                               0, (size_t)cols * sizeof(float));
+                }
+        }
+}
+
+static double max_abs_difference(const float *a, const float *b, size_t n, double *largest) {
+    double worst = 0.0;
+    *largest = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
+        *largest = fmax(*largest, fabs((double)b[i]));
+    }
+    return worst;
+}
+
+static void check_rope_pairs(void) {
+    decon_config original_config, reduced_config;
+    test_model_config(&original_config, NULL, NULL, PAIR_D, 2, PAIR_HEADS, PAIR_KV, 24, PAIR_VOCAB, false, true, 100.0);
+    original_config.head_dim = PAIR_HEAD;
+    reduced_config = original_config;
+    reduced_config.value_head_dim = PAIR_HEAD;
+    snprintf(reduced_config.layer_head_dims, sizeof reduced_config.layer_head_dims, "4,6");
+    snprintf(reduced_config.layer_rope_pairs, sizeof reduced_config.layer_rope_pairs, "0,3;1-3");
+    // Through the config text, as a checkpoint's /config carries it (validated there).
+    char *text = config_to_text(&reduced_config);
+    decon_config back;
+    config_defaults(&back);
+    config_load_text(&back, text, "test_layer_shapes (rope pairs)");
+    config_validate(&back, "test_layer_shapes (rope pairs)");
+    testing_report(strcmp(back.layer_rope_pairs, "0,3;1-3") == 0, "rope pairs: layer_rope_pairs survives the config text",
+                   "read back '%s'", back.layer_rope_pairs);
+    free(text);
+    model original, reduced;
+    test_model_setup(&original, &original_config, "original head 8", PAIR_BATCH, PAIR_LEN, 1401);
+    test_model_setup(&reduced, &reduced_config, "reduced heads 4 {0,3}, 6 {1,2,3}", PAIR_BATCH, PAIR_LEN, 1402);
+    zero_dropped(&original);
+    copy_reduced(&original, &reduced);
+
+    int rows = PAIR_BATCH * PAIR_LEN;
+    int tokens[PAIR_BATCH * PAIR_LEN], targets[PAIR_BATCH * PAIR_LEN];
+    test_model_batch(tokens, targets, rows, 0, PAIR_VOCAB, PAIR_VOCAB, 1403);
+    size_t score_count = (size_t)PAIR_HEADS * PAIR_LEN * PAIR_LEN;
+    float *want_scores = xcalloc((size_t)2 * PAIR_BATCH * score_count, sizeof(float));
+    float *got_scores = xcalloc((size_t)2 * PAIR_BATCH * score_count, sizeof(float));
+    float *want_logits = xcalloc((size_t)rows * PAIR_VOCAB, sizeof(float));
+    float *got_logits = xcalloc((size_t)rows * PAIR_VOCAB, sizeof(float));
+    model *models[2] = {&original, &reduced};
+    float *scores[2] = {want_scores, got_scores}, *logits[2] = {want_logits, got_logits};
+    for (int which = 0; which < 2; which++) {
+        model *m = models[which];
+        model_forward(m, tokens, PAIR_BATCH, PAIR_LEN);
+        mixer_context context = model_mixer_context(m);
+        for (int l = 0; l < 2; l++) {
+            model_layer_context(m, l, &context);
+            for (int b = 0; b < PAIR_BATCH; b++)
+                m->plan[l]->attention_scores(&m->mixers[l], &context, b,
+                                             scores[which] + (size_t)(l * PAIR_BATCH + b) * score_count);
+        }
+        eval_logits(m, 0, rows, logits[which]);
+    }
+    double largest, score_error = max_abs_difference(got_scores, want_scores, (size_t)2 * PAIR_BATCH * score_count, &largest);
+    testing_report(score_error <= 1e-5 * largest,
+                   "rope pairs: reduced heads (4 {0,3}, 6 {1,2,3}) score as the 8-wide heads with the other pairs zeroed",
+                   "max |difference| %.3g of max |score| %.3g", score_error, largest);
+    double logit_error = max_abs_difference(got_logits, want_logits, (size_t)rows * PAIR_VOCAB, &largest);
+    testing_report(logit_error <= 1e-5 * largest, "rope pairs: the reduced model's logits equal the zeroed original's",
+                   "max |difference| %.3g of max |logit| %.3g", logit_error, largest);
+
+    double *params = xcalloc(original.registry.total, sizeof(double));
+    for (size_t e = 0; e < original.registry.total; e++) params[e] = original.params[e];
+    double reference = model_reference_loss(&original_config, &original.registry, params, tokens, targets,
+                                            PAIR_BATCH, PAIR_LEN, NULL, NULL);
+    model_forward(&reduced, tokens, PAIR_BATCH, PAIR_LEN);
+    double loss = model_loss(&reduced, targets, NULL), loss_error = fabs(loss - reference) / fabs(reference);
+    testing_report(loss_error < 1e-5, "rope pairs: the reduced model's loss equals the double reference of the zeroed original",
+                   "%.8g vs %.8g (relative %.3g)", loss, reference, loss_error);
+    free(params);
+
+    // Cached decoding: prefill one token, then a step per position, against the full forward.
+    decode_session *session = decode_create(&reduced, PAIR_BATCH, PAIR_LEN);
+    float *step_logits = xcalloc((size_t)PAIR_BATCH * PAIR_VOCAB, sizeof(float));
+    int sequences[PAIR_BATCH], lengths[PAIR_BATCH], step_tokens[PAIR_BATCH];
+    const int *prompts[PAIR_BATCH];
+    for (int b = 0; b < PAIR_BATCH; b++) sequences[b] = b, lengths[b] = 1, prompts[b] = tokens + (ptrdiff_t)b * PAIR_LEN;
+    bool ok = decode_prefill(session, PAIR_BATCH, sequences, prompts, lengths, step_logits);
+    double step_error = 0.0, decode_largest = 0.0;
+    for (int position = 0; ok && position < PAIR_LEN; position++) {
+        if (position > 0) {
+            for (int b = 0; b < PAIR_BATCH; b++) step_tokens[b] = tokens[b * PAIR_LEN + position];
+            ok = decode_step(session, step_tokens, step_logits);
+        }
+        for (int b = 0; ok && b < PAIR_BATCH; b++) {
+            double l_largest, e = max_abs_difference(step_logits + (size_t)b * PAIR_VOCAB,
+                                                     got_logits + (size_t)(b * PAIR_LEN + position) * PAIR_VOCAB,
+                                                     PAIR_VOCAB, &l_largest);
+            step_error = fmax(step_error, e);
+            decode_largest = fmax(decode_largest, l_largest);
+        }
+    }
+    testing_report(ok && step_error <= 1e-4 * decode_largest,
+                   "rope pairs: cached decoding of the reduced model equals its full forward",
+                   "%s max |difference| %.3g of max |logit| %.3g", ok ? "" : decode_error(session), step_error,
+                   decode_largest);
+    decode_free(session);
+    free(step_logits), free(want_scores), free(got_scores), free(want_logits), free(got_logits);
+    model_free(&original);
+    model_free(&reduced);
+
+    // Syntax: n groups of increasing pairs in [0, d_h/2).
+    static const struct {
+        const char *text, *reason;
+    } BAD[] = {{"3,0;1-3", "must increase"}, {"0,0;1-3", "must increase"}, {"0,4;1-3", "outside 0..3"},
+               {"0,3", "1 ';'-separated groups for 2 layers"}, {"0,3;1;2", "more than 2"}, {"0,,3;1", "expected"},
+               {"0,3;3-1", "must increase"}};
+    int pairs[4], count;
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        char reason[256] = "", name[160];
+        bool refused = !config_parse_rope_pairs(BAD[i].text, 2, 0, pairs, 4, &count, reason, sizeof reason) &&
+                       strstr(reason, BAD[i].reason) != NULL;
+        snprintf(name, sizeof name, "layer_rope_pairs '%s' for 2 layers of head 8 is refused (%s)", BAD[i].text,
+                 BAD[i].reason);
+        testing_report(refused, name, "%s", reason);
+    }
+    bool parsed = config_parse_rope_pairs("0,3;;", 2, 0, pairs, 4, &count, NULL, 0) && count == 2 && pairs[0] == 0 &&
+                  pairs[1] == 3 && config_parse_rope_pairs("0,3;;", 2, 1, pairs, 4, &count, NULL, 0) && count == 0;
+    testing_report(parsed, "layer_rope_pairs '0,3;;': layer 1 keeps pairs 0 and 3, layer 2 the default", "count %d",
+                   count);
+}
+
 int main(void) {
     ops_set_threads(1);  // tiny shapes: on shared cores extra OpenMP threads only wait (test_decode.c)
     check_value_config();
@@ -190,5 +383,6 @@ int main(void) {
     check_value_gradients();
     check_layer_shapes();
     check_layer_gradients();
+    check_rope_pairs();
     return testing_exit_code();
 }

@@ -58,7 +58,7 @@ LIB     := $(BUILD)/libdecon.a
 C_BUILD := $(BUILD)
 TOKENIZER_OBJ := $(C_BUILD)/src/io/tokenizer.o
 
-PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c)) $(BIN)/decon-analyze
+PROGRAMS := $(patsubst src/bin/%.c,$(BIN)/%,$(wildcard src/bin/*.c)) $(BIN)/decon-analyze $(BIN)/decon-lowrank
 # Test support linked into every test program: the double references and shared helpers.
 REF_SRC  := $(wildcard tests/reference/*.c tests/support/*.c)
 REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/%.o)
@@ -69,9 +69,9 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 # Programs that read or write text through the tokenizer.
 TOKENIZER_PROGRAMS := $(BIN)/decon-export $(BIN)/decon-generate
-# decon-analyze (analysis/*.c, MPI + ScaLAPACK), its tests and bench_svd link ScaLAPACK,
+# decon-analyze and decon-lowrank (analysis/*.c, MPI + ScaLAPACK / LAPACK), their tests and bench_svd link ScaLAPACK,
 # and LAPACK from the same OpenBLAS directory (so ScaLAPACK's liblapack.so.3 resolves there).
-ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c,$(wildcard analysis/*.c)))
+ANALYSIS_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out analysis/decon-analyze.c analysis/decon-lowrank.c,$(wildcard analysis/*.c)))
 ANALYSIS_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_analysis*.c tests/unit/test_lowrank.c))
 ANALYSIS_LIBS  := -L$(BLAS_DIR) -Wl,--push-state,--no-as-needed -lscalapack-openmpi -llapack -lblas -Wl,--pop-state
 
@@ -218,6 +218,10 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(TOKENIZER_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $< $(TOKENIZER_OBJ) $(LIB) $(TOKENIZER_LIBS) $(LDLIBS) -o $@
 
 $(BIN)/decon-analyze: $(BUILD)/analysis/decon-analyze.o $(ANALYSIS_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $^ $(ANALYSIS_LIBS) $(LDLIBS) -o $@
+
+$(BIN)/decon-lowrank: $(BUILD)/analysis/decon-lowrank.o $(ANALYSIS_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $^ $(ANALYSIS_LIBS) $(LDLIBS) -o $@
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # bin/decon-lowrank (A3 / SVD compression, docs/design.md "Low-rank compression (A3)") on
 # a small standard model (GQA 4/2 heads, d_h 8, Q/K/V biases) trained on the shipped
-# corpus: at full rank the output's perplexity equals the original's (the reduced config,
-# RoPE pairs and query scale reproduce the model); at half rank A3's and SVD's outputs load
-# in decon-eval (perplexities printed), A3's functional losses are <= SVD's for every layer
-# and component, A3 stays near the original, decon-generate runs on it, and decon-train
-# resumes from it at tp = 2 (resharded) with a first loss where evaluation puts it; bad
-# input is one line each, outputs intact.
+# corpus: at full rank the output's perplexity equals the original's; with pairs 0 and 2
+# of every query/key head zeroed, QK rank 4 is exact (kept pairs at their own frequencies,
+# the query scale compensating 1/sqrt(r)); at half rank A3's and SVD's outputs load in
+# decon-eval (perplexities printed), A3's functional losses are <= SVD's for every layer
+# and component, 2 MPI ranks give the same model, A3 stays near the original,
+# decon-generate and decon-analyze run on it, and decon-train resumes from it at tp = 2
+# (resharded) with a first loss where evaluation puts it; bad input is one line each,
+# outputs intact.
 source "$(dirname "$0")/common.sh"
 ensure_corpus lowrank_corpus
 LOWRANK="$ROOT/bin/decon-lowrank"
@@ -113,6 +115,12 @@ check lowrank_a3_half_rank_near_original $? "test loss $a3 vs the original's $or
 
 "$GENERATE" "$WORK/a3.h5" --prompt-ids 1,2,3 --max-new 8 --greedy --threads 1 >"$WORK/gen.out" 2>"$WORK/gen.err"
 check lowrank_generate_runs $? "$(tail -n 2 "$WORK/gen.err")"
+
+# decon-analyze reads it: a recording from decon-eval, spectra with its weights.
+"$EVAL" "$WORK/a3.h5" --record "$WORK/attn.h5" --record-sequences 2 --threads 1 >"$WORK/record.log" 2>&1 &&
+    "$ROOT/bin/decon-analyze" "$WORK/attn.h5" --metrics --svd --checkpoint "$WORK/a3.h5" --out "$WORK/analysis" \
+        >"$WORK/analyze.log" 2>&1
+check lowrank_decon_analyze_reads_it $? "$(tail -n 2 "$WORK/record.log" "$WORK/analyze.log")"
 
 # ---- training on from it: tp = 2, the keys it prints --------------------------------------
 step=$("$PYTHON" -c "import re,sys; print(re.search(r'step (\d+) kept', open(sys.argv[1]).read()).group(1))" "$WORK/a3.log")

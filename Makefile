@@ -188,7 +188,7 @@ $(GFX942_BUILD)/%.s: hip/%.hip $(wildcard hip/*.h) src/ops/ops.h
 	    $(MPI_CXX_FLAGS) -Wall -Wextra -Werror $< -o $@.tmp && mv $@.tmp $@
 # ---------------------------------------------------------------------------------------
 
-.PHONY: all test bench clean setup corpus run lint report gpu-test gpu-check gfx942-asm
+.PHONY: all test bench clean setup corpus run lint report lowrank-sweep gpu-test gpu-check gfx942-asm
 # Keep object files of programs and tests (they are intermediates of two-step rules).
 .SECONDARY:
 all: $(PROGRAMS) $(TESTS) $(BENCHES) $(TEST_TOOLS)
@@ -281,11 +281,23 @@ run: setup
 	    --json runs/tiny/sample.json
 
 # Plots and report.md across runs (README.md, "Analysing recordings"):
-#   make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0]
+#   make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0] [LOWRANK=reports/lowrank/lowrank.jsonl]
 REPORT ?= reports/latest
 SVD    ?= 1
+LOWRANK ?=
 report: bin/decon-analyze
-	bash analysis/plot/make_report.sh --out $(REPORT) --svd $(SVD) $(RUNS)
+	bash analysis/plot/make_report.sh --out $(REPORT) --svd $(SVD) $(if $(LOWRANK),--lowrank $(LOWRANK)) $(RUNS)
+
+# The low-rank sweep (README.md, "Compressing a checkpoint"): A3 and SVD at each budget, test
+# perplexity against parameter and KV-cache reduction -> $(LOWRANK_OUT)/{lowrank.jsonl,lowrank.png,table.md}.
+#   make lowrank-sweep [CKPT=runs/tiny/ckpt/latest.h5] [BUDGETS=1,0.75,0.5,0.25] [LOWRANK_OUT=reports/lowrank]
+CKPT        ?= runs/tiny/ckpt/latest.h5
+BUDGETS     ?= 1,0.75,0.5,0.25
+LOWRANK_OUT ?= reports/lowrank
+lowrank-sweep: bin/decon-lowrank bin/decon-eval
+	/usr/bin/python3 analysis/plot/lowrank_sweep.py $(CKPT) $(LOWRANK_OUT) --budgets $(BUDGETS)
+	/usr/bin/python3 analysis/plot/lowrank_figure.py $(LOWRANK_OUT)/lowrank.jsonl $(LOWRANK_OUT)/lowrank.png \
+	    --table $(LOWRANK_OUT)/table.md
 
 # clang-tidy's bugprone checks over every C file (must print no warnings). clang-tidy-19:
 # its omp.h comes with libomp-19-dev, which clang-19's fuzz build needs too (Debian's

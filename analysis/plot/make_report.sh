@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0|1] [NP=4]
-#   = bash analysis/plot/make_report.sh --out DIR [--svd 0|1] RUN_DIR...
+# make report RUNS="runs/a runs/b" [REPORT=reports/latest] [SVD=0|1] [NP=4] [LOWRANK=reports/lowrank/lowrank.jsonl]
+#   = bash analysis/plot/make_report.sh --out DIR [--svd 0|1] [--lowrank JSONL]... RUN_DIR...
 # 1. decon-analyze over every run's attn.h5 together (so ENTROPY, CONC and HEADDIV are
 #    normalised across exactly these runs), with each run's ckpt/latest.h5 when every
 #    recorded run has one; NP > 1 runs it under mpirun -np NP.
-# 2. analysis/plot/report.py: figures and report.md in DIR.
+# 2. analysis/plot/report.py: figures and report.md in DIR, with the table and figure of
+#    each low-rank sweep given (--lowrank) or found as RUN_DIR/lowrank.jsonl (make lowrank-sweep).
 # Missing pieces (no recording, no eval.json, a failed analysis) are reported, not fatal.
 set -u
 cd "$(dirname "$0")/../.."
 out=reports/latest
 svd=1
 runs=()
+lowrank=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=$2; shift 2 ;;
         --svd) svd=$2; shift 2 ;;
-        -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+        --lowrank) lowrank+=(--lowrank "$2"); shift 2 ;;
+        -h|--help) sed -n 2,10p "$0"; exit 0 ;;
         *) runs+=("${1%/}"); shift ;;   # runs/a/ and runs/a name the same run
     esac
 done
@@ -33,6 +36,7 @@ mkdir -p "$out/analysis" || exit 1
 recordings=() checkpoints=() all_checkpoints=1
 for run in "${runs[@]}"; do
     [ -d "$run" ] || { echo "report: $run is not a directory (left out)"; continue; }
+    [ -f "$run/lowrank.jsonl" ] && lowrank+=(--lowrank "$run/lowrank.jsonl")
     if [ -f "$run/attn.h5" ]; then
         recordings+=("$run/attn.h5")
         if [ -e "$run/ckpt/latest.h5" ]; then checkpoints+=(--checkpoint "$run/ckpt/latest.h5"); else all_checkpoints=0; fi
@@ -59,4 +63,5 @@ if [ ${#recordings[@]} -gt 0 ]; then
 else
     echo "report: no run has attn.h5 (set [io] record_every when training); no attention analysis"
 fi
-exec "$PYTHON" analysis/plot/report.py --out "$out" "${analysis_args[@]}" --analysis-error "$error" "${runs[@]}"
+exec "$PYTHON" analysis/plot/report.py --out "$out" "${analysis_args[@]}" "${lowrank[@]}" --analysis-error "$error" \
+    "${runs[@]}"

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Figures and report.md for a set of decon runs.
 
-  report.py --out DIR [--analysis DIR/analysis/analysis.h5] [--analysis-error TEXT] RUN_DIR...
+  report.py --out DIR [--analysis DIR/analysis/analysis.h5] [--analysis-error TEXT] [--lowrank JSONL]... RUN_DIR...
 
 Reads each run directory (config.ini, metrics.jsonl, eval.json from `decon-eval --json`,
-ckpt/latest.h5) and decon-analyze's analysis.h5 for the runs' attn.h5 recordings; writes
+ckpt/latest.h5), decon-analyze's analysis.h5 for the runs' attn.h5 recordings and low-rank
+sweeps' lowrank.jsonl (analysis/plot/lowrank_sweep.py: the A3 / SVD table and figure); writes
 DIR/figures/*.png and DIR/report.md. Whatever is missing is reported as "not recorded".
 Usually run through `make report RUNS="runs/a runs/b"` (analysis/plot/make_report.sh), which
 runs decon-analyze first. Needs Debian's python3-h5py, python3-matplotlib, python3-numpy.
@@ -17,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import figures  # noqa: E402
+import lowrank_figure  # noqa: E402
 from runs import Run, attach_analysis, load_analysis  # noqa: E402
 from study import DEFAULT_TABLE, StudyTable  # noqa: E402
 
@@ -141,12 +143,30 @@ def indicator_table(run, step):
     return table(header, rows)
 
 
+def lowrank_sections(paths, out_dir, figures_dir):
+    """A section per low-rank sweep: its table and its figure (lowrank_figure.py)."""
+    out = []
+    for i, path in enumerate(paths):
+        out += ["## Low-rank compression: A3 vs SVD (`%s`)" % path, ""]
+        try:
+            original, rows = lowrank_figure.load(path)
+        except lowrank_figure.LowrankError as e:
+            out += ["Not shown: %s." % e, ""]
+            continue
+        png = os.path.join(figures_dir, "lowrank.png" if i == 0 else "lowrank_%d.png" % (i + 1))
+        lowrank_figure.draw(original, rows, png)
+        out += [lowrank_figure.table(original, rows), "![low-rank sweep](%s)" % os.path.relpath(png, out_dir), ""]
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories")
     parser.add_argument("--out", required=True)
     parser.add_argument("--analysis", help="decon-analyze's analysis.h5 for the runs' recordings")
     parser.add_argument("--analysis-error", default="", help="why there is no analysis (shown in the report)")
+    parser.add_argument("--lowrank", action="append", default=[],
+                        help="a low-rank sweep's lowrank.jsonl (analysis/plot/lowrank_sweep.py): its table and figure")
     parser.add_argument("--study", default=DEFAULT_TABLE, help="the study's published figures (CSV)")
     args = parser.parse_args()
 
@@ -215,6 +235,7 @@ def main():
         out += ["### " + title, "", "![%s](%s)" % (title, rel), ""]
     if skipped:
         out += ["Not drawn: " + "; ".join("%s (%s)" % (t, w) for t, w in skipped) + ".", ""]
+    out += lowrank_sections(args.lowrank, args.out, figures_dir)
     out += ["## Attention indicators by layer", ""]
     if args.analysis_error:
         out += ["The analysis failed: `%s`" % args.analysis_error.strip(), ""]

@@ -93,7 +93,6 @@ def draw(original, rows, path):
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("held-out test perplexity")
-    axes[0].set_yscale("log")
     axes[0].legend(loc="upper left")
     fig.suptitle("Low-rank compression of %s: A3 vs SVD" % os.path.basename(os.path.dirname(os.path.dirname(
         os.path.abspath(original.get("checkpoint", "model")))) or "the model"))

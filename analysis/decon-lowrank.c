@@ -22,6 +22,7 @@
 #include "analysis/lowrank_a3.h"
 #include "analysis/lowrank_calibration.h"
 #include "core/errors.h"
+#include "core/options.h"
 #include "eval/load.h"
 #include "io/checkpoint.h"
 #include "io/token_shard.h"
@@ -56,15 +57,6 @@ static void usage(void) {
             "  --out CKPT2          the compressed checkpoint (step kept, Adam moments zero)\n");
 }
 
-static long parse_integer(const char *option, const char *text, long low, long high) {
-    char *end = NULL;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end != '\0' || value < low || value > high)
-        fatal("%s '%s': expected an integer in [%ld, %ld]", option, text, low, high);
-    return value;
-}
-
 static options parse_options(int argc, char **argv, int rank) {
     options o = {.tokens = 16384, .method = LOWRANK_A3};
     for (int i = 1; i < argc; i++) {
@@ -88,11 +80,11 @@ static options parse_options(int argc, char **argv, int rank) {
         const char *value = argv[++i];
         if (strcmp(a, "--calibration") == 0) o.calibration = value;
         else if (strcmp(a, "--out") == 0) o.out = value;
-        else if (strcmp(a, "--tokens") == 0) o.tokens = parse_integer(a, value, 1, 1L << 40);
-        else if (strcmp(a, "--qk-rank") == 0) o.qk_rank = (int)parse_integer(a, value, 1, 1 << 20);
-        else if (strcmp(a, "--ov-rank") == 0) o.ov_rank = (int)parse_integer(a, value, 1, 1 << 20);
-        else if (strcmp(a, "--mlp-width") == 0) o.mlp_width = (int)parse_integer(a, value, 1, 1 << 22);
-        else if (strcmp(a, "--threads") == 0) o.threads = (int)parse_integer(a, value, 1, 4096);
+        else if (strcmp(a, "--tokens") == 0) o.tokens = option_integer(a, value, 1, 1L << 40);
+        else if (strcmp(a, "--qk-rank") == 0) o.qk_rank = (int)option_integer(a, value, 1, 1 << 20);
+        else if (strcmp(a, "--ov-rank") == 0) o.ov_rank = (int)option_integer(a, value, 1, 1 << 20);
+        else if (strcmp(a, "--mlp-width") == 0) o.mlp_width = (int)option_integer(a, value, 1, 1 << 22);
+        else if (strcmp(a, "--threads") == 0) o.threads = (int)option_integer(a, value, 1, 4096);
         else if (strcmp(a, "--method") == 0) {
             if (!lowrank_method_parse(value, &o.method)) fatal("--method '%s': expected a3 or svd", value);
         } else {  // --budget

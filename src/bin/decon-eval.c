@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/options.h"
 #include "par/program.h"
 #include "eval/decode_check.h"
 #include "eval/evaluator.h"
@@ -59,15 +60,6 @@ static bool takes_value(const char *option) {
     return false;
 }
 
-static long parse_integer(const char *option, const char *text, long low, long high) {
-    char *end = NULL;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end != '\0' || value < low || value > high)
-        fatal("%s '%s': expected an integer in [%ld, %ld]", option, text, low, high);
-    return value;
-}
-
 static void parse_contexts(eval_options *o, const char *text) {
     char buffer[1024];
     if (strlen(text) >= sizeof buffer) fatal("--ctx '%.40s...': too long", text);
@@ -76,7 +68,7 @@ static void parse_contexts(eval_options *o, const char *text) {
     char *save = NULL;
     for (char *item = strtok_r(buffer, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         if (o->context_count == REPORT_MAX_CONTEXTS) fatal("--ctx: at most %d contexts", REPORT_MAX_CONTEXTS);
-        o->contexts[o->context_count++] = (int)parse_integer("--ctx", item, 1, INT_MAX);
+        o->contexts[o->context_count++] = (int)option_integer("--ctx", item, 1, INT_MAX);
     }
     if (o->context_count == 0) fatal("--ctx '%s': expected context lengths such as 128,256,512", text);
 }
@@ -108,16 +100,16 @@ int main(int argc, char **argv) {
         const char *value = argv[++i];
         if (strcmp(a, "--ppl") == 0) o.perplexity_path = value;
         else if (strcmp(a, "--ctx") == 0) parse_contexts(&o, value);
-        else if (strcmp(a, "--stride") == 0) o.stride = (int)parse_integer(a, value, 1, INT_MAX);
+        else if (strcmp(a, "--stride") == 0) o.stride = (int)option_integer(a, value, 1, INT_MAX);
         else if (strcmp(a, "--cloze") == 0) o.cloze_path = value;
         else if (strcmp(a, "--choice") == 0) o.choice_path = value;
         else if (strcmp(a, "--json") == 0) o.json_path = value;
         else if (strcmp(a, "--logits") == 0) o.logits_path = value;
-        else if (strcmp(a, "--threads") == 0) o.threads = (int)parse_integer(a, value, 1, 4096);
-        else if (strcmp(a, "--max-windows") == 0) o.max_windows = parse_integer(a, value, 1, LONG_MAX);
-        else if (strcmp(a, "--batch-tokens") == 0) o.batch_tokens = (int)parse_integer(a, value, 1, INT_MAX);
+        else if (strcmp(a, "--threads") == 0) o.threads = (int)option_integer(a, value, 1, 4096);
+        else if (strcmp(a, "--max-windows") == 0) o.max_windows = option_integer(a, value, 1, LONG_MAX);
+        else if (strcmp(a, "--batch-tokens") == 0) o.batch_tokens = (int)option_integer(a, value, 1, INT_MAX);
         else if (strcmp(a, "--record") == 0) o.record_path = value;
-        else if (strcmp(a, "--record-sequences") == 0) o.record_sequences = (int)parse_integer(a, value, 1, 4096);
+        else if (strcmp(a, "--record-sequences") == 0) o.record_sequences = (int)option_integer(a, value, 1, 4096);
         else if (strcmp(a, "--record-layers") == 0) o.record_layers = value;
         else if (strcmp(a, "--record-dtype") == 0) o.record_dtype = value;
         else if (strcmp(a, "--record-tokens") == 0) o.record_tokens = value;

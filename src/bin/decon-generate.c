@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/options.h"
 #include "par/program.h"
 #include "eval/generator.h"
 
@@ -49,15 +50,6 @@ static bool takes_value(const char *option) {
     return false;
 }
 
-static long parse_integer(const char *option, const char *text, long low, long high) {
-    char *end = NULL;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end != '\0' || value < low || value > high)
-        fatal("%s '%s': expected an integer in [%ld, %ld]", option, text, low, high);
-    return value;
-}
-
 // "3,415,27" -> ids (range checked later, against the tokenizer).
 static int *parse_ids(const char *text, int *count) {
     int capacity = 0, n = 0;
@@ -72,7 +64,7 @@ static int *parse_ids(const char *text, int *count) {
         memcpy(item, at, length);
         item[length] = '\0';
         ids = xgrow(ids, n, &capacity, sizeof(int), 16);
-        ids[n++] = (int)parse_integer("--prompt-ids", item, 0, INT_MAX);
+        ids[n++] = (int)option_integer("--prompt-ids", item, 0, INT_MAX);
         at += length + (comma != NULL);
         if (comma && !*at) fatal("--prompt-ids '%.60s': a comma ends the list; remove it", text);
     }
@@ -111,12 +103,12 @@ int main(int argc, char **argv) {
             if (strcmp(a, "--prompt") == 0) o.prompt_text = value;
             else if (strcmp(a, "--prompt-file") == 0) o.prompt_file = value;
             else o.prompt_ids = ids = parse_ids(value, &o.prompt_id_count);
-        } else if (strcmp(a, "--max-new") == 0) o.max_new = (int)parse_integer(a, value, 1, 1 << 24);
-        else if (strcmp(a, "--max-context") == 0) o.max_context = (int)parse_integer(a, value, 2, 1 << 24);
-        else if (strcmp(a, "--batch") == 0) o.batch = (int)parse_integer(a, value, 1, 65536);
+        } else if (strcmp(a, "--max-new") == 0) o.max_new = (int)option_integer(a, value, 1, 1 << 24);
+        else if (strcmp(a, "--max-context") == 0) o.max_context = (int)option_integer(a, value, 2, 1 << 24);
+        else if (strcmp(a, "--batch") == 0) o.batch = (int)option_integer(a, value, 1, 65536);
         else if (strcmp(a, "--json") == 0) o.json_path = value;
         else if (strcmp(a, "--tokenizer") == 0) o.tokenizer = value;
-        else if (strcmp(a, "--threads") == 0) o.threads = (int)parse_integer(a, value, 1, 4096);
+        else if (strcmp(a, "--threads") == 0) o.threads = (int)option_integer(a, value, 1, 4096);
         else fatal("internal: option %s has no handler", a);
     }
     o.sampling.greedy = greedy;
